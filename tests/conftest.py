@@ -1,0 +1,41 @@
+"""Shared fixtures: where the real test data lives, and hardware markers that skip with a reason."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# ../shared/data beside the checkout (the developers' and CI's layout); REDI_SHARED_DATA overrides it.
+_DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("REDI_SHARED_DATA", _DEFAULT_SHARED))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; the test is skipped when it is absent (a user's fresh clone)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _cuda_available():
+        skip_gpu = pytest.mark.skip(reason="no CUDA GPU on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
+    if not os.environ.get("DISPLAY"):
+        skip_display = pytest.mark.skip(reason="no X display (set DISPLAY, e.g. under Xvfb)")
+        for item in items:
+            if "display" in item.keywords:
+                item.add_marker(skip_display)
