@@ -34,6 +34,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+    if not os.environ.get("REDI_TEST_CAMERA"):
+        skip_camera = pytest.mark.skip(reason="no real camera declared (set REDI_TEST_CAMERA=<index|path>)")
+        for item in items:
+            if "camera" in item.keywords:
+                item.add_marker(skip_camera)
     if not os.environ.get("DISPLAY"):
         skip_display = pytest.mark.skip(reason="no X display (set DISPLAY, e.g. under Xvfb)")
         for item in items:

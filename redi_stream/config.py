@@ -1,0 +1,137 @@
+"""Run configuration: frozen dataclasses and StrEnums, validated on construction.
+
+Built from argparse in exactly one place (:func:`redi_stream.cli.build_run_config`); nothing below the CLI reads
+``sys.argv`` or the environment.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .frames import CFA
+
+
+def _choices(enum_cls: type[enum.Enum]) -> str:
+    return ", ".join(str(m.value) for m in enum_cls)
+
+
+def parse_enum(enum_cls: type[enum.StrEnum], value: str, what: str):
+    """``enum_cls(value)`` with a ConfigError that lists the valid choices."""
+    try:
+        return enum_cls(str(value).lower() if enum_cls is not CFA else str(value).upper())
+    except ValueError:
+        raise ConfigError(f"invalid {what} {value!r}; valid: {_choices(enum_cls)}") from None
+
+
+class ModelKind(enum.StrEnum):
+    REDI = "redi"
+    CLASSIC = "classic"
+
+
+class Device(enum.StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Precision(enum.StrEnum):
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class OnError(enum.StrEnum):
+    STOP = "stop"
+    SKIP = "skip"
+
+
+class ImageFormat(enum.StrEnum):
+    PNG = "png"
+    TIFF = "tiff"
+
+
+@dataclass(frozen=True)
+class RawLayout:
+    """How to read headerless ``.raw`` / ``.npy`` frames or a camera that reports nothing about its sensor."""
+
+    width: int | None = None
+    height: int | None = None
+    cfa: CFA | None = None
+    black: float | None = None
+    white: float | None = None
+    dtype: str = "<u2"
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"--raw-{name} must be positive, got {v}")
+        if self.black is not None and self.white is not None and self.white <= self.black:
+            raise ConfigError(f"--white ({self.white}) must exceed --black ({self.black})")
+        if self.dtype not in ("<u2", ">u2", "u1", "<u4"):
+            raise ConfigError(f"invalid --raw-dtype {self.dtype!r}; valid: <u2, >u2, u1, <u4")
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.width, self.height, self.cfa, self.black, self.white))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one ``redi-stream`` run needs, validated."""
+
+    source: str | None = None
+    camera: str | None = None
+    out: Path | None = None
+    model: ModelKind = ModelKind.REDI
+    weights: Path | None = None
+    device: Device = Device.AUTO
+    precision: Precision = Precision.AUTO
+    sequential: bool = False
+    cuda_graph: bool = True
+    gain: float | None = None
+    gain_multiplier: float = 1.0
+    gain_smoothing_frames: float = 8.0
+    fps: float | None = None
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "veryfast"
+    image_format: ImageFormat = ImageFormat.PNG
+    bits: int = 16
+    on_error: OnError = OnError.STOP
+    decode_workers: int = 2
+    denoise: bool = False
+    tile: tuple[int, int] | None = None
+    raw: RawLayout = RawLayout()
+    progress: bool = True
+    preview: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.source is None) == (self.camera is None):
+            raise ConfigError("give exactly one input: a SOURCE path/glob or --camera INDEX|PATH|URL")
+        if self.source is not None and self.out is None and not self.preview:
+            raise ConfigError("--out FILE.mp4|DIR/ is required for file sources (or use --preview)")
+        if self.gain is not None and not (0 < self.gain <= 10000):
+            raise ConfigError(f"--gain must be in (0, 10000], got {self.gain}")
+        if not self.gain_multiplier > 0:
+            raise ConfigError(f"--gain-multiplier must be > 0, got {self.gain_multiplier}")
+        if self.gain_smoothing_frames < 0:
+            raise ConfigError(f"--gain-smoothing must be >= 0 frames, got {self.gain_smoothing_frames}")
+        if self.fps is not None and not (0 < self.fps <= 1000):
+            raise ConfigError(f"--fps must be in (0, 1000], got {self.fps}")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"--crf must be in 0..51, got {self.crf}")
+        if self.bits not in (8, 16):
+            raise ConfigError(f"--bits must be 8 or 16, got {self.bits}")
+        if not 1 <= self.decode_workers <= 64:
+            raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
+        if self.tile is not None and any(t <= 0 or t % 32 for t in self.tile):
+            raise ConfigError(f"--tile sizes must be positive multiples of 32, got {self.tile}")
+        if self.model is ModelKind.CLASSIC and self.weights is not None:
+            raise ConfigError("--weights applies to --model redi only")
+        if self.precision in (Precision.FP16,) and self.device is Device.CPU:
+            raise ConfigError("--precision fp16 needs --device cuda; valid on the CPU: fp32, bf16")
