@@ -142,7 +142,7 @@ def test_init_is_msra_fan_in():
     assert float(w.std()) == pytest.approx((2 / 1.04) ** 0.5 / 24, rel=0.05)
     w = net.resblock8x.conv2.weight.detach()  # no rectifier follows: linear gain, std = 1 / sqrt(576)
     assert float(w.std()) == pytest.approx(1 / 24, rel=0.05)
-    assert float(net.conv2x.bias.abs().max()) == 0.0
+    assert float(net.conv2x.bias.detach().abs().max()) == 0.0
 
 
 def test_backward_runs_in_training_form():
