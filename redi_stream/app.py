@@ -1,0 +1,168 @@
+"""Composition of a run: source + enhancer + sinks + pipeline, from a validated RunConfig.
+
+The CLI calls :func:`run`, :func:`run_demo` and :func:`make_dng_main`; tests call them too. Everything opened here
+is closed here, in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from .config import Device, ModelKind, Precision, RunConfig
+from .errors import ConfigError, WeightsError
+from .frames import CFA
+
+log = logging.getLogger("redi_stream")
+
+
+def open_source(cfg: RunConfig):
+    """The frame source named by the config (files or camera)."""
+    from .capture import HeaderlessParams, RawFileSource, SyntheticSource
+
+    if cfg.camera is not None:
+        from .stream.camera import open_camera
+
+        return open_camera(cfg.camera, raw=cfg.raw, fps=cfg.fps)
+    if cfg.source == "demo":
+        return SyntheticSource.demo()
+    params = None
+    if cfg.raw.given:
+        r = cfg.raw
+        params = HeaderlessParams(
+            width=r.width, height=r.height, cfa=r.cfa or CFA.RGGB, black=r.black or 0.0,
+            white=r.white if r.white is not None else 65535.0, dtype=r.dtype,
+        )
+    return RawFileSource(cfg.source, raw_params=params, fps=cfg.fps)
+
+
+def resolve_device(cfg: RunConfig) -> tuple[str, str]:
+    """(device, precision) after resolving ``auto``: CUDA + fp16 when a GPU is present, else CPU + fp32."""
+    import torch
+
+    if cfg.device is Device.AUTO:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = cfg.device.value
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is available here (see 'redi-stream doctor')")
+    if cfg.precision is Precision.AUTO:
+        precision = "fp16" if device == "cuda" else "fp32"
+    else:
+        precision = cfg.precision.value
+    if precision == "fp16" and device != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; valid on the CPU: fp32, bf16")
+    return device, precision
+
+
+def load_network(cfg: RunConfig):
+    """The RediNet for this run: --weights, else the packaged default weights."""
+    from .model import default_weights_path, load_weights
+
+    path = cfg.weights or default_weights_path()
+    if path is None:
+        raise WeightsError("no default weights are shipped in this build; pass --weights PATH or use --model classic")
+    return load_weights(path)
+
+
+def build_enhancer(cfg: RunConfig, stack: ExitStack):
+    """The infer stage's enhancer (network or classic), registered on ``stack`` for closing."""
+    from .stream import ClassicEnhancer, RediEnhancer
+
+    out_dtype = np.uint16 if (cfg.out is not None and _is_image_dir(cfg.out) and cfg.bits == 16) else np.uint8
+    common = dict(gain=cfg.gain, gain_multiplier=cfg.gain_multiplier,
+                  smoothing_frames=cfg.gain_smoothing_frames, out_dtype=out_dtype)
+    if cfg.model is ModelKind.CLASSIC:
+        return stack.enter_context(ClassicEnhancer(denoise=cfg.denoise, **common))
+    from .model import TorchRunner
+
+    net = load_network(cfg)
+    device, precision = resolve_device(cfg)
+    runner = stack.enter_context(TorchRunner(net, device=device, precision=precision,
+                                             streams=not cfg.sequential, cuda_graph=cfg.cuda_graph,
+                                             tile=cfg.tile))
+    log.info("model: %s on %s (%s)", net.meta.version or "weights", device, precision)
+    return stack.enter_context(RediEnhancer(runner, net.meta, **common))
+
+
+def _is_image_dir(out: Path) -> bool:
+    return out.suffix.lower() not in (".mp4", ".mkv", ".mov")
+
+
+def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack) -> list:
+    from .stream import open_sink
+
+    if cfg.out is None:
+        return []
+    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.codec, crf=cfg.crf, preset=cfg.preset,
+                     image_format=cfg.image_format.value, bits=cfg.bits)
+    return [stack.enter_context(sink)]
+
+
+def run(cfg: RunConfig) -> int:
+    """One enhancement run; returns the exit code (errors raise)."""
+    from .stream import Pipeline, PipelineConfig
+
+    with ExitStack() as stack:
+        # Outputs are checked (opened for writing) before any decoding work starts.
+        source = stack.enter_context(open_source(cfg))
+        sinks = build_sinks(cfg, source.fps, stack)
+        enhancer = build_enhancer(cfg, stack)
+        pcfg = PipelineConfig(on_error=cfg.on_error.value, decode_workers=cfg.decode_workers)
+        preview = None
+        if cfg.preview or cfg.camera is not None:
+            from .stream import make_preview
+
+            preview = stack.enter_context(make_preview(cfg.preview or cfg.camera is not None))
+        summary = Pipeline(source, enhancer, sinks, pcfg, progress=cfg.progress, preview=preview).run()
+    log.info("%s", summary.format())
+    if cfg.out is not None:
+        log.info("wrote %s", cfg.out)
+    return 0
+
+
+def run_demo(cfg: RunConfig) -> int:
+    """The embedded demo: synthetic dark raw frames (no download) -> MP4, with the default weights when shipped."""
+    from .model import default_weights_path
+
+    if cfg.model is ModelKind.REDI and cfg.weights is None and default_weights_path() is None:
+        log.warning("no default weights in this build: the demo uses --model classic")
+        from dataclasses import replace
+
+        cfg = replace(cfg, model=ModelKind.CLASSIC)
+    return run(cfg)
+
+
+def make_dng_main(argv: list[str]) -> int:
+    """``redi-stream make-dng``: write a synthetic dark DNG sequence from an image, a video or the demo photo."""
+    from .capture import make_dng
+
+    p = argparse.ArgumentParser(prog="redi-stream make-dng",
+                                description="Write a dark raw DNG sequence (real DNG files, via pidng) synthesised "
+                                            "from a clean image or video, for trying redi-stream without a camera.")
+    p.add_argument("input", nargs="?", type=Path, help="image or video (default: a photo shipped with scikit-image)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for frame_000000.dng ...")
+    p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
+    p.add_argument("--ratio", type=float, default=150.0, help="exposure ratio to darken by (default 150)")
+    p.add_argument("--size", default=None, help="HxW of the frames, e.g. 1080x1920 (default: the input's)")
+    p.add_argument("--cfa", default="RGGB", help="Bayer pattern: RGGB, BGGR, GRBG, GBRG")
+    p.add_argument("--fps", type=float, default=24.0, help="frame rate stored in the DNGs (default 24)")
+    p.add_argument("--seed", type=int, default=0)
+    ns = p.parse_args(argv)
+    size = None
+    if ns.size:
+        try:
+            h, w = (int(v) for v in ns.size.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--size wants HxW, e.g. 1080x1920, got {ns.size!r}") from None
+        size = (h, w)
+    from .config import parse_enum
+
+    paths = make_dng(ns.input, ns.out, n_frames=ns.frames, ratio=ns.ratio, seed=ns.seed,
+                     cfa=parse_enum(CFA, ns.cfa, "--cfa"), size=size, fps=ns.fps)
+    print(f"wrote {len(paths)} DNG frames to {ns.out}")
+    return 0

@@ -1,0 +1,236 @@
+"""The ``redi-stream`` command.
+
+    redi-stream SOURCE --out out.mp4         a folder / glob / file of raw frames -> H.264 MP4 (or DIR/ -> PNG16)
+    redi-stream --camera 0                   live camera -> preview window with an fps overlay
+    redi-stream demo [--out demo.mp4]        the embedded demo clip, no download
+    redi-stream doctor | make-dng | train | eval | bench
+
+argparse lives here and only here; :func:`build_run_config` turns its namespace into a validated
+:class:`~redi_stream.config.RunConfig`. Every failure the user can cause ends as one line on stderr and a non-zero
+exit code (2 bad usage, 1 failed run, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import (
+    Device,
+    ImageFormat,
+    ModelKind,
+    OnError,
+    Precision,
+    RawLayout,
+    RunConfig,
+    parse_enum,
+)
+from .errors import ConfigError, Interrupted, RediStreamError
+from .frames import CFA
+
+log = logging.getLogger("redi_stream")
+
+SUBCOMMANDS = ("demo", "doctor", "make-dng", "train", "eval", "bench")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _tile(text: str) -> tuple[int, int]:
+    try:
+        h, _, w = text.lower().partition("x")
+        return int(h), int(w or h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tile wants HxW (e.g. 1024x1024), got {text!r}") from None
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the main run and ``demo``."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="redi", help="redi (the network, default) or classic (no network baseline)")
+    g.add_argument("--weights", type=Path, help="checkpoint: ours or the official {'model': state_dict} format")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--precision", default="auto", help="auto, fp32, fp16 (CUDA) or bf16")
+    g.add_argument("--sequential", action="store_true", help="run the three branches one after another (CUDA)")
+    g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", help="do not capture CUDA graphs")
+    g.add_argument("--tile", type=_tile, help="process in overlapping HxW tiles (multiples of 32) to save memory")
+    g.add_argument("--denoise", action="store_true", help="classic model: OpenCV non-local-means denoise")
+    g = p.add_argument_group("amplification")
+    g.add_argument("--gain", type=float, help="fixed amplification (overrides the automatic amplifier)")
+    g.add_argument("--gain-multiplier", type=float, default=1.0, help="multiplies the automatic gain (default 1)")
+    g.add_argument("--gain-smoothing", type=float, default=8.0, metavar="FRAMES",
+                   help="time constant of the gain's temporal smoothing in frames; 0 = per-frame gain (default 8)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=Path, help="FILE.mp4|.mkv|.mov (video) or DIR/ (16-bit PNG frames)")
+    g.add_argument("--fps", type=float, help="output frame rate (default: the source's)")
+    g.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
+    g.add_argument("--crf", type=int, default=18, help="x264 constant rate factor 0..51 (default 18)")
+    g.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    g.add_argument("--format", dest="image_format", default="png", help="frame-sequence format: png or tiff")
+    g.add_argument("--bits", type=int, default=16, help="frame-sequence bit depth: 8 or 16 (default 16)")
+    g.add_argument("--preview", action="store_true", help="show a live preview window")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="redi-stream",
+        description="Real-time enhancement of extremely dark RAW video (REDI network).",
+        epilog="Other commands: " + ", ".join(SUBCOMMANDS) + " (see 'redi-stream COMMAND --help').",
+    )
+    p.add_argument("source", nargs="?", help="folder, glob ('clip/*.dng') or file of raw frames (DNG, ARW, NEF, "
+                                              "CR2, ..., .npy, headerless .raw)")
+    p.add_argument("--camera", help="live camera: index (0), device path or URL")
+    p.add_argument("--version", action="version", version=f"redi-stream {__version__}")
+    add_run_options(p)
+    g = p.add_argument_group("input")
+    g.add_argument("--on-error", default="stop", help="bad frame in a sequence: stop (default) or skip")
+    g.add_argument("--decode-workers", type=int, default=2, help="parallel raw decoders for files (default 2)")
+    g.add_argument("--raw-width", type=int, help="headerless .raw / camera: width in pixels")
+    g.add_argument("--raw-height", type=int, help="headerless .raw / camera: height in pixels")
+    g.add_argument("--raw-dtype", default="<u2", help="headerless .raw sample type: <u2 (default), >u2, u1")
+    g.add_argument("--cfa", help="Bayer pattern when the input does not say: RGGB, BGGR, GRBG, GBRG")
+    g.add_argument("--black", type=float, help="black level in DN when the input does not say")
+    g.add_argument("--white", type=float, help="white level in DN when the input does not say")
+    return p
+
+
+def build_run_config(ns: argparse.Namespace) -> RunConfig:
+    """The one place argparse values become a RunConfig."""
+    raw = RawLayout(
+        width=getattr(ns, "raw_width", None),
+        height=getattr(ns, "raw_height", None),
+        cfa=parse_enum(CFA, ns.cfa, "--cfa") if getattr(ns, "cfa", None) else None,
+        black=getattr(ns, "black", None),
+        white=getattr(ns, "white", None),
+        dtype=getattr(ns, "raw_dtype", "<u2"),
+    )
+    return RunConfig(
+        source=getattr(ns, "source", None),
+        camera=getattr(ns, "camera", None),
+        out=ns.out,
+        model=parse_enum(ModelKind, ns.model, "--model"),
+        weights=ns.weights,
+        device=parse_enum(Device, ns.device, "--device"),
+        precision=parse_enum(Precision, ns.precision, "--precision"),
+        sequential=ns.sequential,
+        cuda_graph=ns.cuda_graph,
+        gain=ns.gain,
+        gain_multiplier=ns.gain_multiplier,
+        gain_smoothing_frames=ns.gain_smoothing,
+        fps=ns.fps,
+        codec=ns.codec,
+        crf=ns.crf,
+        preset=ns.preset,
+        image_format=parse_enum(ImageFormat, ns.image_format, "--format"),
+        bits=ns.bits,
+        on_error=parse_enum(OnError, getattr(ns, "on_error", "stop"), "--on-error"),
+        decode_workers=getattr(ns, "decode_workers", 2),
+        denoise=ns.denoise,
+        tile=ns.tile,
+        raw=raw,
+        progress=ns.progress,
+        preview=ns.preview,
+    )
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="redi-stream: %(message)s",
+                        stream=sys.stderr)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"redi-stream: error: {message}", file=sys.stderr)
+    return code
+
+
+def _guarded(fn, *args) -> int:
+    """Run a command; every expected failure becomes one line on stderr and an exit code."""
+    try:
+        return fn(*args) or EXIT_OK
+    except Interrupted as exc:
+        print(f"redi-stream: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("redi-stream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except RediStreamError as exc:
+        return _fail(_one_line(exc), EXIT_FAILED)
+
+
+def _one_line(exc: BaseException) -> str:
+    """'<stage> failed: <cause>' on one line, following __cause__ to the root reason."""
+    parts = [str(exc)]
+    cause = exc.__cause__
+    while cause is not None:
+        text = str(cause) or type(cause).__name__
+        if text not in parts[-1]:
+            parts.append(text)
+        cause = cause.__cause__
+    return ": ".join(p.replace("\n", " ") for p in parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:])
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    _setup_logging(ns.quiet)
+    try:
+        cfg = build_run_config(ns)
+    except ConfigError as exc:
+        parser.print_usage(sys.stderr)
+        return _fail(str(exc), EXIT_USAGE)
+    from .app import run
+
+    return _guarded(run, cfg)
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    if name == "doctor":
+        from .doctor import main as doctor_main
+
+        return doctor_main()
+    if name == "demo":
+        p = argparse.ArgumentParser(prog="redi-stream demo",
+                                    description="Enhance the embedded demo clip (synthetic dark raw frames made "
+                                                "from a photo shipped with scikit-image; no download).")
+        add_run_options(p)
+        p.set_defaults(out=Path("demo.mp4"))
+        ns = p.parse_args(argv)
+        _setup_logging(ns.quiet)
+        ns.source = "demo"
+        try:
+            cfg = build_run_config(ns)
+        except ConfigError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        from .app import run_demo
+
+        return _guarded(run_demo, cfg)
+    if name == "make-dng":
+        from .app import make_dng_main
+
+        return _guarded(make_dng_main, argv)
+    if name == "train":
+        from .model.train import main as train_main
+
+        return _guarded(train_main, argv)
+    if name == "eval":
+        from .evaluate import main as eval_main
+
+        return _guarded(eval_main, argv)
+    if name == "bench":
+        from .bench import main as bench_main
+
+        return _guarded(bench_main, argv)
+    raise AssertionError(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
