@@ -1,0 +1,486 @@
+"""Output sinks: encoded video (PyAV), 16-bit image sequences (OpenCV), and a null sink for benchmarks.
+
+Every sink has the same small protocol, called from one thread at a time (the pipeline's ``redi-encode`` thread
+writes; the pipeline's owner thread closes after that thread has stopped)::
+
+    write(frame: EnhancedFrame) -> None     # raises SinkError naming the file
+    close() -> None                         # idempotent; finalises the output
+    frames_written: int
+
+Construction checks that the output can be written at all (missing directory, a directory where a file should be,
+no permission) and raises :class:`~redi_stream.errors.SinkError` *before* any frame is processed.
+
+Video files stay playable when a run ends badly:
+
+* exceptions, Ctrl-C and SIGTERM: the pipeline closes every sink in a ``finally``, which flushes the encoder and
+  writes the trailer exactly once;
+* hard kills (SIGKILL, power loss, OOM killer): ``.mp4``/``.mov`` are written as *fragmented* MP4
+  (``movflags=+frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets``, a fragment at least every second, ``flush_packets``),
+  so the file decodes up to the last complete fragment, i.e. all but the last second or so. A plain MP4 killed
+  before its trailer has no ``moov`` atom and does not decode at all; ``+faststart`` is worse still (it rewrites the
+  file at close). Measured with PyAV: a plain MP4 killed after 70 of 100 frames is unreadable; the fragmented one
+  decodes 48 frames (two whole 1-s fragments at 24 fps). Fragmented MP4 plays in ffmpeg/VLC/browsers/QuickTime;
+  its header carries no frame count (``stream.frames == 0``), so count by decoding. ``fragmented=False`` gives a
+  classic ``+faststart`` file. Matroska (``.mkv``) is cluster-based and survives truncation by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ConfigError, SinkError
+from ..frames import EnhancedFrame
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
+
+# AVCOL_* values (libavutil/pixfmt.h): BT.709 primaries, transfer and matrix; "MPEG" = limited (tv) range.
+_BT709 = 1
+_RANGE_TV = 1
+_NTSC_BASES = (24, 30, 48, 60, 120, 240)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What the pipeline's encode stage needs from an output."""
+
+    frames_written: int
+
+    def write(self, frame: EnhancedFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def fps_to_fraction(fps: float | Fraction | str) -> Fraction:
+    """Exact frame rate: NTSC rates (23.976, 29.97, 59.94, ...) become ``N*1000/1001``; others are limited to a
+    denominator of 1001. Accepts ``Fraction``, ``"24000/1001"`` or a float.
+
+    Raises:
+        ConfigError: not a positive finite rate.
+    """
+    try:
+        f = Fraction(fps) if not isinstance(fps, float) else None
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"invalid frame rate {fps!r}; give e.g. 24, 23.976 or 24000/1001") from None
+    if f is None:
+        if not np.isfinite(fps):
+            raise ConfigError(f"invalid frame rate {fps!r}")
+        for base in _NTSC_BASES:
+            ntsc = Fraction(base * 1000, 1001)
+            if abs(fps - float(ntsc)) < 5e-4 * base:
+                return ntsc
+        f = Fraction(fps).limit_denominator(1001)
+    if f <= 0:
+        raise ConfigError(f"frame rate must be positive, got {fps!r}")
+    return f
+
+
+def _check_writable_file(path: Path) -> None:
+    """Raise SinkError unless ``path`` can be created/overwritten as a regular file. Leaves no new file behind."""
+    if path.is_dir():
+        raise SinkError(f"cannot write {path}: it is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise SinkError(f"cannot write {path}: directory {parent} does not exist")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if not existed:
+        try:
+            path.unlink()
+        except OSError:  # e.g. a device node such as /dev/null behind a symlink: leave it
+            pass
+
+
+def _to_even(rgb: np.ndarray, buf: np.ndarray | None) -> np.ndarray:
+    """Pad an odd-sized (H, W, 3) image to even H and W by repeating its last row/column (no pixel dropped)."""
+    h, w = rgb.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return rgb
+    assert buf is not None
+    buf[:h, :w] = rgb
+    if h % 2:
+        buf[h, :w] = rgb[h - 1]
+    if w % 2:
+        buf[:, w] = buf[:, w - 1]
+    return buf
+
+
+class VideoSink:
+    """Encodes RGB frames to a video file with PyAV (libx264, yuv420p, BT.709 limited range by default).
+
+    Args:
+        path: ``.mp4``, ``.mov`` or ``.mkv`` (the container follows the suffix); written directly (no temp file).
+        fps: frame rate (float, ``Fraction`` or ``"24000/1001"``); the codec time base is ``1/fps``.
+        codec: FFmpeg encoder name (``libx264``, ``libx265``, ``h264_nvenc``, ``mpeg4``, ...).
+        crf, preset: quality and speed for libx264/libx265 (ignored by other encoders; pass ``options``).
+        pix_fmt: encoder pixel format; ``yuv420p`` (default, plays everywhere) or e.g. ``yuv444p``.
+        threads: encoder threads (0 = FFmpeg's choice).
+        fragmented: for ``.mp4``/``.mov``, write fragmented MP4 so a hard-killed run stays playable (see module).
+        pts_from: ``"t_ns"`` (default; frame timestamps, so camera drops and skipped files keep real timing) or
+            ``"index"``. Either way pts are strictly increasing.
+        options: extra encoder options passed to FFmpeg verbatim.
+
+    Frames: ``EnhancedFrame.rgb`` (H, W, 3) uint8 or uint16 sRGB, all the same size. The container opens at the
+    first frame (size known then). Odd H or W are padded to even by repeating the last row/column (yuv420p needs
+    even sizes; padding keeps every pixel, the video is one pixel larger). RGB -> YUV is done by libswscale with the
+    BT.709 matrix into limited range, and the stream is tagged BT.709 (primaries, transfer, matrix) and tv range.
+    uint16 input goes in as rgb48 and is reduced to 8 bits by swscale.
+
+    Thread use: one thread at a time (``write`` then ``close``). ``close()`` is idempotent and safe after a failed
+    ``write``; it flushes the encoder and writes the trailer exactly once.
+
+    Raises:
+        SinkError: at construction if ``path`` cannot be written; on ``write``/``close`` if writing fails (disk
+            full, encoder failure). Frames already written stay decodable.
+        ConfigError: unknown codec or suffix.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fps: float | Fraction | str = 24.0,
+        codec: str = "libx264",
+        crf: int = 18,
+        preset: str = "veryfast",
+        pix_fmt: str = "yuv420p",
+        threads: int = 0,
+        fragmented: bool = True,
+        pts_from: str = "t_ns",
+        options: dict[str, str] | None = None,
+    ) -> None:
+        import av  # heavy optional import at its one point of use
+
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_SUFFIXES:
+            raise ConfigError(f"unknown video suffix {suffix!r} in {self.path}; valid: {', '.join(VIDEO_SUFFIXES)}")
+        try:
+            av.codec.Codec(codec, "w")
+        except Exception:  # av raises several types for an unknown or decode-only codec
+            encoders = sorted(c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4", "libvpx-vp9")
+                              if c in av.codecs_available)
+            raise ConfigError(f"no encoder {codec!r} in this FFmpeg; available: {', '.join(encoders)}") from None
+        if pts_from not in ("t_ns", "index"):
+            raise ConfigError(f"invalid pts_from {pts_from!r}; valid: t_ns, index")
+        if not 0 <= crf <= 51:
+            raise ConfigError(f"crf must be in 0..51, got {crf}")
+        self.fps = fps_to_fraction(fps)
+        self.codec = codec
+        self.crf = crf
+        self.preset = preset
+        self.pix_fmt = pix_fmt
+        self.threads = threads
+        self.fragmented = fragmented and suffix in (".mp4", ".mov")
+        self.pts_from = pts_from
+        self.options = dict(options or {})
+        _check_writable_file(self.path)
+
+        self.frames_written = 0
+        self.size: tuple[int, int] | None = None  # (H, W) of the encoded video (even)
+        self._av = av
+        self._container = None
+        self._stream = None
+        self._reformatter = None
+        self._pad_buf: np.ndarray | None = None
+        self._in_size: tuple[int, int] | None = None
+        self._t0_ns: int | None = None
+        self._last_pts = -1
+        self._failed = False
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def _container_options(self) -> dict[str, str]:
+        opts = {"flush_packets": "1"}  # hand each finished fragment/cluster to the OS at once
+        if self.fragmented:
+            # negative_cts_offsets: B-frame reordering without shifting the first pts off 0.
+            opts["movflags"] = "+frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets"
+            opts["frag_duration"] = "1000000"  # us: at most ~1 s is lost on a hard kill
+        elif self.path.suffix.lower() in (".mp4", ".mov"):
+            opts["movflags"] = "+faststart"
+        return opts
+
+    def _codec_options(self) -> dict[str, str]:
+        opts: dict[str, str] = {}
+        if self.codec in ("libx264", "libx265"):
+            opts = {"crf": str(self.crf), "preset": self.preset}
+        opts.update(self.options)
+        return opts
+
+    def _open(self, h: int, w: int, dtype: np.dtype) -> None:
+        av = self._av
+        from av.video.reformatter import VideoReformatter
+
+        eh, ew = h + h % 2, w + w % 2
+        if (eh, ew) != (h, w):
+            log.info("%s: %dx%d is odd; padding to %dx%d (last row/column repeated)", self.path, w, h, ew, eh)
+            self._pad_buf = np.empty((eh, ew, 3), dtype=dtype)
+        try:
+            container = av.open(str(self.path), mode="w", options=self._container_options())
+        except (av.FFmpegError, OSError) as exc:
+            raise SinkError(f"cannot open {self.path} for writing: {exc}") from exc
+        try:
+            stream = container.add_stream(self.codec, rate=self.fps, options=self._codec_options())
+            stream.width, stream.height, stream.pix_fmt = ew, eh, self.pix_fmt
+            cc = stream.codec_context
+            cc.time_base = 1 / self.fps
+            cc.thread_count = self.threads
+            cc.color_primaries = _BT709
+            cc.color_trc = _BT709
+            cc.colorspace = _BT709
+            cc.color_range = _RANGE_TV
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            container.close()
+            raise SinkError(f"cannot set up {self.codec} for {self.path}: {exc}") from exc
+        self._container, self._stream = container, stream
+        self._reformatter = VideoReformatter()  # reused: keeps its swscale context between frames
+        self._in_size = (h, w)
+        self.size = (eh, ew)
+
+    def write(self, frame: EnhancedFrame) -> None:
+        """Encode one frame. Called from one thread. Raises SinkError naming the file on any write failure."""
+        if self._closed:
+            raise SinkError(f"{self.path}: write after close")
+        if self._failed:
+            raise SinkError(f"{self.path}: an earlier write failed")
+        rgb = frame.rgb
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"expected (H, W, 3) uint8/uint16 RGB, got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        if self._container is None:
+            self._open(h, w, rgb.dtype)
+        elif (h, w) != self._in_size:
+            raise SinkError(f"{self.path}: frame {frame.index} is {w}x{h}, the video is {self._in_size[1]}x{self._in_size[0]}")
+        av = self._av
+        if self._pad_buf is not None and self._pad_buf.dtype != rgb.dtype:
+            self._pad_buf = np.empty(self._pad_buf.shape, dtype=rgb.dtype)
+        rgb = _to_even(np.ascontiguousarray(rgb), self._pad_buf)
+        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24" if rgb.dtype == np.uint8 else "rgb48le")
+        vf = self._reformatter.reformat(
+            vf, format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG", threads=1
+        )
+        vf.pts = self._next_pts(frame)
+        try:
+            for packet in self._stream.encode(vf):
+                self._container.mux(packet)
+        except (av.FFmpegError, OSError) as exc:
+            self._failed = True
+            raise SinkError(f"cannot write {self.path}: {exc}") from exc
+        self.frames_written += 1
+
+    def _next_pts(self, frame: EnhancedFrame) -> int:
+        if self.pts_from == "index":
+            pts = frame.index
+        else:
+            if self._t0_ns is None:
+                self._t0_ns = frame.t_ns
+            pts = round((frame.t_ns - self._t0_ns) * self.fps / 1_000_000_000)
+        pts = max(pts, self._last_pts + 1)  # strictly increasing, whatever the clock did
+        self._last_pts = pts
+        return pts
+
+    def close(self) -> None:
+        """Flush the encoder, write the trailer (once) and close the file. Idempotent.
+
+        Raises:
+            SinkError: flushing or the trailer failed (not raised again if a ``write`` already failed; then only
+                logged, since the caller has that error).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        container, stream = self._container, self._stream
+        self._container = self._stream = None
+        if container is None:
+            log.warning("%s: no frames were written; no file created", self.path)
+            return
+        av = self._av
+        error: BaseException | None = None
+        try:
+            if not self._failed:
+                for packet in stream.encode(None):
+                    container.mux(packet)
+        except (av.FFmpegError, OSError) as exc:
+            error = exc
+        finally:
+            try:
+                container.close()  # writes the trailer, exactly once (PyAV tracks it)
+            except (av.FFmpegError, OSError) as exc:
+                error = error or exc
+        if error is not None:
+            if self._failed:
+                log.warning("%s: finalising after a failed write also failed: %s", self.path, error)
+            else:
+                self._failed = True
+                raise SinkError(f"cannot finalise {self.path}: {error}") from error
+
+    def __enter__(self) -> "VideoSink":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"VideoSink({str(self.path)!r}, fps={self.fps}, codec={self.codec!r}, frames={self.frames_written})"
+
+
+class ImageSequenceSink:
+    """Writes each frame as one image file ``<prefix><index:06d>.<ext>`` in ``directory`` (created if missing).
+
+    Args:
+        directory: output folder.
+        fmt: ``"png"`` or ``"tiff"``.
+        bits: 16 (default, for post-production) or 8. uint8 frames are scaled by 257 to 16 bits; uint16 frames are
+            rounded to 8 bits when ``bits == 8``.
+        prefix, digits: file name pattern; the number is the frame's source index, so a skipped frame leaves a gap.
+
+    Colour: files hold RGB in the usual order (OpenCV's BGR convention is handled here). Existing files with the
+    same names are overwritten. ``close()`` is idempotent.
+
+    Raises:
+        SinkError: the folder cannot be created or written (at construction), or a file write fails.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        fmt: str = "png",
+        bits: int = 16,
+        prefix: str = "frame_",
+        digits: int = 6,
+    ) -> None:
+        fmt = fmt.lower()
+        if fmt == "tif":
+            fmt = "tiff"
+        if fmt not in ("png", "tiff"):
+            raise ConfigError(f"invalid image format {fmt!r}; valid: png, tiff")
+        if bits not in (8, 16):
+            raise ConfigError(f"bits must be 8 or 16, got {bits}")
+        self.directory = Path(directory)
+        self.fmt, self.bits, self.prefix, self.digits = fmt, bits, prefix, digits
+        self._ext = ".png" if fmt == "png" else ".tif"
+        if self.directory.exists() and not self.directory.is_dir():
+            raise SinkError(f"cannot write frames to {self.directory}: it is a file, not a directory")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".redi-write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SinkError(f"cannot write frames to {self.directory}: {exc.strerror or exc}") from exc
+        self.frames_written = 0
+        self._closed = False
+
+    def path_for(self, index: int) -> Path:
+        return self.directory / f"{self.prefix}{index:0{self.digits}d}{self._ext}"
+
+    def write(self, frame: EnhancedFrame) -> None:
+        import cv2
+
+        if self._closed:
+            raise SinkError(f"{self.directory}: write after close")
+        rgb = frame.rgb
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"expected (H, W, 3) uint8/uint16 RGB, got {rgb.shape} {rgb.dtype}")
+        if self.bits == 16 and rgb.dtype == np.uint8:
+            img = rgb.astype(np.uint16) * np.uint16(257)
+        elif self.bits == 8 and rgb.dtype == np.uint16:
+            img = ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        else:
+            img = rgb
+        bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)  # OpenCV files are BGR
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if self.fmt == "png" else []
+        path = self.path_for(frame.index)
+        ok, buf = cv2.imencode(self._ext, bgr, params)
+        if not ok:
+            raise SinkError(f"cannot encode {path}")
+        try:
+            with open(path, "wb") as f:
+                f.write(buf.data)
+        except OSError as exc:
+            raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Nothing is buffered; marks the sink closed. Idempotent."""
+        self._closed = True
+
+    def __enter__(self) -> "ImageSequenceSink":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ImageSequenceSink({str(self.directory)!r}, {self.fmt}{self.bits}, frames={self.frames_written})"
+
+
+class NullSink:
+    """Discards frames (benchmarks); counts them. Optionally keeps the last one (``keep_last=True``) for tests."""
+
+    def __init__(self, *, keep_last: bool = False) -> None:
+        self.frames_written = 0
+        self.keep_last = keep_last
+        self.last: EnhancedFrame | None = None
+        self.close_calls = 0
+
+    def write(self, frame: EnhancedFrame) -> None:
+        self.frames_written += 1
+        if self.keep_last:
+            self.last = frame
+
+    def close(self) -> None:
+        self.close_calls += 1
+
+    def __enter__(self) -> "NullSink":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+_PATTERN_RE = re.compile(r"^(?P<prefix>.*?)(?:%0?(?P<digits>\d*)d|\*)$")
+
+
+def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, **opts) -> VideoSink | ImageSequenceSink | NullSink:
+    """Choose a sink from the output path.
+
+    * ``*.mp4``, ``*.mkv``, ``*.mov`` -> :class:`VideoSink` (``opts``: codec, crf, preset, pix_fmt, threads, ...)
+    * an existing directory, or a path ending in ``/`` or with no suffix -> :class:`ImageSequenceSink` (PNG, 16 bit)
+    * ``dir/frame_%06d.png`` / ``dir/*.tif`` / ``dir/x.tiff`` pattern -> :class:`ImageSequenceSink` in ``dir``, format
+      from the suffix, prefix from the part before ``%d``/``*`` (``opts``: bits)
+    * ``"null"`` -> :class:`NullSink`
+
+    Raises:
+        ConfigError: a suffix that is none of these (lists the valid ones). SinkError: unwritable path.
+    """
+    s = os.fspath(target)
+    if s == "null":
+        return NullSink()
+    p = Path(s)
+    suffix = p.suffix.lower()
+    if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
+        return ImageSequenceSink(p, fmt=opts.pop("fmt", "png"), bits=opts.pop("bits", 16))
+    if suffix in VIDEO_SUFFIXES:
+        return VideoSink(p, fps=fps, **opts)
+    if suffix in IMAGE_SUFFIXES:
+        m = _PATTERN_RE.match(p.stem)
+        prefix, digits = (m.group("prefix"), int(m.group("digits") or 6)) if m else (p.stem + "_", 6)
+        return ImageSequenceSink(p.parent, fmt=IMAGE_SUFFIXES[suffix], bits=opts.pop("bits", 16),
+                                 prefix=prefix, digits=digits)
+    valid = ", ".join([*VIDEO_SUFFIXES, "DIR/", "DIR/frame_%06d.png", "DIR/frame_%06d.tif", "null"])
+    raise ConfigError(f"cannot tell the output kind of {s!r}; valid: {valid}")
