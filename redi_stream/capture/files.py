@@ -1,0 +1,303 @@
+"""Raw frames from files: a folder, a glob, a list of paths or one file (DNG/CinemaDNG, camera raws, .npy, .raw)."""
+
+from __future__ import annotations
+
+import glob
+import math
+import operator
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import tifffile
+
+from redi_stream.errors import CaptureError, ConfigError, FrameError
+from redi_stream.frames import CFA, RawFrame, RawMeta
+
+from .headerless import HeaderlessParams, bayer_from_array, find_sidecar, read_headerless
+from .libraw import LIBRAW_SUFFIXES, read_libraw
+
+DEFAULT_FPS = 24.0
+NPY_SUFFIX = ".npy"
+#: Suffixes (lower case) taken as frames when a *folder* is listed; everything else there is ignored.
+FRAME_SUFFIXES = LIBRAW_SUFFIXES | {NPY_SUFFIX}
+_CINEMADNG_FRAMERATE_TAG = 51044
+_DIGITS = re.compile(r"([0-9]+)")
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+
+
+def natural_key(text: str) -> tuple[list[str | int], str]:
+    """Sort key that orders embedded numbers by value: ``frame2`` < ``frame10``; ties broken by the plain text."""
+    parts: list[str | int] = []
+    for k, part in enumerate(_DIGITS.split(text)):
+        parts.append(int(part) if k % 2 else part.casefold())
+    return parts, text
+
+
+def collect_frame_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Resolve a source spec to frame files.
+
+    * a folder: its files with a raw-frame suffix (:data:`FRAME_SUFFIXES`, any case), hidden files (``.*``,
+      e.g. macOS ``._x.dng``) excluded, in natural order;
+    * one existing file: that file;
+    * a glob pattern (``clip/*.dng``, ``**`` allowed): every matching file, in natural order of the full path;
+    * a list of paths: those files, in the given order.
+
+    Files named explicitly (by a glob, a list or directly) are kept whatever their suffix; a non-raw one fails
+    when read (:class:`FrameError`).
+
+    Raises:
+        CaptureError: a missing path, an empty folder, a glob matching nothing, an empty list, a folder in a list.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = [
+                p for p in path.iterdir()
+                if not p.name.startswith(".") and p.suffix.lower() in FRAME_SUFFIXES and p.is_file()
+            ]  # fmt: skip
+            if not found:
+                raise CaptureError(f"no raw frames in folder {path} (looked for {', '.join(sorted(FRAME_SUFFIXES))})")
+            return sorted(found, key=lambda p: natural_key(p.name))
+        if path.is_file():
+            return [path]
+        if _GLOB_MAGIC.search(text):
+            matches = [Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)]
+            files = [p for p in matches if p.is_file()]
+            if not files:
+                raise CaptureError(f"no files match {text}")
+            return sorted(files, key=lambda p: natural_key(str(p)))
+        raise CaptureError(f"no such file or folder: {text}")
+    if isinstance(spec, (bytes, bytearray)) or not isinstance(spec, Sequence):
+        raise TypeError(f"source must be a path, a glob pattern or a list of paths, got {type(spec).__name__}")
+    paths = [Path(os.fspath(p)).expanduser() for p in spec]
+    if not paths:
+        raise CaptureError("empty list of frame files")
+    for p in paths:
+        if p.is_dir():
+            raise CaptureError(f"{p} is a folder; a list must name frame files")
+        if not p.exists():
+            raise CaptureError(f"no such file: {p}")
+    return paths
+
+
+def read_cinemadng_fps(path: Path) -> float | None:
+    """The CinemaDNG ``FrameRate`` tag (51044) of a DNG's first IFD, or None if absent or unreadable."""
+    try:
+        with tifffile.TiffFile(path) as tf:
+            tag = tf.pages.first.tags.get(_CINEMADNG_FRAMERATE_TAG)
+            value = None if tag is None else tag.value
+    # fps is optional metadata: an unreadable header leaves it to the default; read() reports the file itself.
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError):
+        return None
+    try:
+        num, den = (value[0], value[1]) if isinstance(value, (tuple, list)) else (value, 1)
+        fps = float(num) / float(den)
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None
+    return fps if math.isfinite(fps) and fps > 0 else None
+
+
+def _checked_fps(fps: float) -> float:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"fps must be a positive number, got {fps!r}")
+    if not math.isfinite(fps) or fps <= 0:
+        raise ConfigError(f"fps must be a positive finite number, got {fps!r}")
+    return float(fps)
+
+
+class RawFileSource:
+    """Raw Bayer frames from files, decoded on demand.
+
+    Sources: a folder (its raw files, natural order, non-raw files and hidden files ignored), a glob pattern, a list
+    of paths (kept in the given order) or one file. Formats: DNG/CinemaDNG and any 2x2-Bayer raw LibRaw reads,
+    ``.npy`` (H, W) arrays, and headerless ``.raw`` with :class:`HeaderlessParams` from ``raw_params`` or a JSON
+    sidecar (rule in :mod:`redi_stream.capture.headerless`).
+
+    Thread safety: :meth:`read` may be called from any number of threads at once; each call opens, decodes and
+    closes its own file handle and returns a frame it alone owns. The only shared state is frame 0's geometry,
+    computed once under a lock.
+
+    Attributes:
+        paths: the frame files in order.
+        names: their file names.
+        fps: ``fps`` if given, else the CinemaDNG FrameRate of the first DNG, else 24.0.
+        live: always False (a file source never drops frames).
+        name: the spec as given, for messages.
+    """
+
+    live = False
+
+    def __init__(
+        self,
+        spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        raw_params: HeaderlessParams | None = None,
+        fps: float | None = None,
+    ) -> None:
+        if raw_params is not None and not isinstance(raw_params, HeaderlessParams):
+            raise ConfigError(f"raw_params must be a HeaderlessParams, got {type(raw_params).__name__}")
+        self.paths: list[Path] = collect_frame_paths(spec)
+        self.names: list[str] = [p.name for p in self.paths]
+        self.name: str = (
+            os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else f"{len(self.paths)} files from {self.paths[0].parent}"
+        )
+        self._raw_params = raw_params
+        if fps is not None:
+            self.fps = _checked_fps(fps)
+        else:
+            first_dng = next((p for p in self.paths if p.suffix.lower() == ".dng"), None)
+            tagged = read_cinemadng_fps(first_dng) if first_dng is not None else None
+            self.fps = tagged if tagged is not None else DEFAULT_FPS
+        self._reference: tuple[int, int, CFA] | None = None
+        self._reference_tried = False
+        self._reference_lock = threading.Lock()
+        self._closed = False
+
+    # -- protocol -------------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[RawFrame]:
+        for i in range(len(self.paths)):
+            yield self.read(i)
+
+    def __enter__(self) -> RawFileSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RawFileSource({self.name!r}, {len(self)} frames, {self.fps:g} fps)"
+
+    def close(self) -> None:
+        """Mark the source closed (it holds no open handles between reads). Safe to call more than once."""
+        self._closed = True
+
+    def read(self, index: int) -> RawFrame:
+        """Decode frame ``index`` (0-based) fully.
+
+        Returns:
+            A :class:`RawFrame` whose (H, W) uint16 data the caller owns; ``t_ns = round(index * 1e9 / fps)``.
+
+        Raises:
+            IndexError: ``index`` outside ``[0, len)``.
+            FrameError: the file is unreadable, truncated, corrupt, of the wrong size, or its size or CFA differs
+                from frame 0's; the message names the index and the file.
+            UnsupportedSensorError: not a 2x2 Bayer mosaic (X-Trans, Foveon, linear DNG).
+            CaptureError: the source is closed.
+        """
+        i = operator.index(index)
+        if not 0 <= i < len(self.paths):
+            raise IndexError(f"frame index {index} out of range for {len(self.paths)} frames in {self.name}")
+        if self._closed:
+            raise CaptureError(f"{self.name} is closed")
+        data, meta = self._decode(i)
+        if i == 0:
+            self._set_reference(data.shape, meta.cfa)
+        else:
+            self._check_consistent(i, data.shape, meta.cfa)
+        return RawFrame(data=data, meta=meta, index=i, t_ns=round(i * 1e9 / self.fps), name=self.names[i])
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _decode(self, i: int) -> tuple[np.ndarray, RawMeta]:
+        path = self.paths[i]
+        suffix = path.suffix.lower()
+        if suffix == NPY_SUFFIX:
+            return self._decode_npy(i, path)
+        if suffix == ".raw":
+            params, source = self._params_for(i, path)
+            if params is not None:
+                return self._decode_headerless(i, path, params, source)
+            try:
+                return read_libraw(path, i)
+            except FrameError as exc:
+                raise FrameError(
+                    f"{exc}; if it is a headerless dump, pass HeaderlessParams or write a sidecar "
+                    f"{path.name}.json (keys width, height, cfa, black, white, dtype)",
+                    index=i,
+                    name=path.name,
+                ) from exc.__cause__
+        return read_libraw(path, i)
+
+    def _params_for(self, i: int, path: Path) -> tuple[HeaderlessParams | None, str]:
+        if self._raw_params is not None:
+            return self._raw_params, "raw_params"
+        sidecar = find_sidecar(path)
+        if sidecar is None:
+            return None, ""
+        try:
+            return HeaderlessParams.from_json(sidecar), f"sidecar {sidecar.name}"
+        except ConfigError as exc:
+            raise FrameError(f"frame {i} ({path}): {exc}", index=i, name=path.name) from exc
+
+    def _decode_headerless(
+        self, i: int, path: Path, params: HeaderlessParams, source: str
+    ) -> tuple[np.ndarray, RawMeta]:
+        try:
+            if params.width is None or params.height is None:
+                raise ConfigError(f"{source} gives no width/height, which a headerless .raw frame needs")
+            data = read_headerless(path, params)
+            meta = params.meta()
+        except (ValueError, OSError) as exc:  # ConfigError is a ValueError
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise FrameError(f"frame {i} ({path}): {reason}", index=i, name=path.name) from exc
+        return data, meta
+
+    def _decode_npy(self, i: int, path: Path) -> tuple[np.ndarray, RawMeta]:
+        params, source = self._params_for(i, path)
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if not isinstance(arr, np.ndarray):
+                raise ValueError("not a single array (.npz archives are not frames)")
+            data = bayer_from_array(arr)
+            if params is None:
+                params = HeaderlessParams(None, None)
+            h, w = data.shape
+            if (params.height is not None and params.height != h) or (params.width is not None and params.width != w):
+                raise ValueError(f"array is {h}x{w}, but {source} says {params.height}x{params.width}")
+            meta = params.meta(arr.dtype)
+        except (ValueError, OSError, EOFError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise FrameError(f"frame {i} ({path}): {reason}", index=i, name=path.name) from exc
+        return data, meta
+
+    def _set_reference(self, shape: tuple[int, ...], cfa: CFA) -> None:
+        with self._reference_lock:
+            if self._reference is None:
+                self._reference = (int(shape[0]), int(shape[1]), cfa)
+                self._reference_tried = True
+
+    def _get_reference(self) -> tuple[int, int, CFA] | None:
+        with self._reference_lock:
+            if not self._reference_tried:
+                self._reference_tried = True
+                try:
+                    data, meta = self._decode(0)
+                except CaptureError:
+                    # Frame 0 reports its own error when read; the other frames are then not compared.
+                    return None
+                self._reference = (int(data.shape[0]), int(data.shape[1]), meta.cfa)
+            return self._reference
+
+    def _check_consistent(self, i: int, shape: tuple[int, ...], cfa: CFA) -> None:
+        ref = self._get_reference()
+        if ref is None:
+            return
+        h, w, ref_cfa = ref
+        if (shape[0], shape[1]) != (h, w) or cfa != ref_cfa:
+            raise FrameError(
+                f"frame {i} ({self.paths[i]}) is {shape[0]}x{shape[1]} {cfa}, expected {h}x{w} {ref_cfa} like frame 0",
+                index=i,
+                name=self.names[i],
+            )

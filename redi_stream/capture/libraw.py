@@ -1,0 +1,186 @@
+"""Decode one camera raw file (DNG, CinemaDNG, NEF, CR2, ARW, ...) with rawpy/LibRaw into a Bayer frame + metadata.
+
+The only module that calls rawpy; LibRaw's errors are wrapped here, once, with the file and frame index named.
+Each call opens its own LibRaw handle and closes it before returning, so concurrent calls from several threads
+share nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rawpy
+import tifffile
+
+from redi_stream.errors import FrameError, UnsupportedSensorError
+from redi_stream.frames import CFA, IDENTITY_3x3, RawMeta
+
+from .colour import checked_cam_to_srgb, xyz_to_cam_to_cam_to_srgb
+
+# Suffixes of files that hold camera raw data LibRaw may read (lower case). ``.raw`` is shared with headerless dumps.
+LIBRAW_SUFFIXES = frozenset(
+    ".dng .arw .srf .sr2 .nef .nrw .cr2 .cr3 .crw .raf .orf .rw2 .rwl .pef .ptx .srw .3fr .fff .iiq .mos .mef "
+    ".mrw .erf .kdc .dcr .k25 .raw .rwz .gpr .bay .cap .eip .dcs .drf .mdc .x3f .nksc .ari .cs1 .sti".split()
+)
+
+# TIFF-based formats whose Make/Model tags tifffile can read (LibRaw through rawpy does not expose them).
+_TIFF_SUFFIXES = frozenset(".dng .nef .nrw .cr2 .arw .srf .sr2 .pef .srw .3fr .erf .mos .iiq .dcr .kdc .tif .tiff".split())
+
+_LIBRAW_REASONS = (
+    (rawpy.LibRawFileUnsupportedError, "not a raw format LibRaw can read"),
+    (rawpy.LibRawIOError, "truncated or unreadable"),
+    (rawpy.LibRawDataError, "corrupt raw data"),
+    (rawpy.LibRawTooBigError, "image too big for LibRaw"),
+    (rawpy.LibRawUnsufficientMemoryError, "out of memory while decoding"),
+)
+
+
+def _libraw_reason(exc: rawpy.LibRawError) -> str:
+    for cls, reason in _LIBRAW_REASONS:
+        if isinstance(exc, cls):
+            break
+    else:
+        reason = "LibRaw cannot decode it"
+    detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    return f"{reason} (LibRaw: {detail})"
+
+
+def bayer_cfa(raw: Any, path: Path | str) -> CFA:
+    """The 2x2 Bayer pattern of a LibRaw image, relative to the top-left pixel of ``raw_image_visible``.
+
+    LibRaw's ``raw_pattern`` refers to the visible area's origin (checked on DNGs with odd ``ActiveArea``
+    margins), so no margin correction is applied.
+
+    Args:
+        raw: an open ``rawpy.RawPy`` (or any object with ``raw_type``, ``raw_pattern``, ``color_desc``,
+            ``num_colors``).
+        path: the file, for messages.
+
+    Raises:
+        UnsupportedSensorError: not a Bayer mosaic (X-Trans, Foveon, linear/demosaiced DNG, 4-colour CFA).
+    """
+    pattern = raw.raw_pattern
+    if raw.raw_type != rawpy.RawType.Flat or pattern is None:
+        raise UnsupportedSensorError(
+            f"{path}: not a colour-filter-array mosaic (linear/demosaiced DNG or Foveon-type sensor with "
+            f"{raw.num_colors} colours per pixel); redi-stream needs a 2x2 Bayer raw"
+        )
+    pattern = np.asarray(pattern)
+    if pattern.shape == (6, 6):
+        raise UnsupportedSensorError(f"{path}: Fujifilm X-Trans sensor (6x6 colour pattern) is not supported; "
+                                     "redi-stream needs a 2x2 Bayer raw")
+    desc = raw.color_desc
+    desc = desc.decode("ascii", errors="replace") if isinstance(desc, bytes) else str(desc)
+    try:
+        return CFA.from_pattern(pattern, desc)
+    except (ValueError, IndexError) as exc:
+        raise UnsupportedSensorError(
+            f"{path}: colour pattern {pattern.tolist()} over {desc!r} is not an RGB 2x2 Bayer mosaic ({exc})"
+        ) from None
+
+
+def _camera_name(path: Path) -> str:
+    """'Make Model' from the TIFF header of TIFF-based raws, else ''."""
+    if path.suffix.lower() not in _TIFF_SUFFIXES:
+        return ""
+    try:
+        with tifffile.TiffFile(path) as tf:
+            tags = tf.pages.first.tags
+            make = str(tags[271].value).strip("\0 ") if 271 in tags else ""
+            model = str(tags[272].value).strip("\0 ") if 272 in tags else ""
+    # The name is cosmetic: a header tifffile cannot parse (LibRaw could) just leaves it empty.
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError):
+        return ""
+    if model.lower().startswith(make.lower()):
+        return model
+    return f"{make} {model}".strip()
+
+
+def _wb_gains(camera_wb: Any, daylight_wb: Any, path: Path, warnings: list[str]) -> tuple[float, float, float]:
+    """(R, G, B) gains normalised to G = 1 from LibRaw's (R, G, B, G2) multipliers; daylight, then unity as fallbacks."""
+    for source, label in ((camera_wb, None), (daylight_wb, "daylight")):
+        if source is None:
+            continue
+        wb = np.asarray(source, dtype=np.float64).ravel()
+        if wb.size >= 3 and np.all(np.isfinite(wb[:3])) and np.all(wb[:3] > 0):
+            if label:
+                warnings.append(f"no as-shot white balance in {path.name}; using the camera's daylight balance")
+            return (float(wb[0] / wb[1]), 1.0, float(wb[2] / wb[1]))
+    warnings.append(f"no white balance in {path.name}; using unity gains (colours will be camera-native)")
+    return (1.0, 1.0, 1.0)
+
+
+def _cam_to_srgb(rgb_xyz: np.ndarray, color_matrix: np.ndarray, path: Path, warnings: list[str]) -> np.ndarray:
+    """Camera -> sRGB matrix, trying the sources in LibRaw's own order of preference.
+
+    For DNGs LibRaw turns the embedded ``ColorMatrix`` into ``color_matrix`` (camera -> sRGB, rows summing to 1)
+    and leaves ``rgb_xyz_matrix`` zero; for other raws ``rgb_xyz_matrix`` comes from LibRaw's camera table.
+    """
+    from_xyz = xyz_to_cam_to_cam_to_srgb(rgb_xyz)
+    from_cm = checked_cam_to_srgb(color_matrix)
+    first, second = (from_cm, from_xyz) if path.suffix.lower() == ".dng" else (from_xyz, from_cm)
+    for m in (first, second):
+        if m is not None:
+            return m
+    warnings.append(f"no colour matrix in {path.name}; using identity (colours will be camera-native)")
+    return IDENTITY_3x3.copy()
+
+
+def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
+    """Decode the raw mosaic and metadata of one file.
+
+    Args:
+        path: a raw file LibRaw can read.
+        index: the frame's position in its source, for error messages.
+
+    Returns:
+        ``(data, meta)``: data is the visible area, (H, W) uint16, C-contiguous, owned by the caller (copied out of
+        LibRaw before its handle closes); meta has per-position black levels, white level, CFA of the visible
+        area, WB gains (G = 1) and ``cam_to_srgb``.
+
+    Raises:
+        FrameError: unreadable, truncated, corrupt, or inconsistent levels.
+        UnsupportedSensorError: not a 2x2 Bayer mosaic.
+    """
+    if path.suffix.lower() == ".x3f":
+        raise UnsupportedSensorError(f"{path}: Foveon X3F sensors are not supported; redi-stream needs a 2x2 Bayer raw")
+    try:
+        with rawpy.imread(str(path)) as raw:
+            cfa = bayer_cfa(raw, path)
+            data = np.array(raw.raw_image_visible, dtype=np.uint16, order="C", copy=True)
+            pattern = np.asarray(raw.raw_pattern)
+            black_by_colour = [float(b) for b in raw.black_level_per_channel]
+            white = float(raw.white_level)
+            camera_white = raw.camera_white_level_per_channel
+            camera_wb = raw.camera_whitebalance
+            daylight_wb = raw.daylight_whitebalance
+            rgb_xyz = np.array(raw.rgb_xyz_matrix, dtype=np.float64)
+            color_matrix = np.array(raw.color_matrix, dtype=np.float64)
+    except rawpy.LibRawError as exc:
+        hint = "" if path.suffix.lower() in LIBRAW_SUFFIXES else f"; {path.suffix or 'no extension'} is not a raw-frame extension"
+        raise FrameError(f"frame {index} ({path}): {_libraw_reason(exc)}{hint}", index=index, name=path.name) from exc
+    except OSError as exc:
+        raise FrameError(f"frame {index} ({path}): cannot read: {exc.strerror or exc}", index=index, name=path.name) from exc
+
+    warnings: list[str] = []
+    # LibRaw lists black by colour index (the values in raw_pattern); RawMeta wants it by 2x2 position.
+    black = tuple(black_by_colour[int(c)] for c in pattern.ravel())
+    if white <= 0 and camera_white is not None and max(camera_white) > 0:
+        white = float(max(camera_white))
+    wb = _wb_gains(camera_wb, daylight_wb, path, warnings)
+    cam_to_srgb = _cam_to_srgb(rgb_xyz, color_matrix, path, warnings)
+    try:
+        meta = RawMeta(
+            cfa=cfa,
+            black_level=black,  # type: ignore[arg-type]
+            white_level=white,
+            wb_gains=wb,
+            cam_to_srgb=cam_to_srgb,
+            camera=_camera_name(path),
+            warnings=tuple(warnings),
+        )
+    except ValueError as exc:
+        raise FrameError(f"frame {index} ({path}): bad metadata: {exc}", index=index, name=path.name) from exc
+    return data, meta

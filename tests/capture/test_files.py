@@ -1,0 +1,298 @@
+"""RawFileSource: listing, ordering, formats, errors, consistency, lifecycle (tiny files written on the fly)."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from redi_stream.capture import HeaderlessParams, RawFileSource, natural_key
+from redi_stream.errors import CaptureError, ConfigError, FrameError
+from redi_stream.frames import CFA
+
+# -- ordering and listing -------------------------------------------------------------------------------------------
+
+
+def test_natural_key_orders_numbers_by_value() -> None:
+    names = ["frame10.dng", "frame2.dng", "frame1.dng", "Frame3.dng", "frame02.dng", "a100b2", "a100b10", "a99"]
+    assert sorted(names, key=natural_key) == [
+        "a99", "a100b2", "a100b10", "frame1.dng", "frame02.dng", "frame2.dng", "Frame3.dng", "frame10.dng",
+    ]  # fmt: skip
+
+
+def test_folder_is_listed_in_natural_order_ignoring_non_frames(make_dngs, tmp_path: Path) -> None:
+    paths = make_dngs(["f10.dng", "f2.dng", "f1.DNG"])
+    clip = paths[0].parent
+    for junk in ("notes.txt", "meta.json", ".DS_Store", "._f3.dng", "f4.dng.partial"):
+        (clip / junk).write_bytes(b"not a frame")
+    (clip / "sub.dng").mkdir()  # a folder named like a frame is not a frame
+    with RawFileSource(clip) as src:
+        assert src.names == ["f1.DNG", "f2.dng", "f10.dng"]
+        assert src.paths == [clip / "f1.DNG", clip / "f2.dng", clip / "f10.dng"]
+        assert len(src) == 3 and src.live is False and src.name == str(clip)
+        np.testing.assert_array_equal(src.read(2).data, src.read(2).data)
+
+
+def test_glob_list_and_single_file(make_dngs, tiny) -> None:
+    paths = make_dngs(["f10.dng", "f2.dng", "f1.dng"])
+    clip = paths[0].parent
+    assert RawFileSource(str(clip / "f*.dng")).names == ["f1.dng", "f2.dng", "f10.dng"]
+    listed = RawFileSource([paths[0], str(paths[2])])  # a list keeps the caller's order
+    assert listed.names == ["f10.dng", "f1.dng"]
+    np.testing.assert_array_equal(listed.read(1).data, tiny.bayer(2))
+    single = RawFileSource(paths[1])
+    assert len(single) == 1 and single.names == ["f2.dng"]
+    np.testing.assert_array_equal(single.read(0).data, tiny.bayer(1))
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("missing_folder", "no such file or folder"),
+        ("empty", "no raw frames in folder"),
+        ("only_text", "no raw frames in folder"),
+        ("clip/*.nef", "no files match"),
+    ],
+)
+def test_bad_specs_raise_capture_error_naming_the_path(tmp_path: Path, spec: str, needle: str) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only_text").mkdir()
+    (tmp_path / "only_text" / "readme.txt").write_text("hi")
+    (tmp_path / "clip").mkdir()
+    with pytest.raises(CaptureError, match=needle) as info:
+        RawFileSource(tmp_path / spec if "*" not in spec else str(tmp_path / spec))
+    assert isinstance(info.value, OSError)
+    assert spec.split("/")[0] in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_lists_raise_capture_error(make_dngs, tmp_path: Path) -> None:
+    paths = make_dngs(["a.dng"])
+    with pytest.raises(CaptureError, match="empty list"):
+        RawFileSource([])
+    with pytest.raises(CaptureError, match="no such file: .*ghost.dng"):
+        RawFileSource([paths[0], tmp_path / "ghost.dng"])
+    with pytest.raises(CaptureError, match="is a folder"):
+        RawFileSource([paths[0], tmp_path])
+
+
+def test_explicitly_named_non_raw_file_fails_at_read(make_dngs) -> None:
+    paths = make_dngs(["a.dng"])
+    notes = paths[0].parent / "notes.txt"
+    notes.write_text("hello")
+    src = RawFileSource([paths[0], notes])
+    src.read(0)
+    with pytest.raises(FrameError, match=r"frame 1 \(.*notes\.txt\).*not a raw-frame extension") as info:
+        src.read(1)
+    assert info.value.index == 1 and info.value.name == "notes.txt"
+    # the same through a glob that matches everything
+    assert "notes.txt" in RawFileSource(str(paths[0].parent / "*")).names
+
+
+# -- broken files ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, 100])
+def test_truncated_dng_is_a_frame_error_naming_file_and_index(make_dngs, keep: float) -> None:
+    paths = make_dngs(["f0.dng", "f1.dng"])
+    blob = paths[1].read_bytes()
+    paths[1].write_bytes(blob[: int(keep if keep > 1 else len(blob) * keep)])
+    src = RawFileSource(paths[0].parent)
+    with pytest.raises(FrameError, match=r"frame 1 \(.*f1\.dng\): truncated") as info:
+        src.read(1)
+    assert info.value.index == 1 and info.value.name == "f1.dng"
+    assert src.read(0).data.shape == (24, 32)  # the source stays usable
+
+
+def test_corrupt_header_is_a_frame_error(make_dngs) -> None:
+    paths = make_dngs(["f0.dng"])
+    blob = bytearray(paths[0].read_bytes())
+    blob[8:400] = np.random.default_rng(0).integers(0, 256, 392, dtype=np.uint8).tobytes()
+    paths[0].write_bytes(bytes(blob))
+    with pytest.raises(FrameError, match=r"frame 0 \(.*f0\.dng\)"):
+        RawFileSource(paths[0]).read(0)
+
+
+def test_zero_byte_file_is_a_frame_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.dng").write_bytes(b"")
+    with pytest.raises(FrameError, match="empty.dng"):
+        RawFileSource(tmp_path).read(0)
+
+
+def test_frames_of_other_size_or_cfa_are_rejected(make_dngs) -> None:
+    make_dngs(["f0.dng", "f1.dng"], folder="mix")
+    make_dngs(["f2.dng"], shape=(24, 34), folder="mix")
+    make_dngs(["f3.dng"], cfa=CFA.GRBG, folder="mix")
+    paths = make_dngs(["f4.dng"], folder="mix")
+    src = RawFileSource(paths[0].parent)
+    with pytest.raises(FrameError, match=r"frame 2 \(.*f2\.dng\) is 24x34 RGGB, expected 24x32 RGGB") as info:
+        src.read(2)  # read before frame 0: the reference is taken lazily from frame 0
+    assert info.value.index == 2
+    with pytest.raises(FrameError, match=r"frame 3 .* is 24x32 GRBG, expected 24x32 RGGB"):
+        src.read(3)
+    assert src.read(4).shape == (24, 32)
+
+
+# -- headerless .raw and .npy -----------------------------------------------------------------------------------------
+
+
+def _write_raw(path: Path, h: int = 6, w: int = 8, dtype: str = "<u2", offset: int = 0) -> np.ndarray:
+    data = (np.arange(h * w).reshape(h, w) * 7 % 1000 + 64).astype(dtype)
+    path.write_bytes(b"\0" * offset + data.tobytes())
+    return data.astype(np.uint16)
+
+
+def test_headerless_raw_with_params(tmp_path: Path) -> None:
+    data = _write_raw(tmp_path / "a.raw", dtype=">u2", offset=16)
+    params = HeaderlessParams(8, 6, cfa="bggr", black=(64, 65, 66, 67), white=1023, dtype=">u2", offset=16)
+    frame = RawFileSource(tmp_path / "a.raw", raw_params=params).read(0)
+    np.testing.assert_array_equal(frame.data, data)
+    assert frame.data.dtype == np.uint16 and frame.data.flags.c_contiguous
+    assert frame.meta.cfa is CFA.BGGR and frame.meta.black_level == (64, 65, 66, 67) and frame.meta.white_level == 1023
+
+
+def test_headerless_raw_sidecars_per_file_then_per_folder(tmp_path: Path) -> None:
+    a, b = _write_raw(tmp_path / "a.raw"), _write_raw(tmp_path / "b.raw", dtype="u1")
+    (tmp_path / "a.raw.json").write_text(json.dumps({"width": 8, "height": 6, "cfa": "GBRG", "black": 64, "bits": 10}))
+    (tmp_path / "redi.json").write_text(json.dumps({"width": 8, "height": 6, "dtype": "uint8"}))
+    src = RawFileSource(tmp_path)
+    assert src.names == ["a.raw", "b.raw"]  # sidecars are not frames
+    fa = src.read(0)
+    assert fa.meta.cfa is CFA.GBRG and fa.meta.black_level == (64.0,) * 4 and fa.meta.white_level == 1023
+    np.testing.assert_array_equal(fa.data, a)
+    with pytest.raises(FrameError, match=r"frame 1 \(.*b\.raw\) is 6x8 RGGB, expected 6x8 GBRG"):
+        src.read(1)  # b uses redi.json (RGGB by default), unlike frame 0
+    fb = RawFileSource(tmp_path / "b.raw").read(0)
+    np.testing.assert_array_equal(fb.data, b)
+    assert fb.meta.cfa is CFA.RGGB and fb.meta.white_level == 255
+
+
+def test_headerless_raw_wrong_size_states_expected_and_actual_bytes(tmp_path: Path) -> None:
+    _write_raw(tmp_path / "a.raw", h=6, w=8)
+    params = HeaderlessParams(width=8, height=7)
+    with pytest.raises(FrameError, match=r"frame 0 \(.*a\.raw\): file is 96 bytes, expected 112 for 7x8 <u2"):
+        RawFileSource(tmp_path / "a.raw", raw_params=params).read(0)
+
+
+def test_headerless_raw_without_params_explains_the_sidecar(tmp_path: Path) -> None:
+    _write_raw(tmp_path / "a.raw")
+    with pytest.raises(FrameError, match=r"a\.raw.*HeaderlessParams or write a sidecar a\.raw\.json"):
+        RawFileSource(tmp_path / "a.raw").read(0)
+
+
+def test_broken_sidecar_is_a_frame_error(tmp_path: Path) -> None:
+    _write_raw(tmp_path / "a.raw")
+    (tmp_path / "a.raw.json").write_text('{"width": 8, "heigth": 6}')
+    with pytest.raises(FrameError, match=r"unknown key\(s\) heigth; valid: width, height"):
+        RawFileSource(tmp_path / "a.raw").read(0)
+
+
+def test_headerless_params_validation_lists_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="valid: RGGB, BGGR, GRBG, GBRG"):
+        HeaderlessParams(8, 6, cfa="RGBW")
+    with pytest.raises(ConfigError, match="valid: 'u1'"):
+        HeaderlessParams(8, 6, dtype="float32")
+    with pytest.raises(ConfigError, match="1 or 4 values"):
+        HeaderlessParams(8, 6, black=(1, 2))
+    with pytest.raises(ConfigError, match="must be finite and exceed"):
+        HeaderlessParams(8, 6, black=100, white=100)
+    with pytest.raises(ConfigError, match="width must be a positive integer"):
+        HeaderlessParams(0, 6)
+    with pytest.raises(ConfigError, match="bits"):
+        HeaderlessParams(8, 6, bits=20)
+    p = HeaderlessParams(8, 6, black=2, dtype="uint16")
+    assert p.dtype == "<u2" and p.black_level == (2.0,) * 4 and p.white_level() == 65535 and p.frame_bytes() == 96
+    (tmp_path / "p.json").write_text(json.dumps({"width": 1920, "height": 1080, "cfa": "RGGB", "white": 1023}))
+    assert HeaderlessParams.from_json(tmp_path / "p.json") == HeaderlessParams(1920, 1080, white=1023)
+    (tmp_path / "bad.json").write_text("{width: 3")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        HeaderlessParams.from_json(tmp_path / "bad.json")
+
+
+def test_npy_frames_and_their_defaults(tmp_path: Path) -> None:
+    ints = np.arange(48, dtype=np.int32).reshape(6, 8) * 100
+    np.save(tmp_path / "f0.npy", ints)
+    np.save(tmp_path / "f1.npy", ints.astype(np.float64) + 0.4)
+    src = RawFileSource(tmp_path)
+    f0, f1 = src.read(0), src.read(1)
+    np.testing.assert_array_equal(f0.data, ints.astype(np.uint16))
+    np.testing.assert_array_equal(f1.data, ints.astype(np.uint16))  # rounded
+    assert f0.meta.cfa is CFA.RGGB and f0.meta.black_level == (0.0,) * 4 and f0.meta.white_level == 2**31 - 1
+    assert f1.meta.white_level == 65535
+    np.save(tmp_path / "u8.npy", np.full((6, 8), 9, np.uint8))
+    assert RawFileSource(tmp_path / "u8.npy").read(0).meta.white_level == 255
+    (tmp_path / "redi.json").write_text(json.dumps({"cfa": "GRBG", "black": 64, "bits": 12}))
+    meta = RawFileSource(tmp_path / "f0.npy").read(0).meta
+    assert meta.cfa is CFA.GRBG and meta.black_level == (64.0,) * 4 and meta.white_level == 4095
+    params = HeaderlessParams(width=9, height=6)
+    with pytest.raises(FrameError, match="array is 6x8, but raw_params says 6x9"):
+        RawFileSource(tmp_path / "f0.npy", raw_params=params).read(0)
+
+
+@pytest.mark.parametrize(
+    "array, needle",
+    [
+        (np.full((6, 8), -1, np.int16), r"span \[-1, -1\]"),
+        (np.full((6, 8), 7e4), "expected raw DN"),
+        (np.full((6, 8), np.nan), "NaN"),
+        (np.zeros((6, 8, 3), np.uint16), r"shape \(6, 8, 3\)"),
+        (np.zeros((6, 8), bool), "unsupported dtype bool"),
+    ],
+)
+def test_bad_npy_frames(tmp_path: Path, array: np.ndarray, needle: str) -> None:
+    np.save(tmp_path / "x.npy", array)
+    with pytest.raises(FrameError, match=needle):
+        RawFileSource(tmp_path / "x.npy").read(0)
+
+
+def test_truncated_npy(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((60, 80), np.uint16))
+    blob = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "x.npy").write_bytes(blob[:500])
+    with pytest.raises(FrameError, match=r"frame 0 \(.*x\.npy\)"):
+        RawFileSource(tmp_path / "x.npy").read(0)
+
+
+# -- fps, timestamps, protocol ----------------------------------------------------------------------------------------
+
+
+def test_fps_from_cinemadng_tag_else_argument_else_24(make_dngs, tmp_path: Path) -> None:
+    tagged = make_dngs(["a.dng", "b.dng"], fps=29.97, folder="tagged")
+    plain = make_dngs(["a.dng"], folder="plain")
+    assert RawFileSource(tagged[0].parent).fps == pytest.approx(29.97)
+    assert RawFileSource(tagged[0].parent, fps=50).fps == 50.0  # an explicit rate wins
+    assert RawFileSource(plain[0].parent).fps == 24.0
+    src = RawFileSource(tagged[0].parent)
+    assert [f.t_ns for f in src] == [0, round(1e9 / 29.97)]
+    with pytest.raises(ConfigError, match="fps"):
+        RawFileSource(plain[0], fps=0)
+
+
+def test_lifecycle_and_indexing(make_dngs) -> None:
+    paths = make_dngs(["a.dng", "b.dng"])
+    src = RawFileSource(paths[0].parent)
+    assert [f.index for f in src] == [0, 1] and [f.name for f in src] == ["a.dng", "b.dng"]
+    with pytest.raises(IndexError):
+        src.read(2)
+    with pytest.raises(IndexError):
+        src.read(-1)
+    src.close()
+    src.close()
+    with pytest.raises(CaptureError, match="closed"):
+        src.read(0)
+    with pytest.raises(RuntimeError):
+        with RawFileSource(paths[0].parent) as inner:
+            raise RuntimeError("boom")
+    assert inner._closed
+
+
+def test_concurrent_reads_match_sequential(make_dngs, tiny) -> None:
+    paths = make_dngs([f"f{i}.dng" for i in range(8)])
+    src = RawFileSource(paths[0].parent)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # the stream package's decode pool, in miniature
+        frames = list(pool.map(src.read, reversed(range(8))))
+    for frame in frames:
+        np.testing.assert_array_equal(frame.data, tiny.bayer(frame.index))
+        assert frame.data.flags.c_contiguous and frame.data.flags.writeable
