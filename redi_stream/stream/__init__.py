@@ -1,0 +1,30 @@
+"""The only part of redi-stream with threads: the pipeline, its bounded channels, enhancers, sinks and stats.
+
+Public API::
+
+    Pipeline, PipelineConfig, RunSummary, OnError          # pipeline.py
+    Channel, Policy, END                                   # channels.py
+    RediEnhancer, ClassicEnhancer                          # enhance.py
+    VideoSink, ImageSequenceSink, NullSink, open_sink      # sinks.py
+"""
+
+from redi_stream.stream.channels import END, Channel, Policy
+from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer
+from redi_stream.stream.pipeline import OnError, Pipeline, PipelineConfig, RunSummary
+from redi_stream.stream.sinks import ImageSequenceSink, NullSink, VideoSink, open_sink
+
+__all__ = [
+    "END",
+    "Channel",
+    "ClassicEnhancer",
+    "ImageSequenceSink",
+    "NullSink",
+    "OnError",
+    "Pipeline",
+    "PipelineConfig",
+    "Policy",
+    "RediEnhancer",
+    "RunSummary",
+    "VideoSink",
+    "open_sink",
+]

@@ -456,31 +456,49 @@ class NullSink:
 _PATTERN_RE = re.compile(r"^(?P<prefix>.*?)(?:%0?(?P<digits>\d*)d|\*)$")
 
 
+_VIDEO_OPTS = {"codec", "crf", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "options"}
+_IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits"}
+
+
 def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, **opts) -> VideoSink | ImageSequenceSink | NullSink:
     """Choose a sink from the output path.
 
-    * ``*.mp4``, ``*.mkv``, ``*.mov`` -> :class:`VideoSink` (``opts``: codec, crf, preset, pix_fmt, threads, ...)
-    * an existing directory, or a path ending in ``/`` or with no suffix -> :class:`ImageSequenceSink` (PNG, 16 bit)
+    * ``*.mp4``, ``*.mkv``, ``*.mov`` -> :class:`VideoSink`
+    * an existing directory, or a path ending in ``/`` or with no suffix -> :class:`ImageSequenceSink` (PNG unless
+      ``image_format``/``fmt`` says ``tiff``; 16 bit unless ``bits=8``)
     * ``dir/frame_%06d.png`` / ``dir/*.tif`` / ``dir/x.tiff`` pattern -> :class:`ImageSequenceSink` in ``dir``, format
-      from the suffix, prefix from the part before ``%d``/``*`` (``opts``: bits)
+      from the suffix, prefix from the part before ``%d``/``*``
     * ``"null"`` -> :class:`NullSink`
+
+    ``opts`` may mix video options (codec, crf, preset, pix_fmt, threads, fragmented, pts_from, options) and image
+    options (image_format or fmt, bits, prefix, digits); each sink takes the ones that apply to it, so one call
+    site serves every output kind.
 
     Raises:
         ConfigError: a suffix that is none of these (lists the valid ones). SinkError: unwritable path.
+        TypeError: an option that no sink knows.
     """
+    unknown = set(opts) - _VIDEO_OPTS - _IMAGE_OPTS
+    if unknown:
+        raise TypeError(f"open_sink: unknown options {sorted(unknown)}")
+    video = {k: v for k, v in opts.items() if k in _VIDEO_OPTS}
+    image = {k: v for k, v in opts.items() if k in _IMAGE_OPTS}
+    fmt = image.pop("image_format", None) or image.pop("fmt", None)
+    image.pop("fmt", None)
     s = os.fspath(target)
     if s == "null":
         return NullSink()
     p = Path(s)
     suffix = p.suffix.lower()
     if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
-        return ImageSequenceSink(p, fmt=opts.pop("fmt", "png"), bits=opts.pop("bits", 16))
+        return ImageSequenceSink(p, fmt=str(fmt or "png"), **image)
     if suffix in VIDEO_SUFFIXES:
-        return VideoSink(p, fps=fps, **opts)
+        return VideoSink(p, fps=fps, **video)
     if suffix in IMAGE_SUFFIXES:
         m = _PATTERN_RE.match(p.stem)
         prefix, digits = (m.group("prefix"), int(m.group("digits") or 6)) if m else (p.stem + "_", 6)
-        return ImageSequenceSink(p.parent, fmt=IMAGE_SUFFIXES[suffix], bits=opts.pop("bits", 16),
-                                 prefix=prefix, digits=digits)
+        image.setdefault("prefix", prefix)
+        image.setdefault("digits", digits)
+        return ImageSequenceSink(p.parent, fmt=IMAGE_SUFFIXES[suffix], **image)
     valid = ", ".join([*VIDEO_SUFFIXES, "DIR/", "DIR/frame_%06d.png", "DIR/frame_%06d.tif", "null"])
     raise ConfigError(f"cannot tell the output kind of {s!r}; valid: {valid}")

@@ -1,0 +1,147 @@
+"""Enhancers: colour order through OpenCV's demosaic, shapes for every CFA, gain handling, REDI with a tiny net."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from redi_stream import kernels
+from redi_stream.errors import ConfigError
+from redi_stream.frames import CFA, RawFrame, RawMeta
+from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer, opencv_bayer_code
+
+BLACK, WHITE = 64.0, 1023.0
+
+
+def _mosaic_of(rgb_lin: np.ndarray, cfa: CFA) -> np.ndarray:
+    """Linear camera RGB in [0, 1] -> uint16 raw DN mosaic with pattern ``cfa``."""
+    m = kernels.mosaic_rgb(rgb_lin.astype(np.float32), cfa, np.empty(rgb_lin.shape[:2], np.float32))
+    return np.round(BLACK + m * (WHITE - BLACK)).astype(np.uint16)
+
+
+def _frame(data: np.ndarray, cfa: CFA, index: int = 0, **meta) -> RawFrame:
+    return RawFrame(data=data, meta=RawMeta(cfa=cfa, black_level=(BLACK,) * 4, white_level=WHITE, **meta),
+                    index=index, t_ns=0, name=f"x{index}.dng")
+
+
+@pytest.mark.parametrize("cfa", list(CFA))
+@pytest.mark.parametrize("colour", [0, 1, 2])
+def test_classic_keeps_primaries_in_place(cfa, colour):
+    lin = np.zeros((32, 48, 3), np.float32)
+    lin[..., colour] = 0.5
+    enh = ClassicEnhancer(gain=1.0, smoothing_frames=0)
+    out = enh.process(_frame(_mosaic_of(lin, cfa), cfa))
+    assert out.rgb.shape == (32, 48, 3) and out.rgb.dtype == np.uint8
+    centre = out.rgb[4:-4, 4:-4].reshape(-1, 3).mean(0)
+    assert centre[colour] > 150, (cfa, centre)
+    assert all(centre[c] < 10 for c in range(3) if c != colour), (cfa, centre)
+
+
+def test_opencv_code_for_rggb_is_bayerbg():
+    import cv2
+
+    assert opencv_bayer_code(CFA.RGGB) == cv2.COLOR_BayerBG2RGB_EA
+
+
+@pytest.mark.parametrize("shape", [(63, 95), (64, 96), (31, 2)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_classic_any_size_and_dtype(shape, dtype):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(64, 200, shape, dtype=np.uint16)
+    enh = ClassicEnhancer(out_dtype=dtype, denoise=True)
+    enh.warm_up(shape, _frame(raw, CFA.GBRG).meta)
+    out = enh.process(_frame(raw, CFA.GBRG, index=3))
+    assert out.rgb.shape == (*shape, 3) and out.rgb.dtype == dtype
+    assert out.index == 3 and out.name == "x3.dng" and out.gain >= 1.0
+    assert {"gain", "pack", "infer", "isp", "denoise"} <= set(out.timings_ns)
+
+
+def test_fixed_gain_and_multiplier():
+    raw = np.full((16, 16), 100, np.uint16)
+    out = ClassicEnhancer(gain=4.0, gain_multiplier=2.5).process(_frame(raw, CFA.RGGB))
+    assert out.gain == pytest.approx(10.0)
+
+
+def test_auto_gain_is_smoothed():
+    dim = np.full((16, 16), 70, np.uint16)
+    bright = np.full((16, 16), 300, np.uint16)
+    enh = ClassicEnhancer(smoothing_frames=8)
+    g0 = enh.process(_frame(dim, CFA.RGGB)).gain
+    g1 = enh.process(_frame(np.where(np.arange(16) % 2, dim, bright).astype(np.uint16), CFA.RGGB)).gain
+    raw_estimate = kernels.estimate_gain(np.where(np.arange(16) % 2, dim, bright).astype(np.uint16),
+                                         np.full(4, BLACK, np.float32), WHITE, target=enh._gain.target)
+    assert g0 != g1 and min(g0, raw_estimate) < g1 < max(g0, raw_estimate) + 1e-6
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError):
+        ClassicEnhancer(out_dtype=np.float32)
+    with pytest.raises(ConfigError):
+        ClassicEnhancer(denoise="wavelet")
+    with pytest.raises(ConfigError):
+        ClassicEnhancer(gain=-1.0)
+
+
+class _TorchCpuRunner:
+    """Minimal stand-in for model.TorchRunner: NCHW numpy in, NHWC numpy out."""
+
+    def __init__(self, net):
+        import torch
+
+        self.net = net.eval()
+        self.torch = torch
+        self.calls = []
+
+    def run(self, x):
+        self.calls.append(x.shape)
+        with self.torch.inference_mode():
+            y = self.net(self.torch.from_numpy(x))
+        return y.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _runner(net):
+    try:
+        from redi_stream.model import TorchRunner
+    except ImportError:
+        return _TorchCpuRunner(net)
+    return TorchRunner(net, device="cpu", precision="fp32", streams=False, cuda_graph=False)
+
+
+@pytest.mark.parametrize("output", ["linear_camera_rgb", "srgb"])
+@pytest.mark.parametrize("cfa", [CFA.RGGB, CFA.BGGR])
+def test_redi_enhancer_tiny_random_net_shapes(output, cfa):
+    torch = pytest.importorskip("torch")
+    from redi_stream.model import RediNet, WeightsMeta
+
+    torch.manual_seed(0)
+    net = RediNet()
+    meta = WeightsMeta(output=output, gain_target=0.01)
+    raw = np.random.default_rng(1).integers(64, 120, (64, 96), dtype=np.uint16)
+    frame = _frame(raw, cfa, index=7, wb_gains=(2.0, 1.0, 1.5))
+    enh = RediEnhancer(_runner(net), meta, out_dtype=np.uint8)
+    enh.warm_up(frame.shape, frame.meta)
+    out = enh.process(frame)
+    assert out.rgb.shape == (64, 96, 3) and out.rgb.dtype == np.uint8
+    assert out.index == 7 and 1.0 <= out.gain <= 300.0
+    assert {"gain", "pack", "infer", "isp"} <= set(out.timings_ns)
+    # BGGR needs one prepended row and column, then padding to 32: 65x97 -> 96x128.
+    expect = kernels.padded_shape(64, 96, cfa)
+    if isinstance(enh.runner, _TorchCpuRunner):
+        assert enh.runner.calls[-1] == (1, 1, *expect)
+    enh.close()
+    enh.close()
+
+
+def test_redi_enhancer_uses_weights_defaults():
+    from types import SimpleNamespace
+
+    meta = SimpleNamespace(output="srgb", gain_target=0.02, gain_multiplier_default=5.0)
+
+    class Flat:
+        def run(self, x):
+            return np.full((x.shape[0], x.shape[2], x.shape[3], 3), 0.5, np.float32)
+
+    raw = np.full((32, 32), 80, np.uint16)
+    out = RediEnhancer(Flat(), meta, gain=2.0, out_dtype=np.uint16).process(_frame(raw, CFA.RGGB))
+    assert out.gain == pytest.approx(10.0)  # fixed gain x weights' default multiplier
+    assert out.rgb.dtype == np.uint16 and np.all(out.rgb == 32768)  # sRGB model: quantise only

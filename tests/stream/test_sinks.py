@@ -1,0 +1,210 @@
+"""Sinks: playable video with the right frame count, rate, colour tags and colours; image sequences; errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from redi_stream.errors import ConfigError, SinkError
+from redi_stream.frames import EnhancedFrame
+from redi_stream.stream.sinks import ImageSequenceSink, NullSink, VideoSink, fps_to_fraction, open_sink
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _frames(n, shape=(64, 96), dtype=np.uint8, fps=24.0, colour=(255, 0, 0)):
+    maxv = np.iinfo(dtype).max
+    for i in range(n):
+        rgb = np.zeros((*shape, 3), dtype)
+        for c in range(3):
+            rgb[..., c] = colour[c] * maxv // 255
+        rgb[0, 0] = i  # distinguishable frames
+        yield EnhancedFrame(rgb=rgb, index=i, t_ns=round(i * 1e9 / fps), name=f"f{i}")
+
+
+def _decode(path):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        cc = s.codec_context
+        info = dict(rate=s.average_rate, primaries=cc.color_primaries, trc=cc.color_trc, space=cc.colorspace,
+                    range=cc.color_range)
+        frames = list(c.decode(s))
+        info["pts_s"] = [float(f.pts * f.time_base) for f in frames]
+        info["rgb"] = [f.to_ndarray(format="rgb24") for f in frames]
+    return info
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov"])
+def test_video_sink_frames_rate_tags_and_colour(tmp_path, suffix):
+    path = tmp_path / f"v{suffix}"
+    with VideoSink(path, fps="24000/1001", preset="ultrafast") as sink:
+        for f in _frames(10, fps=24000 / 1001):
+            sink.write(f)
+    info = _decode(path)
+    assert len(info["rgb"]) == 10 and sink.frames_written == 10
+    assert info["rate"] == Fraction(24000, 1001)
+    assert info["pts_s"] == pytest.approx([i * 1001 / 24000 for i in range(10)], abs=1e-3)
+    assert (info["primaries"], info["trc"], info["space"], info["range"]) == (1, 1, 1, 1)  # BT.709, tv range
+    centre = info["rgb"][3][16:48, 16:80].reshape(-1, 3).mean(0)
+    assert centre[0] > 240 and centre[1] < 10 and centre[2] < 10  # red stays red through BT.709 YUV
+
+
+def test_video_sink_odd_size_is_padded_and_uint16_accepted(tmp_path):
+    path = tmp_path / "odd.mp4"
+    sink = VideoSink(path, fps=25, preset="ultrafast")
+    for f in _frames(4, shape=(63, 95), dtype=np.uint16, colour=(0, 0, 255)):
+        sink.write(f)
+    sink.close()
+    sink.close()  # idempotent
+    info = _decode(path)
+    assert len(info["rgb"]) == 4 and info["rgb"][0].shape == (64, 96, 3)
+    edge = info["rgb"][1][:, 94:96].reshape(-1, 3).mean(0)
+    assert edge[2] > 230 and edge[0] < 20  # the repeated column carries the image, not black
+
+
+def test_pts_strictly_increase_even_with_equal_timestamps(tmp_path):
+    path = tmp_path / "pts.mp4"
+    with VideoSink(path, fps=30, preset="ultrafast") as sink:
+        for f in _frames(6):
+            f.t_ns = 1_000_000 * (f.index // 2)  # pairs of equal timestamps
+            sink.write(f)
+    assert len(_decode(path)["rgb"]) == 6
+
+
+def test_with_block_closes_on_exception_and_file_plays(tmp_path):
+    path = tmp_path / "exc.mp4"
+    with pytest.raises(RuntimeError):
+        with VideoSink(path, fps=24, preset="ultrafast") as sink:
+            for f in _frames(5):
+                sink.write(f)
+            raise RuntimeError("boom")
+    assert len(_decode(path)["rgb"]) == 5
+    with pytest.raises(SinkError, match="after close"):
+        sink.write(next(_frames(1)))
+
+
+def test_size_change_is_a_sink_error(tmp_path):
+    with VideoSink(tmp_path / "s.mp4", preset="ultrafast") as sink:
+        sink.write(next(_frames(1, shape=(32, 32))))
+        with pytest.raises(SinkError, match="32x32"):
+            sink.write(next(_frames(1, shape=(64, 64))))
+
+
+def test_unwritable_outputs_fail_at_construction(tmp_path):
+    with pytest.raises(SinkError, match="does not exist"):
+        VideoSink(tmp_path / "missing" / "out.mp4")
+    (tmp_path / "d.mp4").mkdir()
+    with pytest.raises(SinkError, match="is a directory"):
+        VideoSink(tmp_path / "d.mp4")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SinkError, match="not a directory"):
+        ImageSequenceSink(tmp_path / "file")
+    with pytest.raises(ConfigError, match=".mp4"):
+        VideoSink(tmp_path / "out.avi")
+    with pytest.raises(ConfigError, match="libx264"):
+        VideoSink(tmp_path / "out.mp4", codec="no-such-codec")
+    assert not (tmp_path / "out.mp4").exists()  # the writability probe leaves nothing behind
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root ignores permissions")
+def test_permission_denied_at_construction(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(SinkError, match="ermission"):
+            VideoSink(ro / "out.mp4")
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_disk_full_mid_run_is_a_sink_error_naming_the_file(tmp_path):
+    path = tmp_path / "full.mp4"
+    path.symlink_to("/dev/full")
+    sink = VideoSink(path, fps=24, preset="ultrafast")
+    rng = np.random.default_rng(0)
+    with pytest.raises(SinkError, match="full.mp4"):
+        for i in range(200):  # noise: fragments fill quickly and reach the device
+            rgb = rng.integers(0, 255, (128, 192, 3), dtype=np.uint8)
+            sink.write(EnhancedFrame(rgb=rgb, index=i, t_ns=round(i * 1e9 / 24)))
+    sink.close()  # safe after the failure, and does not raise a second error
+    sink.close()
+
+
+def test_hard_killed_fragmented_mp4_still_plays(tmp_path):
+    """A run killed without close (os._exit) keeps every complete 1-s fragment."""
+    path = tmp_path / "killed.mp4"
+    code = f"""
+import os, numpy as np
+from redi_stream.frames import EnhancedFrame
+from redi_stream.stream.sinks import VideoSink
+s = VideoSink({str(path)!r}, fps=24, preset="ultrafast")
+for i in range(70):
+    s.write(EnhancedFrame(rgb=np.full((64, 96, 3), i, np.uint8), index=i, t_ns=round(i * 1e9 / 24)))
+os._exit(9)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
+    assert r.returncode == 9, r.stderr.decode()
+    n = len(_decode(path)["rgb"])
+    assert 24 <= n < 70
+
+
+def test_image_sequence_sink_16bit_png_rgb_order(tmp_path):
+    out = tmp_path / "frames"
+    sink = ImageSequenceSink(out)  # created
+    for f in _frames(3, colour=(255, 128, 0)):
+        sink.write(f)
+    sink.close()
+    sink.close()
+    files = sorted(out.glob("*.png"))
+    assert [p.name for p in files] == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    img = cv2.imread(str(files[1]), cv2.IMREAD_UNCHANGED)
+    assert img.dtype == np.uint16 and img.shape == (64, 96, 3)
+    rgb = img[..., ::-1]
+    assert tuple(rgb[10, 10]) == (65535, 128 * 257, 0)
+
+
+def test_image_sequence_tiff_from_uint16_and_8bit_option(tmp_path):
+    sink = open_sink(tmp_path / "t" / "shot_%04d.tif", bits=16)
+    assert isinstance(sink, ImageSequenceSink) and sink.fmt == "tiff" and sink.prefix == "shot_"
+    for f in _frames(2, dtype=np.uint16, colour=(0, 0, 255)):
+        sink.write(f)
+    img = cv2.imread(str(tmp_path / "t" / "shot_0001.tif"), cv2.IMREAD_UNCHANGED)
+    assert img.dtype == np.uint16 and tuple(img[5, 5]) == (65535, 0, 0)  # BGR on disk = blue
+    s8 = ImageSequenceSink(tmp_path / "e", bits=8)
+    s8.write(next(_frames(1, dtype=np.uint16)))
+    assert cv2.imread(str(tmp_path / "e" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+
+
+def test_open_sink_dispatch(tmp_path):
+    assert isinstance(open_sink(tmp_path / "a.mp4", 24, crf=20, bits=16, image_format="png"), VideoSink)
+    assert isinstance(open_sink(tmp_path / "b.MKV", 24), VideoSink)
+    assert isinstance(open_sink(str(tmp_path / "seq") + "/", 24, codec="libx264"), ImageSequenceSink)
+    assert open_sink(tmp_path / "seq2", image_format="tiff").fmt == "tiff"
+    assert isinstance(open_sink("null"), NullSink)
+    with pytest.raises(ConfigError, match="valid"):
+        open_sink(tmp_path / "x.gif")
+    with pytest.raises(TypeError):
+        open_sink(tmp_path / "x.mp4", quality=3)
+
+
+def test_fps_to_fraction():
+    assert fps_to_fraction(23.976) == Fraction(24000, 1001)
+    assert fps_to_fraction(29.97) == Fraction(30000, 1001)
+    assert fps_to_fraction(59.94) == Fraction(60000, 1001)
+    assert fps_to_fraction(25) == 25 and fps_to_fraction(12.5) == Fraction(25, 2)
+    assert fps_to_fraction("24000/1001") == Fraction(24000, 1001)
+    with pytest.raises(ConfigError):
+        fps_to_fraction(0)
+    with pytest.raises(ConfigError):
+        fps_to_fraction("fast")
