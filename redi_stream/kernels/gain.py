@@ -19,9 +19,9 @@ from redi_stream.kernels.pack import _check_levels, _check_raw
 
 N_BINS = 127
 #: Bin edges ``b_i = (2^(8 i / 127) - 1) / 255``, i = 0..127 (float64; b_0 = 0, b_127 = 1 exactly).
-BIN_EDGES = (np.exp2(8.0 * np.arange(N_BINS + 1) / N_BINS) - 1.0) / 255.0
+BIN_EDGES = np.array([(2.0 ** (8.0 * i / N_BINS) - 1.0) / 255.0 for i in range(N_BINS + 1)])
 #: Bin weights ``w_j = 10^(-5 j / 126)``, j = 0..126: darkest bin 1, brightest 1e-5.
-BIN_WEIGHTS = 10.0 ** (-5.0 * np.arange(N_BINS) / (N_BINS - 1))
+BIN_WEIGHTS = np.array([10.0 ** (-5.0 * j / (N_BINS - 1)) for j in range(N_BINS)])
 
 
 def weights_of(r: np.ndarray) -> np.ndarray:

@@ -56,10 +56,10 @@ def estimate_gain(
 
 
 def apply_isp(lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, dtype: type = np.uint8) -> np.ndarray:
-    """Twin of ``kernels.apply_isp`` with the exact sRGB curve in float64; NaN -> 0."""
-    c = np.nan_to_num(lin.astype(np.float64), nan=0.0) * np.asarray(wb, dtype=np.float64)
-    s = c @ np.asarray(cam_to_srgb, dtype=np.float64).T
-    s = np.nan_to_num(s, nan=0.0)
+    """Twin of ``kernels.apply_isp`` with the exact sRGB curve in float64; a NaN after the matrix renders as 0."""
+    c = lin.astype(np.float64) * np.asarray(wb, dtype=np.float64)
+    s = np.einsum("...j,ij->...i", c, np.asarray(cam_to_srgb, dtype=np.float64))
+    s = np.where(np.isnan(s), 0.0, s)
     maxval = np.iinfo(dtype).max
     return np.floor(srgb_encode(np.clip(s, 0.0, 1.0)) * maxval + 0.5).astype(dtype)
 
