@@ -61,11 +61,8 @@ def _dng_tags(height: int, width: int, meta: RawMeta, fps: float | None) -> Any:
     t.set(Tag.CFARepeatPatternDim, [2, 2])
     t.set(Tag.CFAPattern, [_CFA_CODES[c] for c in meta.cfa.value])
     t.set(Tag.BlackLevelRepeatDim, [2, 2])
-    blacks = meta.black_level
-    if all(float(b).is_integer() for b in blacks):
-        t.set(Tag.BlackLevel, [int(b) for b in blacks])
-    else:  # pidng types BlackLevel as SHORT; the DNG spec also allows RATIONAL for fractional levels
-        t.set((Tag.BlackLevel[0], (5, 8)), [_rational(b, 1000) for b in blacks])
+    # LibRaw keeps black levels as integers (it truncates a RATIONAL BlackLevel), so write them rounded.
+    t.set(Tag.BlackLevel, [int(round(b)) for b in meta.black_level])
     t.set((Tag.WhiteLevel[0], (4, 4)), [int(round(meta.white_level))])  # LONG: any 16-bit white fits
     xyz_to_cam = cam_to_srgb_to_xyz_to_cam(meta.cam_to_srgb)
     t.set(Tag.ColorMatrix1, [_rational(v) for v in xyz_to_cam.ravel()])
@@ -85,7 +82,8 @@ def _dng_tags(height: int, width: int, meta: RawMeta, fps: float | None) -> Any:
 def write_dng(path: str | os.PathLike[str], bayer: np.ndarray, meta: RawMeta, *, fps: float | None = None) -> Path:
     """Write one Bayer frame as an uncompressed 16-bit DNG that LibRaw (and so :class:`RawFileSource`) reads back.
 
-    Tags: CFA pattern (``meta.cfa``), BlackLevel per 2x2 position (BlackLevelRepeatDim 2x2), WhiteLevel,
+    Tags: CFA pattern (``meta.cfa``), BlackLevel per 2x2 position (BlackLevelRepeatDim 2x2; rounded to whole DN,
+    as LibRaw reads only integer black levels), WhiteLevel,
     AsShotNeutral = 1 / ``meta.wb_gains``, ColorMatrix1 (D65) derived from ``meta.cam_to_srgb`` so that reading
     back gives the same matrix to ~1e-6, CinemaDNG FrameRate if ``fps`` is given, Make ``redi-stream`` and Model
     ``meta.camera``.

@@ -158,6 +158,8 @@ def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
             daylight_wb = raw.daylight_whitebalance
             rgb_xyz = np.array(raw.rgb_xyz_matrix, dtype=np.float64)
             color_matrix = np.array(raw.color_matrix, dtype=np.float64)
+    except UnsupportedSensorError:
+        raise  # an OSError too, but already says what is wrong
     except rawpy.LibRawError as exc:
         hint = "" if path.suffix.lower() in LIBRAW_SUFFIXES else f"; {path.suffix or 'no extension'} is not a raw-frame extension"
         raise FrameError(f"frame {index} ({path}): {_libraw_reason(exc)}{hint}", index=index, name=path.name) from exc

@@ -139,17 +139,22 @@ def add_raw_noise(
     Returns:
         (H, W) uint16 raw DN: ``clip(round(K * shot + read + black), 0, white)``.
     """
-    electrons = bayer * np.float32((white - black) / ratio / gain_dn_per_e)
-    read = rng.standard_normal(bayer.shape, dtype=np.float32)
     k = np.float32(gain_dn_per_e)
-    # Bright pixels: shot and read noise combined into one normal draw, N(K*lam, K^2*lam + sigma^2).
-    dn = np.sqrt(electrons * (k * k) + np.float32(read_noise_dn**2))
-    dn *= read
-    dn += electrons * k
-    low = electrons < np.float32(_EXACT_POISSON_BELOW_E)
-    if low.any():
-        lam = electrons[low]
-        dn[low] = rng.poisson(lam).astype(np.float32) * k + read[low] * np.float32(read_noise_dn)
+    sigma = np.float32(read_noise_dn)
+    signal = np.multiply(bayer, np.float32((white - black) / ratio))  # mean DN above black, = K * electrons
+    noise = rng.standard_normal(bayer.shape, dtype=np.float32)
+    # Shot and read noise in one normal draw: N(signal, K * signal + sigma^2) (in place: 2M-pixel temporaries cost).
+    dn = np.multiply(signal, k)
+    dn += sigma * sigma
+    np.sqrt(dn, out=dn)
+    dn *= noise
+    dn += signal
+    # Few expected electrons: exact Poisson counts instead (same noise sample for the read-noise part).
+    low = np.flatnonzero(signal < k * np.float32(_EXACT_POISSON_BELOW_E))
+    if low.size:
+        electrons = signal.ravel()[low] / k
+        flat = dn.ravel()  # a view: dn is C-contiguous
+        flat[low] = rng.poisson(electrons).astype(np.float32) * k + noise.ravel()[low] * sigma
     dn += np.float32(black)
     np.rint(dn, out=dn)
     np.clip(dn, 0.0, white, out=dn)
