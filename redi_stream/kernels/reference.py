@@ -80,7 +80,7 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     lm = KR * m[..., 0] + KG * m[..., 1] + KB * m[..., 2]
     u = np.floor(128.0 + 224.0 / 255.0 * (m[..., 2] - lm) / (2 * (1 - KB)) + 0.5)
     v = np.floor(128.0 + 224.0 / 255.0 * (m[..., 0] - lm) / (2 * (1 - KR)) + 0.5)
-    return (np.clip(y, 0, 255).astype(np.uint8), np.clip(u, 0, 255).astype(np.uint8), np.clip(v, 0, 255).astype(np.uint8))
+    return tuple(np.clip(p, 0, 255).astype(np.uint8) for p in (y, u, v))  # type: ignore[return-value]
 
 
 def unpack_raw10(packed: np.ndarray, width: int) -> np.ndarray:

@@ -42,7 +42,8 @@ def test_pipeline_calls_after_warm_up_compile_nothing(cfa: CFA) -> None:
     full = np.ascontiguousarray(net_out[0, :h, :w])  # a crop that happens to be contiguous
     kernels.apply_isp(full, np.ones(3, np.float32), np.eye(3, dtype=np.float32), np.empty((h, w, 3), np.uint8))
     rgb8 = np.empty((36, 64, 3), dtype=np.uint8)
-    kernels.rgb_to_yuv420p(rgb8, np.empty((36, 64), np.uint8), np.empty((18, 32), np.uint8), np.empty((18, 32), np.uint8))
+    planes = np.empty((36, 64), np.uint8), np.empty((18, 32), np.uint8), np.empty((18, 32), np.uint8)
+    kernels.rgb_to_yuv420p(rgb8, *planes)
     kernels.unpack_raw10(np.zeros((4, 80), np.uint8), 64, np.empty((4, 64), np.uint16))
     kernels.unpack_raw12(np.zeros((4, 96), np.uint8), 64, np.empty((4, 64), np.uint16))
     kernels.mosaic_rgb(net_out[0], cfa, np.empty((hp, wp), np.float32))
