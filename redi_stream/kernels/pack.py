@@ -122,7 +122,7 @@ def pack_raw(raw: np.ndarray, black: np.ndarray, white: float, cfa: CFA, gain: f
             (``RawMeta.black_level_array``).
         white: white (saturation) level in DN, > every black level.
         cfa: Bayer pattern of ``raw``; ``(dy, dx) = cfa.offset`` rows/cols are reflect-prepended.
-        gain: amplification (finite), applied after clipping to [0, 1].
+        gain: amplification (finite, >= 0), applied after clipping to [0, 1].
         out: (Hp, Wp) float32, caller-owned (e.g. a pinned host slot), Hp >= H + dy, Wp >= W + dx; usually
             :func:`padded_shape`. Fully overwritten.
 
@@ -138,8 +138,8 @@ def pack_raw(raw: np.ndarray, black: np.ndarray, white: float, cfa: CFA, gain: f
     white = float(white)
     _check_levels(black, white)
     gain = float(gain)
-    if not np.isfinite(gain):
-        raise ValueError(f"gain must be finite, got {gain}")
+    if not (np.isfinite(gain) and gain >= 0):
+        raise ValueError(f"gain must be finite and >= 0, got {gain}")
     dy, dx = CFA(cfa).offset
     h, w = raw.shape
     if out.dtype != np.float32 or out.ndim != 2 or out.shape[0] < h + dy or out.shape[1] < w + dx:

@@ -129,6 +129,8 @@ def test_pack_raw_rejects_bad_input() -> None:
         pack_raw(raw, BLACK[:3], WHITE, CFA.RGGB, 1.0, out)
     with pytest.raises(ValueError, match="gain"):
         pack_raw(raw, BLACK, WHITE, CFA.RGGB, float("nan"), out)
+    with pytest.raises(ValueError, match="gain"):
+        pack_raw(raw, BLACK, WHITE, CFA.RGGB, -1.0, out)
 
 
 @settings(max_examples=50, deadline=None)
