@@ -11,6 +11,8 @@ Public API::
 """
 
 from redi_stream.model.net import RediNet, count_parameters, fold_weight_norm
+from redi_stream.model.runner import StreamedRunner, TorchRunner
+from redi_stream.model.tiling import run_tiled
 from redi_stream.model.weights import WeightsMeta, default_weights_path, load_weights, save_weights
 
 __all__ = [
@@ -21,4 +23,7 @@ __all__ = [
     "default_weights_path",
     "load_weights",
     "save_weights",
+    "TorchRunner",
+    "StreamedRunner",
+    "run_tiled",
 ]

@@ -241,6 +241,23 @@ class RediNet(nn.Module):
         """Fold weight normalisation into plain weights, in place; returns ``self``. See :func:`fold_weight_norm`."""
         return fold_weight_norm(self)
 
+    @torch.no_grad()
+    def folded_copy(self) -> "RediNet":
+        """A new folded (plain-weight) RediNet on the CPU, float32, eval mode, same ``meta``; ``self`` is untouched.
+
+        (``copy.deepcopy`` does not work on parametrised modules, hence this.)
+        """
+        plain = RediNet(weight_norm=False).eval()
+        convs = {name: m for name, m in self.named_modules() if isinstance(m, nn.Conv2d)}
+        for name, dst in plain.named_modules():
+            if isinstance(dst, nn.Conv2d):
+                src = convs[name]
+                dst.weight.copy_(src.weight)  # evaluates g * v / ||v|| when parametrised
+                if dst.bias is not None:
+                    dst.bias.copy_(src.bias)
+        plain.meta = self.meta
+        return plain
+
 
 def fold_weight_norm(model: nn.Module) -> nn.Module:
     """Replace every weight-norm parametrisation by the plain weight it computes (timm's ``convert_to_deploy``).

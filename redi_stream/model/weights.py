@@ -288,12 +288,7 @@ def save_weights(model: RediNet, path: str | os.PathLike[str], meta: WeightsMeta
         raise WeightsError(f"save_weights needs a RediNet, got {type(model).__name__}")
     if not isinstance(meta, WeightsMeta):
         raise WeightsError(f"save_weights needs a WeightsMeta, got {type(meta).__name__}")
-    if model.is_folded:
-        state = model.state_dict()
-    else:
-        folded = RediNet(weight_norm=True)
-        folded.load_state_dict(model.state_dict())
-        state = folded.fold().state_dict()
+    state = model.state_dict() if model.is_folded else model.folded_copy().state_dict()
     payload = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,

@@ -1,0 +1,364 @@
+"""Runners: execute a RediNet on host arrays, on the CPU or on CUDA (three streams, optional CUDA graphs).
+
+Threading: a runner is created, used and closed on one thread (the pipeline's ``redi-infer`` thread); CUDA work
+is only ever issued from it. Only host arrays go in and come out.
+
+* :class:`TorchRunner` is what the pipeline uses: ``run(x: f32[N, 1, H, W]) -> f32[N, H, W, 3]`` (NHWC host).
+  On the CPU it runs :class:`~redi_stream.model.fast.FastRediNet` (same function as ``RediNet.forward``, NHWC,
+  fewer copies); on CUDA it delegates to :class:`StreamedRunner`.
+* :class:`StreamedRunner` (CUDA only) owns three CUDA streams and their events, created once. Its ``forward``
+  writes the fork/join of SPEC §2: HSE, MSE and LSE on their own streams after ``s2`` is ready, the main stream
+  waits for all three, then FB1 and FB2. Optionally the whole device program (cast, forward, NHWC float32) is
+  captured once per input shape as a CUDA graph and replayed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from redi_stream.errors import ConfigError, RediStreamError
+from redi_stream.model.fast import FastRediNet
+from redi_stream.model.net import SIZE_MULTIPLE, RediNet, check_input
+
+
+class Precision(enum.StrEnum):
+    """Arithmetic precision of the network's weights and activations (inputs and outputs stay float32)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}[self]
+
+
+#: Precisions each device type runs. fp16 convolutions on the CPU have no fast kernels here (no AVX512-FP16).
+VALID_PRECISIONS = {"cpu": (Precision.FP32, Precision.BF16), "cuda": tuple(Precision)}
+
+
+class RunnerClosedError(RediStreamError, ValueError):
+    """``run`` was called on a closed runner (like I/O on a closed file)."""
+
+
+def parse_precision(precision: str | Precision, device_type: str) -> Precision:
+    """Validate ``precision`` for ``device_type`` ('cpu' or 'cuda'); ConfigError lists the valid choices."""
+    valid = VALID_PRECISIONS[device_type]
+    names = ", ".join(p.value for p in valid)
+    try:
+        p = Precision(precision)
+    except ValueError:
+        raise ConfigError(f"unknown precision {precision!r}; valid on {device_type}: {names}") from None
+    if p not in valid:
+        raise ConfigError(f"precision {p.value!r} needs CUDA; valid on {device_type}: {names}")
+    return p
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:N' -> torch.device (CUDA index resolved); ConfigError when unknown or unavailable."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {device!r}; valid: cpu, cuda, cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__}); "
+                              "valid here: cpu")
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        dev = torch.device("cuda", index)
+    return dev
+
+
+def check_host_input(x: np.ndarray) -> np.ndarray:
+    """Validate a host batch and return it as C-contiguous float32 (no copy when it already is).
+
+    Raises:
+        ConfigError: not a (N, 1, H, W) array with H, W positive multiples of 32.
+    """
+    if not isinstance(x, np.ndarray):
+        raise ConfigError(f"runner input must be a NumPy array, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] == 0:
+        raise ConfigError(f"runner input must be (N, 1, H, W) float32, got shape {x.shape}")
+    h, w = x.shape[2:]
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h == 0 or w == 0:
+        raise ConfigError(f"runner input height and width must be positive multiples of {SIZE_MULTIPLE}, got {h}x{w}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class TorchRunner:
+    """Run a RediNet on host batches: ``run(f32[N, 1, H, W]) -> f32[N, H, W, 3]`` in [0, 1].
+
+    Args:
+        model: a RediNet (weight-normalised or folded). The runner works on its own folded copy; ``model`` is not
+            modified.
+        device: 'cpu', 'cuda' or 'cuda:N'.
+        precision: 'fp32', 'fp16' (CUDA only) or 'bf16'.
+        streams: on CUDA, run HSE/MSE/LSE on three streams (``StreamedRunner``); False runs them in sequence.
+        cuda_graph: on CUDA, capture the device program once per input shape and replay it.
+
+    Buffer ownership: the returned array belongs to the runner and is overwritten by the next ``run`` call with
+    the same shape (one output buffer per shape is kept); copy it to keep it longer. On CUDA it lives in pinned
+    host memory. The input array is only read during the call.
+
+    Threads: create, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a context
+    manager.
+
+    CPU notes (measured at 1088x1920 on the 2-core development machine, see the module's benchmark): the NHWC
+    :class:`FastRediNet` beats the plain NCHW forward; torch's default thread count (one per physical core) is
+    used: a runner does not change process-wide thread settings.
+    """
+
+    def __init__(
+        self,
+        model: RediNet,
+        device: str | torch.device = "cpu",
+        precision: str | Precision = "fp32",
+        streams: bool = True,
+        cuda_graph: bool = True,
+    ) -> None:
+        if not isinstance(model, RediNet):
+            raise ConfigError(f"TorchRunner needs a RediNet, got {type(model).__name__}")
+        self.device = parse_device(device)
+        self.precision = parse_precision(precision, self.device.type)
+        self.meta = getattr(model, "meta", None)
+        self._closed = False
+        self._streamed: StreamedRunner | None = None
+        self._fast: FastRediNet | None = None
+        self._outputs: dict[tuple[int, ...], np.ndarray] = {}
+        if self.device.type == "cuda":
+            self._streamed = StreamedRunner(
+                model, self.device, self.precision, cuda_graph=cuda_graph, sequential=not streams
+            )
+        else:
+            self._fast = FastRediNet(model).to(self.precision.dtype).eval()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Enhance one batch. ``x``: f32 (N, 1, H, W), H and W multiples of 32. Returns f32 (N, H, W, 3) (NHWC).
+
+        The result is owned by the runner and valid until the next ``run`` call (see the class docstring).
+
+        Raises:
+            ConfigError: bad shape; RunnerClosedError: the runner is closed.
+        """
+        if self._closed:
+            raise RunnerClosedError("TorchRunner is closed")
+        x = check_host_input(x)
+        if self._streamed is not None:
+            return self._streamed.run(x)
+        n, _, h, w = x.shape
+        out = self._outputs.get((n, h, w))
+        if out is None:
+            self._outputs.clear()  # keep one output buffer: a new shape usually means a new source
+            out = self._outputs[(n, h, w)] = np.empty((n, h, w, 3), dtype=np.float32)
+        with torch.inference_mode():
+            xt = torch.from_numpy(x).to(self.precision.dtype)
+            self._fast(xt, out=torch.from_numpy(out))
+        return out
+
+    def close(self) -> None:
+        """Release the model, buffers and (on CUDA) streams and graphs. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._streamed is not None:
+            self._streamed.close()
+        self._streamed = None
+        self._fast = None
+        self._outputs.clear()
+
+    def __enter__(self) -> "TorchRunner":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclass
+class _Program:
+    """Device buffers (and the graph, when captured) for one input shape."""
+
+    host_in: Tensor  # pinned f32 (N, 1, H, W)
+    host_out: Tensor  # pinned f32 (N, H, W, 3)
+    dev_in: Tensor  # f32 (N, 1, H, W) on the device: the graph's static input
+    dev_out: Tensor | None = None  # f32 (N, H, W, 3): the graph's static output
+    graph: "torch.cuda.CUDAGraph | None" = None
+
+
+class StreamedRunner:
+    """CUDA only: HSE, MSE and LSE on three streams, joined before FB1/FB2; optional CUDA graph per input shape.
+
+    Args:
+        model: a RediNet; the runner keeps its own folded copy on ``device`` in ``precision``.
+        device: a CUDA device ('cuda', 'cuda:N').
+        precision: 'fp32', 'fp16' or 'bf16' (weights and activations converted with ``.to(dtype)``).
+        cuda_graph: capture the device program (cast, forward, NHWC float32 output) once per input shape. The
+            first call with a new shape warms up on a side stream (cuDNN/cuBLAS initialise lazily and must not do
+            so during capture), then captures; later calls copy into the static input and replay.
+        sequential: run the three trunks one after the other on the current stream (``RediNet.forward``).
+
+    The streams and events are created once here and reused; ``forward`` is the one place that forks and joins.
+    Threads: construct, call and close from one thread. ``close()`` is idempotent.
+    """
+
+    def __init__(
+        self,
+        model: RediNet,
+        device: str | torch.device = "cuda",
+        precision: str | Precision = "fp16",
+        *,
+        cuda_graph: bool = True,
+        sequential: bool = False,
+    ) -> None:
+        self.device = parse_device(device)
+        if self.device.type != "cuda":
+            raise ConfigError(f"StreamedRunner needs a CUDA device, got {device!r}; use TorchRunner on the CPU")
+        self.precision = parse_precision(precision, "cuda")
+        self.cuda_graph = bool(cuda_graph)
+        self.sequential = bool(sequential)
+        self._closed = False
+        net = model.folded_copy()
+        net.requires_grad_(False)
+        self.net: RediNet | None = net.to(self.device, self.precision.dtype)
+        with torch.cuda.device(self.device):
+            self._streams = tuple(torch.cuda.Stream(self.device) for _ in range(3))
+            self._fork = torch.cuda.Event()
+            self._done = tuple(torch.cuda.Event() for _ in range(3))
+        self._programs: dict[tuple[int, ...], _Program] = {}
+
+    # --- device-side ------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 1, H, W) device tensor in the runner's dtype -> (N, 3, H, W) in [0, 1], same dtype.
+
+        Issued on the current stream, which is the "main" stream of the fork/join (also while capturing a graph,
+        when it is the capture stream and the side streams join the capture through the fork event).
+        """
+        net = self._net()
+        if self.sequential:
+            return net(x)
+        check_input(x)
+        main = torch.cuda.current_stream(self.device)
+        s2 = net.unshuffle(x)
+        self._fork.record(main)
+        outs = []
+        for stream, done, branch in zip(self._streams, self._done, (net.hse, net.mse, net.lse)):
+            stream.wait_event(self._fork)
+            with torch.cuda.stream(stream):
+                outs.append(branch(s2))
+                done.record(stream)
+        for done in self._done:
+            main.wait_event(done)
+        if not torch.cuda.is_current_stream_capturing():
+            # Cross-stream uses: s2 (made on main) is read on the side streams, the outputs (made there) are read
+            # on main. The fork/join above already orders every later reuse of their memory, but telling the
+            # caching allocator keeps that true even if a caller keeps these tensors around.
+            for stream in self._streams:
+                s2.record_stream(stream)
+            for y in outs:
+                y.record_stream(main)
+        hse_out, mse_out, lse_out = outs
+        return net.fb2(lse_out, net.fb1(mse_out, hse_out)).clamp_(0.0, 1.0)
+
+    def _program_step(self, x_f32: Tensor) -> Tensor:
+        """The whole device program: f32 (N, 1, H, W) -> f32 (N, H, W, 3) contiguous."""
+        y = self.forward(x_f32.to(self.precision.dtype))
+        return y.permute(0, 2, 3, 1).to(torch.float32).contiguous()
+
+    def run_device(self, x: Tensor) -> Tensor:
+        """Device f32 (N, 1, H, W) -> device f32 (N, H, W, 3), on the current stream (graph replay if enabled).
+
+        With graphs the result is the graph's static output tensor: overwritten by the next call of this shape.
+        """
+        if self._closed:
+            raise RunnerClosedError("StreamedRunner is closed")
+        with torch.cuda.device(self.device):
+            if not self.cuda_graph:
+                return self._program_step(x)
+            prog = self._program(tuple(x.shape))
+            prog.dev_in.copy_(x)
+            prog.graph.replay()
+            return prog.dev_out
+
+    # --- host-side ----------------------------------------------------------------------------------------------
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Host f32 (N, 1, H, W) -> host f32 (N, H, W, 3) (pinned; owned by the runner, valid until the next run).
+
+        Waits for the device: when it returns, the pinned input slot is free again (its H2D copy has completed).
+        """
+        if self._closed:
+            raise RunnerClosedError("StreamedRunner is closed")
+        x = check_host_input(x)
+        with torch.cuda.device(self.device):
+            prog = self._program(tuple(x.shape))
+            prog.host_in.numpy()[...] = x
+            prog.dev_in.copy_(prog.host_in, non_blocking=True)
+            if prog.graph is not None:
+                prog.graph.replay()
+                y = prog.dev_out
+            else:
+                y = self._program_step(prog.dev_in)
+            prog.host_out.copy_(y, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+        return prog.host_out.numpy()
+
+    def _program(self, shape: tuple[int, ...]) -> _Program:
+        prog = self._programs.get(shape)
+        if prog is not None:
+            return prog
+        n, _, h, w = shape
+        prog = _Program(
+            host_in=torch.empty(shape, dtype=torch.float32, pin_memory=True),
+            host_out=torch.empty((n, h, w, 3), dtype=torch.float32, pin_memory=True),
+            dev_in=torch.zeros(shape, dtype=torch.float32, device=self.device),
+        )
+        if self.cuda_graph:
+            self._capture(prog)
+        self._programs[shape] = prog
+        return prog
+
+    def _capture(self, prog: _Program) -> None:
+        main = torch.cuda.current_stream(self.device)
+        warm = torch.cuda.Stream(self.device)
+        warm.wait_stream(main)
+        with torch.cuda.stream(warm):
+            for _ in range(3):
+                self._program_step(prog.dev_in)
+        main.wait_stream(warm)
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            prog.dev_out = self._program_step(prog.dev_in)
+        prog.graph = graph
+
+    def _net(self) -> RediNet:
+        if self.net is None:
+            raise RunnerClosedError("StreamedRunner is closed")
+        return self.net
+
+    def close(self) -> None:
+        """Wait for the device, then free graphs, buffers, streams and the model. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        torch.cuda.synchronize(self.device)
+        for prog in self._programs.values():
+            if prog.graph is not None:
+                prog.graph.reset()
+        self._programs.clear()
+        self._streams = ()
+        self._done = ()
+        self.net = None
+
+    def __enter__(self) -> "StreamedRunner":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
