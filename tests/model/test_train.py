@@ -1,0 +1,318 @@
+"""Training: config validation, loss, gain calibration, datasets, a tiny run, exact resume, export, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from redi_stream.errors import ConfigError, WeightsError
+from redi_stream.model.data import (
+    CleanImageDataset,
+    PairedFolderDataset,
+    RawPair,
+    RawPairDataset,
+    SIDDataset,
+    parse_sid_list,
+    read_raw_normalised,
+    sid_exposure_s,
+)
+from redi_stream.model.net import RediNet
+from redi_stream.model.train import (
+    CSV_COLUMNS,
+    TrainConfig,
+    calibrate_gain_target,
+    export_default,
+    forward_unclamped,
+    load_checkpoint,
+    loss_terms,
+    main,
+    ms_ssim,
+    msssim_levels,
+    read_log,
+    train,
+)
+
+ELD_LIKE = {
+    "TestCam": {
+        "Kmin": 0.5,
+        "Kmax": 2.0,
+        "G_shape": [0.1, 0.0],
+        "Profile-1": {
+            "G_scale": {"slope": 0.5, "bias": 0.5, "sigma": 0.1},
+            "g_scale": {"slope": 0.5, "bias": 1.0, "sigma": 0.1},
+            "R_scale": {"slope": 0.5, "bias": -0.5, "sigma": 0.1},
+        },
+        "color_bias": [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]],
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    """Three smooth 80x96 photos and an ELD-format noise file, fabricated."""
+    cv2 = pytest.importorskip("cv2")
+    root = tmp_path_factory.mktemp("tiny")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = cv2.GaussianBlur((rng.random((80, 96, 3)) * 255).astype(np.uint8), (9, 9), 3)
+        cv2.imwrite(str(photos / f"{i}.png"), img)
+    noise = root / "eld.json"
+    noise.write_text(json.dumps(ELD_LIKE))
+    return photos, noise
+
+
+def tiny_config(tiny_data, out_dir: Path, **kw) -> TrainConfig:
+    photos, noise = tiny_data
+    base = dict(
+        out_dir=out_dir, train_dirs=(photos,), val_dirs=(photos,), noise_params=noise, iterations=6,
+        batch_size=2, crop=64, log_every=1, val_every=3, ckpt_every=3, val_count=2, calib_count=3, num_threads=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --- config -----------------------------------------------------------------------------------------------------
+
+
+def test_config_validation(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="CUDA-only"):
+        tiny_config(tiny_data, tmp_path, amp=True)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        tiny_config(tiny_data, tmp_path, crop=100)
+    with pytest.raises(ConfigError, match="valid: synthetic, sid, paired"):
+        tiny_config(tiny_data, tmp_path, data="imagenet")
+    with pytest.raises(ConfigError, match="noise_params"):
+        TrainConfig(out_dir=tmp_path, train_dirs=(tmp_path,))
+    with pytest.raises(ConfigError, match="device"):
+        tiny_config(tiny_data, tmp_path, device="tpu")
+    assert tiny_config(tiny_data, tmp_path).lr_drop_iteration == 3
+
+
+# --- loss -------------------------------------------------------------------------------------------------------
+
+
+def test_ms_ssim_matches_pytorch_msssim():
+    pytorch_msssim = pytest.importorskip("pytorch_msssim")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 192, 192, generator=g)
+    y = (x + 0.1 * torch.rand(2, 3, 192, 192, generator=g)).clamp(0, 1)
+    ours = ms_ssim(x, y)
+    ref = pytorch_msssim.ms_ssim(x, y, data_range=1.0)
+    assert float(ours) == pytest.approx(float(ref), abs=1e-5)
+    assert msssim_levels(192) == 5 and msssim_levels(128) == 4 and msssim_levels(64) == 3
+
+
+def test_loss_gradient_finite_for_negative_and_zero_outputs():
+    pred = torch.tensor([-0.5, 0.0, 1e-9, 0.5, 1.5]).view(1, 1, 1, 5).expand(1, 3, 16, 5).contiguous()
+    pred = pred.repeat(1, 1, 1, 4).requires_grad_(True)
+    target = torch.rand_like(pred)
+    loss, l1, ms = loss_terms(pred, target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
+    assert (pred.grad[..., 0] != 0).any()  # below-zero outputs still get a gradient
+
+
+def test_forward_unclamped_equals_forward_when_clamped():
+    torch.manual_seed(0)
+    m = RediNet().eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(forward_unclamped(m, x).clamp(0, 1), m(x))
+
+
+# --- gain calibration -------------------------------------------------------------------------------------------
+
+
+def test_calibration_closed_form():
+    """Constant frames: S = 1 / v exactly, so T = median(ratio * v)."""
+    darks = [torch.full((1, 8, 8), v) for v in (0.001, 0.002, 0.004)]
+    ratios = [100.0, 200.0, 300.0]  # ratio * v = 0.1, 0.4, 1.2 -> T = 0.4
+    cal = calibrate_gain_target(zip(darks, ratios))
+    assert cal.target == pytest.approx(0.4, rel=1e-5)
+    # A = clamp(0.4 / v) = 300 (clamped from 400), 200, 100 -> A / ratio = 3, 1, 1/3
+    assert cal.median_ratio == pytest.approx(1.0, rel=1e-5)
+    assert cal.clamped_fraction == pytest.approx(1 / 3)
+    assert cal.n == 3
+    # batched input and a degenerate (all black) frame, which is excluded
+    cal2 = calibrate_gain_target([(torch.stack(darks + [torch.zeros(1, 8, 8)]), torch.tensor(ratios + [5.0]))])
+    assert cal2.target == pytest.approx(0.4, rel=1e-5) and cal2.n == 3
+    with pytest.raises(ConfigError):
+        calibrate_gain_target([])
+
+
+# --- datasets ---------------------------------------------------------------------------------------------------
+
+
+def test_clean_dataset_crop_fits_small_photos(tiny_data):
+    ds = CleanImageDataset(tiny_data[0], crop=512)
+    assert ds.crop_size == 64 and len(ds) == 3  # 80 px short side -> 64
+    a = ds.sample(0, np.random.default_rng(1))
+    b = ds.sample(0, np.random.default_rng(1))
+    assert a.shape == (3, 64, 64) and torch.equal(a, b)
+    assert 0 <= float(a.min()) and float(a.max()) <= 1
+    assert ds.full(0).shape == (3, 64, 96)
+    with pytest.raises(ConfigError, match="not found"):
+        CleanImageDataset("/nonexistent/photos")
+
+
+def test_sid_list_parsing_and_ratio(tmp_path):
+    (tmp_path / "Sony_train_list.txt").write_text(
+        "./Sony/short/00001_00_0.04s.ARW ./Sony/long/00001_00_10s.ARW ISO200 F8\n"
+        "\n"
+        "./Sony/short/00002_00_0.1s.ARW ./Sony/long/00002_00_10s.ARW ISO200 F8\n"
+        "./Sony/short/00003_00_0.033s.ARW ./Sony/long/00003_00_30s.ARW ISO200 F8\n"
+    )
+    pairs = parse_sid_list(tmp_path, "Sony_train_list.txt")
+    assert [p.ratio for p in pairs] == pytest.approx([250.0, 100.0, 300.0])  # 30/0.033 = 909 -> capped at 300
+    assert pairs[0].dark == tmp_path / "Sony/short/00001_00_0.04s.ARW"
+    assert sid_exposure_s("00001_00_0.1s.ARW") == 0.1
+    with pytest.raises(ConfigError, match="exposure"):
+        sid_exposure_s("00001_00.ARW")
+    (tmp_path / "bad.txt").write_text("only_one_token\n")
+    with pytest.raises(ConfigError, match="bad.txt:1"):
+        parse_sid_list(tmp_path, "bad.txt")
+
+
+def _coded_pair(h: int = 40, w: int = 50):
+    """Dark mosaic whose value encodes (Bayer colour, position); bright RGB carries the same codes per channel."""
+    y, x = np.mgrid[0:h, 0:w]
+    pos = (y * w + x).astype(np.float32) / (h * w) * 0.001
+    colour = np.where((y % 2 == 0) & (x % 2 == 0), 0, np.where((y % 2 == 1) & (x % 2 == 1), 2, 1))
+    dark = pos + colour.astype(np.float32)  # integer part = colour index, fraction = position
+    bright = np.stack([pos, pos, pos], axis=2)
+    return dark, bright
+
+
+def test_raw_pair_crops_and_flips_preserve_bayer_phase_and_alignment():
+    dark, bright = _coded_pair()
+    ds = RawPairDataset(
+        [RawPair(Path("d"), Path("b"), 2.0)], crop=32, dark_reader=lambda p: dark, bright_reader=lambda p: bright
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        inp, tgt, ratio = ds.sample(0, rng)
+        assert inp.shape == (1, 32, 32) and tgt.shape == (3, 32, 32) and ratio == 2.0
+        d = inp[0].numpy() / ratio
+        colour = np.floor(d)
+        assert np.all(colour[0::2, 0::2] == 0) and np.all(colour[1::2, 1::2] == 2)
+        assert np.all(colour[0::2, 1::2] == 1) and np.all(colour[1::2, 0::2] == 1)
+        np.testing.assert_allclose(d - colour, tgt[0].numpy(), atol=1e-6)  # same pixels in input and target
+    inp, tgt, _ = ds.center(0)
+    assert np.floor(inp[0, 0, 0].item() / 2.0) == 0
+
+
+def test_sid_dataset_with_mocked_reader(tmp_path):
+    (tmp_path / "list.txt").write_text("./Sony/short/00001_00_0.1s.ARW ./Sony/long/00001_00_10s.ARW ISO200 F8\n")
+    dark, bright = _coded_pair(64, 64)
+    ds = SIDDataset(tmp_path, "list.txt", crop=32, dark_reader=lambda p: dark, bright_reader=lambda p: bright)
+    inp, tgt, ratio = ds.sample(0, np.random.default_rng(0))
+    assert ratio == 100.0 and inp.shape == (1, 32, 32)
+
+
+def test_paired_folder_dataset(tmp_path):
+    d, b = tmp_path / "dark", tmp_path / "bright"
+    d.mkdir()
+    b.mkdir()
+    rng = np.random.default_rng(0)
+    bright = rng.random((64, 64, 3)).astype(np.float32)
+    for name in ("a", "b"):
+        np.save(d / f"{name}.npy", (bright[:, :, 1] / 50).astype(np.float32))
+        np.save(b / f"{name}.npy", bright)
+    (d / "ratios.json").write_text(json.dumps({"a": 120.0}))
+    ds = PairedFolderDataset(d, b, crop=32)
+    assert ds.pairs[0].ratio == 120.0
+    assert 30 < ds.pairs[1].ratio < 70  # estimated from the data (~50 on green; R and B differ)
+    inp, tgt, _ = ds.sample(1, np.random.default_rng(0))
+    assert inp.shape == (1, 32, 32) and tgt.shape == (3, 32, 32)
+    (d / "c.npy").write_bytes((d / "a.npy").read_bytes())
+    with pytest.raises(ConfigError, match="no bright partner"):
+        PairedFolderDataset(d, b, crop=32)
+
+
+def test_rawpy_reader_on_real_dng(shared_data):
+    mosaic = read_raw_normalised(shared_data / "raw" / "colorchart_canon550d_magiclantern.dng")
+    assert mosaic.ndim == 2 and mosaic.dtype == np.float32
+    assert 0 <= mosaic.min() and mosaic.max() <= 1
+
+
+# --- training -----------------------------------------------------------------------------------------------------
+
+
+def test_tiny_run_and_exact_resume(tmp_path, tiny_data):
+    """6 iterations straight == 3, then a fresh process state resumed from the iteration-3 checkpoint, then 3."""
+    straight = tiny_config(tiny_data, tmp_path / "a")
+    last = train(straight)
+    assert last.name == "ckpt_0000006.pt"
+    rows = read_log(tmp_path / "a" / "log.csv")
+    assert [r["iter"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert np.isfinite(rows[2]["val_psnr"]) and np.isfinite(rows[5]["val_psnr"])
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 0
+    assert rows[2]["lr"] == pytest.approx(1e-4) and rows[3]["lr"] == pytest.approx(1e-5)  # drop after half
+
+    # Interrupted run: only its first 3 iterations' checkpoint and its log (with rows past it) survive.
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "ckpt_0000003.pt", tmp_path / "b" / "ckpt_0000003.pt")
+    shutil.copy(tmp_path / "a" / "log.csv", tmp_path / "b" / "log.csv")
+    torch.manual_seed(1234)
+    np.random.seed(1234)  # disturb global RNGs: resume must restore them
+    resumed = tiny_config(tiny_data, tmp_path / "b", resume=tmp_path / "b" / "ckpt_0000003.pt")
+    train(resumed)
+    rows_b = read_log(tmp_path / "b" / "log.csv")
+    assert [r["iter"] for r in rows_b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(rows, rows_b):
+        for k in ("loss", "l1", "msssim", "lr", "val_psnr"):
+            assert rb[k] == pytest.approx(ra[k], rel=1e-6, abs=1e-9, nan_ok=True), (ra["iter"], k)
+    ma = load_checkpoint(tmp_path / "a" / "ckpt_0000006.pt")["model"]
+    mb = load_checkpoint(tmp_path / "b" / "ckpt_0000006.pt")["model"]
+    for k in ma:
+        torch.testing.assert_close(mb[k], ma[k], rtol=1e-6, atol=1e-7)
+
+    with pytest.raises(ConfigError, match="seed"):
+        train(replace(resumed, seed=5))
+
+
+def test_time_budget_checkpoints_and_stops(tmp_path, tiny_data):
+    cfg = tiny_config(tiny_data, tmp_path, iterations=1000, max_minutes=1e-6, val_every=0, ckpt_every=0)
+    last = train(cfg)
+    ckpt = load_checkpoint(last)
+    assert 1 <= ckpt["iteration"] < 1000
+
+
+def test_export_default_round_trips(tmp_path, tiny_data):
+    from redi_stream.model.weights import load_weights
+
+    ckpt = train(tiny_config(tiny_data, tmp_path, iterations=2, val_every=0, ckpt_every=0))
+    out = export_default(ckpt, tmp_path / "w.pt", {"eval": {"psnr": 1.0}, "version": "test"})
+    model = load_weights(out)
+    state = load_checkpoint(ckpt)
+    assert model.meta.output == "linear_camera_rgb" and model.meta.version == "test"
+    assert model.meta.gain_target == pytest.approx(state["gain_calibration"]["target"])
+    assert model.meta.provenance["iterations"] == 2 and model.meta.provenance["eval"] == {"psnr": 1.0}
+    ref = RediNet()
+    ref.load_state_dict(state["model"])
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref.eval()(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(WeightsError):
+        export_default(out, tmp_path / "w2.pt")  # exported weights are not a training checkpoint
+
+
+def test_cli_main(tmp_path, tiny_data, capsys):
+    photos, noise = tiny_data
+    args = ["--data", str(photos), "--noise-params", str(noise), "--out-dir", str(tmp_path / "run"),
+            "--iterations", "1", "--batch-size", "1", "--crop", "64", "--threads", "1", "--calib-count", "2"]
+    assert main(args) == 0
+    assert main(["export", str(tmp_path / "run" / "ckpt_0000001.pt"), str(tmp_path / "w.pt")]) == 0
+    assert (tmp_path / "w.pt").is_file()
+    assert main(args[:-2] + ["--amp"]) == 2
+    assert "CUDA-only" in capsys.readouterr().err
