@@ -107,7 +107,8 @@ def write_dng(path: str | os.PathLike[str], bayer: np.ndarray, meta: RawMeta, *,
     if arr.ndim != 2 or arr.dtype != np.uint16:
         raise ConfigError(f"bayer must be a (H, W) uint16 array, got {arr.dtype} {arr.shape}")
     if min(arr.shape) < _LIBRAW_MIN_SIDE:
-        raise ConfigError(f"frame {arr.shape} too small: LibRaw reads no raw under {_LIBRAW_MIN_SIDE}x{_LIBRAW_MIN_SIDE}")
+        side = _LIBRAW_MIN_SIDE
+        raise ConfigError(f"frame {arr.shape} too small: LibRaw reads no raw under {side}x{side}")
     if arr.shape[0] > 65535 or arr.shape[1] > 65535:
         raise ConfigError(f"frame {arr.shape} too large for a single-tile DNG")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
@@ -137,7 +138,9 @@ def _prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
     existing = sorted(out.glob("frame_*.dng"))
     if existing:
         if not overwrite:
-            raise SinkError(f"{out} already holds {len(existing)} frame_*.dng files; choose an empty folder or overwrite")
+            raise SinkError(
+                f"{out} already holds {len(existing)} frame_*.dng files; choose an empty folder or overwrite"
+            )
         # Remove them all, not just the ones we rewrite: stale frames past the new end would join the sequence.
         for p in existing:
             p.unlink()

@@ -144,9 +144,10 @@ class RawFileSource:
             raise ConfigError(f"raw_params must be a HeaderlessParams, got {type(raw_params).__name__}")
         self.paths: list[Path] = collect_frame_paths(spec)
         self.names: list[str] = [p.name for p in self.paths]
-        self.name: str = (
-            os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else f"{len(self.paths)} files from {self.paths[0].parent}"
-        )
+        if isinstance(spec, (str, os.PathLike)):
+            self.name: str = os.fspath(spec)
+        else:
+            self.name = f"{len(self.paths)} files from {self.paths[0].parent}"
         self._raw_params = raw_params
         if fps is not None:
             self.fps = _checked_fps(fps)

@@ -26,7 +26,9 @@ LIBRAW_SUFFIXES = frozenset(
 )
 
 # TIFF-based formats whose Make/Model tags tifffile can read (LibRaw through rawpy does not expose them).
-_TIFF_SUFFIXES = frozenset(".dng .nef .nrw .cr2 .arw .srf .sr2 .pef .srw .3fr .erf .mos .iiq .dcr .kdc .tif .tiff".split())
+_TIFF_SUFFIXES = frozenset(
+    ".dng .nef .nrw .cr2 .arw .srf .sr2 .pef .srw .3fr .erf .mos .iiq .dcr .kdc .tif .tiff".split()
+)
 
 _LIBRAW_REASONS = (
     (rawpy.LibRawFileUnsupportedError, "not a raw format LibRaw can read"),
@@ -99,11 +101,13 @@ def _camera_name(path: Path) -> str:
 
 
 def _wb_gains(camera_wb: Any, daylight_wb: Any, path: Path, warnings: list[str]) -> tuple[float, float, float]:
-    """(R, G, B) gains normalised to G = 1 from LibRaw's (R, G, B, G2) multipliers; daylight, then unity as fallbacks."""
+    """(R, G, B) gains, G = 1, from LibRaw's (R, G, B, G2) multipliers; daylight, then unity, as fallbacks."""
     for source, label in ((camera_wb, None), (daylight_wb, "daylight")):
         if source is None:
             continue
         wb = np.asarray(source, dtype=np.float64).ravel()
+        if label and wb.size >= 3 and np.all(wb[:3] == 1.0):
+            continue  # LibRaw's placeholder when it has no colour data to derive a daylight balance from
         if wb.size >= 3 and np.all(np.isfinite(wb[:3])) and np.all(wb[:3] > 0):
             if label:
                 warnings.append(f"no as-shot white balance in {path.name}; using the camera's daylight balance")
@@ -161,10 +165,13 @@ def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
     except UnsupportedSensorError:
         raise  # an OSError too, but already says what is wrong
     except rawpy.LibRawError as exc:
-        hint = "" if path.suffix.lower() in LIBRAW_SUFFIXES else f"; {path.suffix or 'no extension'} is not a raw-frame extension"
+        hint = ""
+        if path.suffix.lower() not in LIBRAW_SUFFIXES:
+            hint = f"; {path.suffix or 'no extension'} is not a raw-frame extension"
         raise FrameError(f"frame {index} ({path}): {_libraw_reason(exc)}{hint}", index=index, name=path.name) from exc
     except OSError as exc:
-        raise FrameError(f"frame {index} ({path}): cannot read: {exc.strerror or exc}", index=index, name=path.name) from exc
+        reason = f"cannot read: {exc.strerror or exc}"
+        raise FrameError(f"frame {index} ({path}): {reason}", index=index, name=path.name) from exc
 
     warnings: list[str] = []
     # LibRaw lists black by colour index (the values in raw_pattern); RawMeta wants it by 2x2 position.

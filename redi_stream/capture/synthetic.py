@@ -102,7 +102,9 @@ def srgb_to_camera_planes(srgb: np.ndarray, wb_gains: tuple[float, float, float]
     return planes
 
 
-def mosaic_planes(planes: np.ndarray, cfa: CFA, y0: int = 0, x0: int = 0, size: tuple[int, int] | None = None) -> np.ndarray:
+def mosaic_planes(
+    planes: np.ndarray, cfa: CFA, y0: int = 0, x0: int = 0, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Sample a (3, Hc, Wc) image at one colour per pixel in pattern ``cfa``, from window origin (y0, x0).
 
     Returns:

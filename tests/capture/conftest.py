@@ -54,5 +54,40 @@ def make_dngs(tmp_path: Path) -> Callable[..., list[Path]]:
 
 @pytest.fixture()
 def tiny() -> SimpleNamespace:
-    """Helpers for building tiny frames: ``tiny.meta(cfa, **overrides)``, ``tiny.bayer(i, shape)``, ``tiny.cam_to_srgb``."""
+    """Tiny-frame helpers: ``tiny.meta(cfa, **overrides)``, ``tiny.bayer(i, shape)``, ``tiny.cam_to_srgb``."""
     return SimpleNamespace(meta=tiny_meta, bayer=tiny_bayer, cam_to_srgb=CAM_TO_SRGB)
+
+
+def _write_plain_dng(path: Path, data: np.ndarray, **tags: object) -> Path:
+    """A minimal DNG written directly with pidng (not our writer), to reach layouts write_dng never makes.
+
+    ``tags`` are pidng ``Tag`` names with values; ``None`` leaves a default tag out. 2-D data gets an RGGB CFA
+    by default; (H, W, 3) data gets no CFA tags (set ``PhotometricInterpretation=34892`` for a linear DNG).
+    """
+    from pidng.core import RAW2DNG, DNGTags, Tag
+
+    h, w = data.shape[:2]
+    spp = 1 if data.ndim == 2 else data.shape[2]
+    defaults: dict[str, object] = dict(
+        ImageWidth=w, ImageLength=h, TileWidth=w, TileLength=h, Orientation=1, SamplesPerPixel=spp,
+        BitsPerSample=[16] * spp, BlackLevel=0, WhiteLevel=4095, AsShotNeutral=[[1, 2], [1, 1], [1, 1]],
+        ColorMatrix1=[[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]],
+        Make="Test", Model="Cam", UniqueCameraModel="Test Cam",
+    )  # fmt: skip
+    if spp == 1:
+        defaults.update(PhotometricInterpretation=32803, CFARepeatPatternDim=[2, 2], CFAPattern=[0, 1, 1, 2])
+    defaults.update(tags)
+    t = DNGTags()
+    for name, value in defaults.items():
+        if value is not None:
+            t.set(getattr(Tag, name), value)
+    writer = RAW2DNG()
+    writer.options(t, path="", compress=False)
+    path.write_bytes(writer.convert(np.ascontiguousarray(data)))
+    return path
+
+
+@pytest.fixture()
+def write_plain_dng() -> Callable[..., Path]:
+    """``write_plain_dng(path, data, **tags)``: see :func:`_write_plain_dng`."""
+    return _write_plain_dng

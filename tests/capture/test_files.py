@@ -296,3 +296,35 @@ def test_concurrent_reads_match_sequential(make_dngs, tiny) -> None:
     for frame in frames:
         np.testing.assert_array_equal(frame.data, tiny.bayer(frame.index))
         assert frame.data.flags.c_contiguous and frame.data.flags.writeable
+
+
+# -- metadata fallbacks ---------------------------------------------------------------------------------------------
+
+
+def test_missing_colour_matrix_and_white_balance_fall_back_with_warnings(tmp_path: Path, write_plain_dng) -> None:
+    data = np.full((24, 32), 500, np.uint16)
+    full = RawFileSource(write_plain_dng(tmp_path / "full.dng", data)).read(0).meta
+    assert full.warnings == () and full.wb_gains == pytest.approx((2.0, 1.0, 1.0)) and full.camera == "Test Cam"
+
+    no_matrix = RawFileSource(write_plain_dng(tmp_path / "nocm.dng", data, ColorMatrix1=None)).read(0).meta
+    np.testing.assert_array_equal(no_matrix.cam_to_srgb, np.eye(3))
+    assert no_matrix.warnings == ("no colour matrix in nocm.dng; using identity (colours will be camera-native)",)
+    assert no_matrix.wb_gains == pytest.approx((2.0, 1.0, 1.0))
+
+    no_wb = RawFileSource(write_plain_dng(tmp_path / "nowb.dng", data, AsShotNeutral=None)).read(0).meta
+    assert no_wb.warnings == ("no as-shot white balance in nowb.dng; using the camera's daylight balance",)
+    assert no_wb.wb_gains[1] == 1.0 and no_wb.wb_gains != (1.0, 1.0, 1.0)  # derived from the colour matrix
+
+    bare = RawFileSource(write_plain_dng(tmp_path / "bare.dng", data, AsShotNeutral=None, ColorMatrix1=None))
+    meta = bare.read(0).meta
+    assert meta.wb_gains == (1.0, 1.0, 1.0)
+    assert meta.warnings == (
+        "no white balance in bare.dng; using unity gains (colours will be camera-native)",
+        "no colour matrix in bare.dng; using identity (colours will be camera-native)",
+    )
+
+
+def test_white_not_above_black_is_a_frame_error(tmp_path: Path, write_plain_dng) -> None:
+    path = write_plain_dng(tmp_path / "x.dng", np.full((24, 32), 500, np.uint16), BlackLevel=4095, WhiteLevel=4095)
+    with pytest.raises(FrameError, match=r"frame 0 \(.*x\.dng\): bad metadata: white level"):
+        RawFileSource(path).read(0)

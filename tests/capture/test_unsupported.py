@@ -14,43 +14,24 @@ from redi_stream.errors import CaptureError, UnsupportedSensorError
 from redi_stream.frames import CFA
 
 
-def _write_pidng(path: Path, data: np.ndarray, **extra: object) -> Path:
-    """A minimal DNG via pidng with the given photometric layout (extra tags by pidng Tag name)."""
-    from pidng.core import RAW2DNG, DNGTags, Tag
-
-    h, w = data.shape[:2]
-    spp = 1 if data.ndim == 2 else data.shape[2]
-    t = DNGTags()
-    for tag, value in dict(
-        ImageWidth=w, ImageLength=h, TileWidth=w, TileLength=h, Orientation=1, SamplesPerPixel=spp,
-        BitsPerSample=[16] * spp, BlackLevel=0, WhiteLevel=4095, AsShotNeutral=[[1, 1]] * 3,
-        ColorMatrix1=[[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]],
-        Make="Test", Model="Cam", UniqueCameraModel="Test Cam", **extra,
-    ).items():  # fmt: skip
-        t.set(getattr(Tag, tag), value)
-    writer = RAW2DNG()
-    writer.options(t, path="", compress=False)
-    path.write_bytes(writer.convert(np.ascontiguousarray(data)))
-    return path
-
-
-def test_linear_dng_is_unsupported(tmp_path: Path) -> None:
-    path = _write_pidng(tmp_path / "linear.dng", np.full((32, 48, 3), 1000, np.uint16), PhotometricInterpretation=34892)
+def test_linear_dng_is_unsupported(tmp_path: Path, write_plain_dng) -> None:
+    path = write_plain_dng(tmp_path / "linear.dng", np.full((32, 48, 3), 1000, np.uint16), PhotometricInterpretation=34892)
     with pytest.raises(UnsupportedSensorError, match=r"linear\.dng: not a colour-filter-array mosaic") as info:
         RawFileSource(path).read(0)
     assert isinstance(info.value, CaptureError)
 
 
-def test_xtrans_dng_is_unsupported(tmp_path: Path) -> None:
-    xtrans = [1, 1, 0, 1, 1, 2, 1, 1, 2, 1, 1, 0, 2, 0, 1, 0, 2, 1, 1, 1, 2, 1, 1, 0, 1, 1, 0, 1, 1, 2, 0, 2, 1, 2, 0, 1]
-    path = _write_pidng(tmp_path / "xt.dng", np.full((36, 48), 1000, np.uint16), PhotometricInterpretation=32803,
+def test_xtrans_dng_is_unsupported(tmp_path: Path, write_plain_dng) -> None:
+    xtrans = [1, 1, 0, 1, 1, 2, 1, 1, 2, 1, 1, 0, 2, 0, 1, 0, 2, 1,
+              1, 1, 2, 1, 1, 0, 1, 1, 0, 1, 1, 2, 0, 2, 1, 2, 0, 1]  # fmt: skip
+    path = write_plain_dng(tmp_path / "xt.dng", np.full((36, 48), 1000, np.uint16), PhotometricInterpretation=32803,
                         CFARepeatPatternDim=[6, 6], CFAPattern=xtrans)  # fmt: skip
     with pytest.raises(UnsupportedSensorError, match=r"xt\.dng: Fujifilm X-Trans"):
         RawFileSource(path).read(0)
 
 
-def test_four_colour_cfa_is_unsupported(tmp_path: Path) -> None:
-    path = _write_pidng(tmp_path / "cmy.dng", np.full((32, 48), 1000, np.uint16), PhotometricInterpretation=32803,
+def test_four_colour_cfa_is_unsupported(tmp_path: Path, write_plain_dng) -> None:
+    path = write_plain_dng(tmp_path / "cmy.dng", np.full((32, 48), 1000, np.uint16), PhotometricInterpretation=32803,
                         CFARepeatPatternDim=[2, 2], CFAPattern=[0, 1, 2, 3], CFAPlaneColor=[3, 4, 5, 1])  # fmt: skip
     with pytest.raises(UnsupportedSensorError, match=r"cmy\.dng: colour pattern .* not an RGB 2x2 Bayer"):
         RawFileSource(path).read(0)
