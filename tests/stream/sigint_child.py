@@ -35,6 +35,7 @@ class Enh:
 
     def process(self, f):
         if f.index == self.stuck_at:
+            print("STUCK", flush=True)
             threading.Event().wait(60)
         rgb = np.repeat(f.data.astype(np.uint8)[..., None], 3, axis=2)
         return EnhancedFrame(rgb, f.index, f.t_ns, f.name)

@@ -107,8 +107,7 @@ def _runner(net):
     return TorchRunner(net, device="cpu", precision="fp32", streams=False, cuda_graph=False)
 
 
-@pytest.mark.parametrize("output", ["linear_camera_rgb", "srgb"])
-@pytest.mark.parametrize("cfa", [CFA.RGGB, CFA.BGGR])
+@pytest.mark.parametrize("output, cfa", [("linear_camera_rgb", CFA.BGGR), ("srgb", CFA.RGGB)])
 def test_redi_enhancer_tiny_random_net_shapes(output, cfa):
     torch = pytest.importorskip("torch")
     from redi_stream.model import RediNet, WeightsMeta

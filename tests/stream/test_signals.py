@@ -24,7 +24,8 @@ def _start(out: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_progress(p: subprocess.Popen, n: int, timeout_s: float = 60) -> list[str]:
+def _wait_progress(p: subprocess.Popen, n: int, timeout_s: float = 60, until: str = "") -> list[str]:
+    """Read the child's stdout until ``PROGRESS n`` (or the line ``until``)."""
     lines = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -32,7 +33,9 @@ def _wait_progress(p: subprocess.Popen, n: int, timeout_s: float = 60) -> list[s
         if not line:
             break
         lines.append(line.strip())
-        if line.startswith("PROGRESS") and int(line.split()[1]) >= n:
+        if until and line.strip() == until:
+            return lines
+        if not until and line.startswith("PROGRESS") and int(line.split()[1]) >= n:
             return lines
     p.kill()
     raise AssertionError(f"child made no progress: {lines} {p.stderr.read()}")
@@ -60,12 +63,12 @@ def test_signal_mid_run_finalises_output(tmp_path, sig, code):
 def test_second_sigint_forces_exit_within_2s(tmp_path):
     out = tmp_path / "force.mp4"
     p = _start(out, "8")  # the enhancer hangs on frame 8: the first SIGINT cannot drain
-    _wait_progress(p, 8)
+    _wait_progress(p, 8, until="STUCK")
     p.send_signal(signal.SIGINT)
     time.sleep(0.3)
     t0 = time.monotonic()
     p.send_signal(signal.SIGINT)
-    p.communicate(timeout=10)
+    stdout, stderr = p.communicate(timeout=10)
     assert time.monotonic() - t0 < 2.0
-    assert p.returncode == 130
+    assert p.returncode == 130, (stdout, stderr)
     assert _count(out) == 8  # frames 0..7 were encoded and the file was still finalised
