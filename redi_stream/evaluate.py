@@ -1,0 +1,402 @@
+"""``redi-stream eval``: quality of the shipped pipeline on held-out synthetic dark raw, stills and a static clip.
+
+What is measured is what users get: each synthetic dark frame becomes a real ``RawFrame`` (uint16 mosaic, 14-bit
+levels, white balance and colour matrix in its ``RawMeta``) and goes through the production pieces:
+``stream.RediEnhancer`` (``kernels.estimate_gain`` / ``GainSmoother`` -> ``kernels.pack_raw`` ->
+``model.TorchRunner`` -> ``kernels.apply_isp``) and ``stream.ClassicEnhancer`` (no network), 8-bit sRGB out.
+
+Data: the first ``count`` photos of a held-out folder (BSDS500 ``test``), each cropped to multiples of 32
+(320x480), unprocessed and darkened by :mod:`redi_stream.model.synth` at ratios x100, x250, x300. Every photo keeps
+one camera / WB / colour matrix / noise level across the ratios (drawn from ``(seed, photo)``), and the noise is
+drawn from ``(seed, photo, ratio)``, so the numbers are reproducible and the ratios comparable.
+
+Reference: ``kernels.apply_isp`` applied to the clean target with the same WB and colour matrix, i.e. what a perfect
+network would show the user. It equals the clean photo except for the smoothstep tone curve the unprocessing
+removed (our ISP applies none) and out-of-gamut clipping; their difference is reported as
+``reference_vs_photo_psnr`` so that the "photo" view can be recovered.
+
+Methods: ``redi_true_ratio`` (the network amplified by the true exposure ratio), ``redi_auto_gain`` (Eq. 5 with the
+weights' ``gain_target``, per frame), ``classic`` (demosaic at the true ratio, no denoise), and ``official`` (an
+official checkpoint, if given; it outputs sRGB rendered like SID, so its colours are not expected to match our
+reference). Metrics: PSNR and SSIM (``skimage.metrics``, 8-bit, SSIM over colour channels).
+
+Temporal stability: one photo as a static 60-frame clip (same camera / ratio, fresh noise per frame) -> mean over
+pixels of the per-pixel temporal standard deviation of the 8-bit output (lower is steadier) and mean PSNR, for the
+true ratio, per-frame automatic gain, smoothed automatic gain (``GainSmoother``) and classic.
+
+Also checked: the torch twin of Eq. 5 used for calibration in training (``model.synth.estimate_gain_torch``) agrees
+with the production kernel (``kernels.estimate_gain``) on every evaluated frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from redi_stream import kernels
+from redi_stream.errors import ConfigError, WeightsError
+from redi_stream.frames import CFA, RawFrame, RawMeta
+from redi_stream.model.data import CleanImageDataset
+from redi_stream.model.net import RediNet
+from redi_stream.model.runner import TorchRunner
+from redi_stream.model.synth import PairSynthesizer, SynthBatch, SynthConfig, estimate_gain_torch, synth_video_frames
+from redi_stream.model.weights import WeightsMeta, load_weights
+from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer
+
+DEFAULT_RATIOS = (100.0, 250.0, 300.0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one evaluation.
+
+    Attributes:
+        test_dirs: held-out clean photos (BSDS500 ``test``).
+        noise_params: ELD parameters JSON; cameras: noise profiles (default the SID camera, Sony a7S II).
+        weights: our weights (exported ``.pt``) or a training checkpoint; None = pass ``model`` to :func:`evaluate`.
+        official: an official REDI checkpoint to compare against (optional).
+        ratios: exposure ratios of the still-image test.
+        count: number of photos (the first ``count`` in sorted order).
+        video_frames: length of the static clip (0 skips the temporal test); video_ratio: its exposure ratio.
+        seed: all synthetic data derive from it.
+        device: network device (``cpu``, ``cuda``); the synthetic data are always made on the CPU so that every
+            device sees identical inputs.
+        smoothing_frames: ``GainSmoother`` time constant for the smoothed-gain clip.
+        classic: include the no-network baseline.
+    """
+
+    test_dirs: tuple[Path, ...]
+    noise_params: Path
+    cameras: tuple[str, ...] = ("SonyA7S2",)
+    weights: Path | None = None
+    official: Path | None = None
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    count: int = 50
+    video_frames: int = 60
+    video_ratio: float = 250.0
+    seed: int = 0
+    device: str = "cpu"
+    smoothing_frames: float = 8.0
+    classic: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test_dirs", tuple(Path(p) for p in self.test_dirs))
+        object.__setattr__(self, "noise_params", Path(self.noise_params))
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
+        for name in ("weights", "official"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, None if v is None else Path(v))
+        if not self.test_dirs:
+            raise ConfigError("evaluation needs test_dirs (held-out clean photos, e.g. BSDS500/test)")
+        if not self.ratios or any(not 1 <= r <= 300 for r in self.ratios):
+            raise ConfigError(f"ratios must be in [1, 300], got {self.ratios}")
+        if self.count < 1:
+            raise ConfigError(f"count must be >= 1, got {self.count}")
+        if self.video_frames < 0 or (self.video_frames and self.video_frames < 2):
+            raise ConfigError(f"video_frames must be 0 (skip) or >= 2, got {self.video_frames}")
+        if not 1 <= self.video_ratio <= 300:
+            raise ConfigError(f"video_ratio must be in [1, 300], got {self.video_ratio}")
+        if self.smoothing_frames < 0:
+            raise ConfigError(f"smoothing_frames must be >= 0, got {self.smoothing_frames}")
+
+
+def load_model_for_eval(path: str | Path) -> RediNet:
+    """Exported weights (``load_weights``) or a training checkpoint (folded, ``meta`` from its calibration).
+
+    Raises:
+        WeightsError: neither format.
+    """
+    try:
+        return load_weights(path)
+    except WeightsError as first:
+        from redi_stream.model.train import load_checkpoint
+
+        try:
+            ckpt = load_checkpoint(path)
+        except WeightsError:
+            raise first from None
+        model = RediNet(weight_norm=True)
+        model.load_state_dict(ckpt["model"])
+        model.fold().eval()
+        model.meta = WeightsMeta(
+            output="linear_camera_rgb",
+            gain_target=float(ckpt["gain_calibration"]["target"]),
+            provenance={"checkpoint": str(path), "iterations": int(ckpt["iteration"])},
+            version=f"checkpoint-{ckpt['iteration']}",
+        )
+        return model
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint32)[0])
+
+
+def _raw_frame(batch: SynthBatch, i: int, index: int = 0) -> RawFrame:
+    """Sample ``i`` of a synthetic batch as a real uint16 RawFrame with its colour metadata."""
+    data = np.ascontiguousarray(np.rint(batch.raw_dn[i, 0].cpu().numpy()).astype(np.uint16))
+    meta = RawMeta(
+        cfa=CFA.RGGB,
+        black_level=(batch.black_level,) * 4,
+        white_level=batch.white_level,
+        wb_gains=tuple(float(v) for v in batch.wb[i].cpu()),
+        cam_to_srgb=batch.cam_to_srgb[i].cpu().numpy().astype(np.float32),
+        camera="synthetic",
+    )
+    return RawFrame(data=data, meta=meta, index=index, t_ns=int(index * 1e9 / 24), name=f"synthetic-{index}")
+
+
+def _reference(batch: SynthBatch, i: int) -> np.ndarray:
+    """ISP of the clean target with the frame's own WB and matrix -> (H, W, 3) uint8."""
+    lin = np.ascontiguousarray(batch.target[i].permute(1, 2, 0).cpu().numpy().astype(np.float32))
+    out = np.empty(lin.shape, np.uint8)
+    kernels.apply_isp(lin, batch.wb[i].cpu().numpy().astype(np.float32),
+                      batch.cam_to_srgb[i].cpu().numpy().astype(np.float32), out)
+    return out
+
+
+def _psnr_ssim(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    psnr = float(peak_signal_noise_ratio(ref, out, data_range=255))
+    ssim = float(structural_similarity(ref, out, data_range=255, channel_axis=2))
+    return psnr, ssim
+
+
+def _gain_twin(frame: RawFrame, target: float) -> tuple[float, float]:
+    """(kernels.estimate_gain, synth.estimate_gain_torch) on the same uint16 frame."""
+    meta = frame.meta
+    a = kernels.estimate_gain(frame.data, meta.black_level_array, meta.white_level, target=target)
+    black = float(meta.black_level[0])
+    r = (torch.from_numpy(frame.data.astype(np.float64)) - black) / (meta.white_level - black)
+    b = float(estimate_gain_torch(r[None], target=target)[0])
+    return a, b
+
+
+def _summary(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def evaluate(config: EvalConfig, *, model: RediNet | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the evaluation; return the JSON-able result (see :func:`format_table` for the printed form).
+
+    Args:
+        model: a RediNet with ``meta`` (e.g. random weights in tests); default: ``config.weights`` is loaded.
+
+    Raises:
+        ConfigError: no model, bad data; WeightsError: unreadable weights.
+    """
+    t_start = time.monotonic()
+    if model is None:
+        if config.weights is None:
+            raise ConfigError("evaluation needs weights (a .pt file) or a model")
+        model = load_model_for_eval(config.weights)
+    meta = getattr(model, "meta", None) or WeightsMeta()
+    if str(meta.output) != "linear_camera_rgb":
+        raise ConfigError(f"the evaluated model must output linear camera RGB, got {meta.output!r} (use official=)")
+    photos = CleanImageDataset(config.test_dirs, max_images=config.count, augment=False)
+    synths = {
+        r: PairSynthesizer(SynthConfig(config.noise_params, cameras=config.cameras, ratio_range=(r, r)), "cpu")
+        for r in config.ratios
+    }
+    any_synth = next(iter(synths.values()))
+
+    runner = TorchRunner(model, config.device)
+    official_model = load_weights(config.official) if config.official is not None else None
+    official_runner = TorchRunner(official_model, config.device) if official_model is not None else None
+    methods: dict[str, Any] = {
+        "redi_true_ratio": lambda ratio: RediEnhancer(runner, meta, gain=ratio, gain_multiplier=1.0),
+        "redi_auto_gain": lambda ratio: RediEnhancer(runner, meta, gain=None, gain_multiplier=1.0,
+                                                     smoothing_frames=0.0),
+    }
+    if config.classic:
+        methods["classic"] = lambda ratio: ClassicEnhancer(gain=ratio)
+    if official_runner is not None:
+        methods["official"] = lambda ratio: RediEnhancer(official_runner, official_model.meta, smoothing_frames=0.0)
+
+    scores: dict[str, dict[float, list[tuple[float, float]]]] = {m: {r: [] for r in config.ratios} for m in methods}
+    gain_ratios: list[float] = []
+    auto_gains: list[float] = []
+    twin_diffs: list[float] = []
+    ref_vs_photo: list[float] = []
+    for i in range(len(photos)):
+        clean = photos.full(i)[None]
+        params = any_synth.sample_params(1, torch.Generator().manual_seed(_seed(config.seed, i)))
+        for k, ratio in enumerate(config.ratios):
+            params.ratio = torch.tensor([ratio])
+            batch = synths[ratio].synthesize(clean, torch.Generator().manual_seed(_seed(config.seed, i, k)), params)
+            frame = _raw_frame(batch, 0, index=i)
+            ref = _reference(batch, 0)
+            if k == 0:
+                photo8 = np.rint(clean[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                ref_vs_photo.append(_psnr_ssim(ref, photo8)[0])
+            a_kernel, a_torch = _gain_twin(frame, meta.gain_target)
+            twin_diffs.append(abs(a_kernel - a_torch) / a_kernel)
+            for name, make in methods.items():
+                with make(ratio) as enh:
+                    out = enh.process(frame)
+                scores[name][ratio].append(_psnr_ssim(out.rgb, ref))
+                if name == "redi_auto_gain":
+                    gain_ratios.append(out.gain / ratio)
+                    auto_gains.append(out.gain)
+        if progress:
+            print(f"photo {i + 1}/{len(photos)}", file=sys.stderr, flush=True)
+
+    stills: dict[str, Any] = {}
+    for name, per_ratio in scores.items():
+        entry: dict[str, Any] = {}
+        for r, vals in per_ratio.items():
+            entry[f"x{r:g}"] = {"psnr": _summary([v[0] for v in vals]), "ssim": _summary([v[1] for v in vals])}
+        all_vals = [v for vals in per_ratio.values() for v in vals]
+        entry["mean"] = {"psnr": _summary([v[0] for v in all_vals]), "ssim": _summary([v[1] for v in all_vals])}
+        stills[name] = entry
+
+    g = np.asarray(gain_ratios)
+    auto = np.asarray(auto_gains)
+    result: dict[str, Any] = {
+        "config": {
+            "test_dirs": [str(p) for p in config.test_dirs], "count": len(photos), "cameras": list(config.cameras),
+            "ratios": list(config.ratios), "seed": config.seed, "device": config.device,
+            "weights": str(config.weights) if config.weights else None,
+            "official": str(config.official) if config.official else None,
+            "weights_version": meta.version, "gain_target": meta.gain_target,
+        },
+        "reference": "apply_isp(clean linear camera RGB) with the frame's WB and colour matrix (uint8)",
+        "reference_vs_photo_psnr": _summary(ref_vs_photo),
+        "stills": stills,
+        "gain": {
+            "target": meta.gain_target,
+            "auto_over_true_median": float(np.median(g)),
+            "auto_over_true_p05": float(np.quantile(g, 0.05)),
+            "auto_over_true_p95": float(np.quantile(g, 0.95)),
+            "clamped_fraction": float(np.mean((auto <= 1.0) | (auto >= 300.0))),
+            "twin_max_rel_diff": float(np.max(twin_diffs)),
+            "twin_agree": bool(np.max(twin_diffs) < 1e-3),
+        },
+    }
+    if config.video_frames:
+        result["video"] = _evaluate_video(config, photos, runner, meta)
+    runner.close()
+    if official_runner is not None:
+        official_runner.close()
+    result["elapsed_s"] = time.monotonic() - t_start
+    return result
+
+
+def _evaluate_video(config: EvalConfig, photos: CleanImageDataset, runner: TorchRunner, meta) -> dict[str, Any]:
+    """Static clip of photo 0: temporal std and PSNR per method, gain wander for the automatic gains."""
+    synth = PairSynthesizer(
+        SynthConfig(config.noise_params, cameras=config.cameras, ratio_range=(config.video_ratio,) * 2), "cpu"
+    )
+    clean = photos.full(0)[None].expand(config.video_frames, -1, -1, -1)
+    clip = synth_video_frames(clean, seed=_seed(config.seed, 999), synthesizer=synth)
+    ref = _reference(clip, 0)
+    makers = {
+        "redi_true_ratio": lambda: RediEnhancer(runner, meta, gain=config.video_ratio, gain_multiplier=1.0),
+        "redi_auto_per_frame": lambda: RediEnhancer(runner, meta, gain_multiplier=1.0, smoothing_frames=0.0),
+        "redi_auto_smoothed": lambda: RediEnhancer(runner, meta, gain_multiplier=1.0,
+                                                   smoothing_frames=config.smoothing_frames),
+    }
+    if config.classic:
+        makers["classic"] = lambda: ClassicEnhancer(gain=config.video_ratio)
+    out: dict[str, Any] = {"frames": config.video_frames, "ratio": config.video_ratio,
+                           "smoothing_frames": config.smoothing_frames, "methods": {}}
+    for name, make in makers.items():
+        frames, gains, psnrs = [], [], []
+        with make() as enh:
+            for t in range(config.video_frames):
+                o = enh.process(_raw_frame(clip, t, index=t))
+                frames.append(o.rgb.astype(np.float32))
+                gains.append(o.gain)
+                psnrs.append(_psnr_ssim(o.rgb, ref)[0])
+        stack = np.stack(frames)
+        g = np.asarray(gains)
+        out["methods"][name] = {
+            "temporal_std": float(stack.std(axis=0).mean()),
+            "psnr": _summary(psnrs),
+            "gain_mean": float(g.mean()),
+            "gain_cv": float(g.std() / g.mean()),
+        }
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a fixed-width text table."""
+    stills = result["stills"]
+    ratio_keys = [k for k in next(iter(stills.values())) if k != "mean"] + ["mean"]
+    lines = [
+        f"REDI evaluation: {result['config']['count']} held-out photos, cameras {', '.join(result['config']['cameras'])}"
+        f", reference = ISP(clean target) (vs photo: {result['reference_vs_photo_psnr']:.2f} dB)",
+        f"{'method':<18}" + "".join(f"{k:>16}" for k in ratio_keys),
+    ]
+    for name, entry in stills.items():
+        cells = "".join(f"{entry[k]['psnr']:>8.2f}/{entry[k]['ssim']:.3f}" for k in ratio_keys)
+        lines.append(f"{name:<18}{cells}")
+    lines.append("(PSNR dB / SSIM, 8-bit sRGB)")
+    g = result["gain"]
+    lines.append(
+        f"auto gain / true ratio: median {g['auto_over_true_median']:.3f}, 5-95% "
+        f"[{g['auto_over_true_p05']:.3f}, {g['auto_over_true_p95']:.3f}] (gain_target {g['target']:.4g}); "
+        f"Eq. 5 torch twin vs kernel max rel diff {g['twin_max_rel_diff']:.2e}"
+    )
+    if "video" in result:
+        v = result["video"]
+        lines.append(f"static clip: {v['frames']} frames at x{v['ratio']:g}")
+        lines.append(f"{'method':<22}{'temporal std':>14}{'PSNR':>8}{'gain cv':>10}")
+        for name, m in v["methods"].items():
+            lines.append(f"{name:<22}{m['temporal_std']:>14.3f}{m['psnr']:>8.2f}{m['gain_cv']:>10.4f}")
+        lines.append("(temporal std in 8-bit code values, mean over pixels; lower is steadier)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="redi-stream eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("weights", help="our weights (.pt) or a training checkpoint")
+    p.add_argument("--test-data", nargs="+", required=True, help="held-out clean photos (e.g. BSDS500/test)")
+    p.add_argument("--noise-params", required=True, help="ELD noise parameters JSON")
+    p.add_argument("--cameras", nargs="*", default=["SonyA7S2"])
+    p.add_argument("--official", help="official REDI checkpoint to compare (never shipped)")
+    p.add_argument("--ratios", nargs="+", type=float, default=list(DEFAULT_RATIOS))
+    p.add_argument("--count", type=int, default=50)
+    p.add_argument("--video-frames", type=int, default=60)
+    p.add_argument("--video-ratio", type=float, default=250.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-classic", action="store_true")
+    p.add_argument("--json", help="write the result here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m redi_stream.evaluate WEIGHTS --test-data DIR --noise-params JSON [--json out.json]``."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = EvalConfig(
+            test_dirs=tuple(args.test_data), noise_params=args.noise_params, cameras=tuple(args.cameras),
+            weights=args.weights, official=args.official, ratios=tuple(args.ratios), count=args.count,
+            video_frames=args.video_frames, video_ratio=args.video_ratio, seed=args.seed, device=args.device,
+            classic=not args.no_classic,
+        )
+        result = evaluate(config, progress=True)
+    except (ConfigError, WeightsError) as exc:
+        print(f"redi-stream eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
