@@ -131,12 +131,16 @@ class VideoSink:
         fragmented: for ``.mp4``/``.mov``, write fragmented MP4 so a hard-killed run stays playable (see module).
         pts_from: ``"t_ns"`` (default; frame timestamps, so camera drops and skipped files keep real timing) or
             ``"index"``. Either way pts are strictly increasing.
+        yuv: how RGB becomes the encoder's YUV: ``"kernel"`` (``kernels.rgb_to_yuv420p`` written straight into the
+            frame's planes; uint8 frames and ``pix_fmt="yuv420p"`` only), ``"sws"`` (libswscale, BT.709 matrix), or
+            ``"auto"`` (kernel where it applies, else swscale). Measured at 1080p on the 2-core development CPU:
+            kernel 7.1 ms vs swscale 10.4 ms (1 thread) / 14.6 ms (auto threads) per frame, on a loaded machine.
         options: extra encoder options passed to FFmpeg verbatim.
 
     Frames: ``EnhancedFrame.rgb`` (H, W, 3) uint8 or uint16 sRGB, all the same size. The container opens at the
     first frame (size known then). Odd H or W are padded to even by repeating the last row/column (yuv420p needs
-    even sizes; padding keeps every pixel, the video is one pixel larger). RGB -> YUV is done by libswscale with the
-    BT.709 matrix into limited range, and the stream is tagged BT.709 (primaries, transfer, matrix) and tv range.
+    even sizes; padding keeps every pixel, the video is one pixel larger). RGB -> YUV uses the BT.709 matrix into
+    limited range (see ``yuv``), and the stream is tagged BT.709 (primaries, transfer, matrix) and tv range.
     uint16 input goes in as rgb48 and is reduced to 8 bits by swscale.
 
     Thread use: one thread at a time (``write`` then ``close``). ``close()`` is idempotent and safe after a failed
@@ -160,6 +164,7 @@ class VideoSink:
         threads: int = 0,
         fragmented: bool = True,
         pts_from: str = "t_ns",
+        yuv: str = "auto",
         options: dict[str, str] | None = None,
     ) -> None:
         import av  # heavy optional import at its one point of use
@@ -176,6 +181,8 @@ class VideoSink:
             raise ConfigError(f"no encoder {codec!r} in this FFmpeg; available: {', '.join(encoders)}") from None
         if pts_from not in ("t_ns", "index"):
             raise ConfigError(f"invalid pts_from {pts_from!r}; valid: t_ns, index")
+        if yuv not in ("auto", "kernel", "sws"):
+            raise ConfigError(f"invalid yuv {yuv!r}; valid: auto, kernel, sws")
         if not 0 <= crf <= 51:
             raise ConfigError(f"crf must be in 0..51, got {crf}")
         self.fps = fps_to_fraction(fps)
@@ -186,6 +193,10 @@ class VideoSink:
         self.threads = threads
         self.fragmented = fragmented and suffix in (".mp4", ".mov")
         self.pts_from = pts_from
+        self.yuv = yuv
+        self._use_kernel = yuv in ("auto", "kernel") and pix_fmt == "yuv420p"
+        if yuv == "kernel" and not self._use_kernel:
+            raise ConfigError(f"yuv='kernel' needs pix_fmt='yuv420p', got {pix_fmt!r}")
         self.options = dict(options or {})
         _check_writable_file(self.path)
 
@@ -267,11 +278,15 @@ class VideoSink:
         av = self._av
         if self._pad_buf is not None and self._pad_buf.dtype != rgb.dtype:
             self._pad_buf = np.empty(self._pad_buf.shape, dtype=rgb.dtype)
-        rgb = _to_even(np.ascontiguousarray(rgb), self._pad_buf)
-        vf = av.VideoFrame.from_ndarray(rgb, format="rgb24" if rgb.dtype == np.uint8 else "rgb48le")
-        vf = self._reformatter.reformat(
-            vf, format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG", threads=1
-        )
+        rgb = _to_even(rgb, self._pad_buf)
+        if self._use_kernel and rgb.dtype == np.uint8:
+            vf = self._yuv_frame_kernel(rgb)
+        else:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24" if rgb.dtype == np.uint8 else "rgb48le")
+            # One swscale thread: the encoder's own threads already use the cores.
+            vf = self._reformatter.reformat(
+                vf, format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG", threads=1
+            )
         vf.pts = self._next_pts(frame)
         try:
             for packet in self._stream.encode(vf):
@@ -280,6 +295,24 @@ class VideoSink:
             self._failed = True
             raise SinkError(f"cannot write {self.path}: {exc}") from exc
         self.frames_written += 1
+
+    def _yuv_frame_kernel(self, rgb: np.ndarray):
+        """A new yuv420p frame whose planes ``kernels.rgb_to_yuv420p`` fills in place (no intermediate copy).
+
+        A new frame each time: the encoder may keep a reference to a frame it was given.
+        """
+        from .. import kernels
+
+        h, w = rgb.shape[:2]
+        vf = self._av.VideoFrame(w, h, "yuv420p")
+        y, u, v = (
+            np.frombuffer(p, np.uint8).reshape(ph, p.line_size)[:, :pw]
+            for p, (ph, pw) in zip(vf.planes, ((h, w), (h // 2, w // 2), (h // 2, w // 2)))
+        )
+        kernels.rgb_to_yuv420p(rgb, y, u, v)
+        vf.colorspace = _BT709
+        vf.color_range = _RANGE_TV
+        return vf
 
     def _next_pts(self, frame: EnhancedFrame) -> int:
         if self.pts_from == "index":
@@ -456,7 +489,7 @@ class NullSink:
 _PATTERN_RE = re.compile(r"^(?P<prefix>.*?)(?:%0?(?P<digits>\d*)d|\*)$")
 
 
-_VIDEO_OPTS = {"codec", "crf", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "options"}
+_VIDEO_OPTS = {"codec", "crf", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options"}
 _IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits"}
 
 

@@ -57,6 +57,19 @@ def test_video_sink_frames_rate_tags_and_colour(tmp_path, suffix):
     assert centre[0] > 240 and centre[1] < 10 and centre[2] < 10  # red stays red through BT.709 YUV
 
 
+@pytest.mark.parametrize("yuv", ["kernel", "sws"])
+def test_both_yuv_paths_give_the_same_colours(tmp_path, yuv):
+    path = tmp_path / f"{yuv}.mkv"
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    rgb = np.repeat(np.repeat(blocks, 16, axis=0), 16, axis=1)  # flat 16x16 patches: no chroma-subsampling loss
+    with VideoSink(path, fps=24, crf=0, preset="ultrafast", yuv=yuv) as sink:
+        sink.write(EnhancedFrame(rgb=rgb, index=0, t_ns=0))
+    got = _decode(path)["rgb"][0].astype(int)
+    inner = got.reshape(4, 16, 6, 16, 3)[:, 4:12, :, 4:12].mean(axis=(1, 3))
+    assert np.abs(inner - blocks).max() <= 3  # BT.709 limited range round trip
+
+
 def test_video_sink_odd_size_is_padded_and_uint16_accepted(tmp_path):
     path = tmp_path / "odd.mp4"
     sink = VideoSink(path, fps=25, preset="ultrafast")
