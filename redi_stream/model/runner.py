@@ -104,6 +104,7 @@ class TorchRunner:
         precision: 'fp32', 'fp16' (CUDA only) or 'bf16'.
         streams: on CUDA, run HSE/MSE/LSE on three streams (``StreamedRunner``); False runs them in sequence.
         cuda_graph: on CUDA, capture the device program once per input shape and replay it.
+        num_threads: CPU only: torch intra-op threads (process-wide), see below; None leaves it alone.
 
     Buffer ownership: the returned array belongs to the runner and is overwritten by the next ``run`` call with
     the same shape (one output buffer per shape is kept); copy it to keep it longer. On CUDA it lives in pinned
@@ -112,9 +113,11 @@ class TorchRunner:
     Threads: create, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a context
     manager.
 
-    CPU notes (measured at 1088x1920 on the 2-core development machine, see the module's benchmark): the NHWC
-    :class:`FastRediNet` beats the plain NCHW forward; torch's default thread count (one per physical core) is
-    used: a runner does not change process-wide thread settings.
+    CPU: runs :class:`FastRediNet` (NHWC, fewer copies; ~0.8-0.9x the time of the plain NCHW forward at
+    1088x1920 on the 2-core development machine; ``python -m redi_stream.model.bench``). ``num_threads`` (CPU
+    only) calls ``torch.set_num_threads``, which is process-wide; None leaves torch's setting alone. On a 2-core
+    machine where other threads (capture, encoder) keep a core busy, 1 intra-op thread was measured ~2x faster
+    than 2 (OpenMP workers wait on the busy core at every op), so the pipeline should choose this, not the runner.
     """
 
     def __init__(
@@ -124,6 +127,8 @@ class TorchRunner:
         precision: str | Precision = "fp32",
         streams: bool = True,
         cuda_graph: bool = True,
+        *,
+        num_threads: int | None = None,
     ) -> None:
         if not isinstance(model, RediNet):
             raise ConfigError(f"TorchRunner needs a RediNet, got {type(model).__name__}")
@@ -139,6 +144,10 @@ class TorchRunner:
                 model, self.device, self.precision, cuda_graph=cuda_graph, sequential=not streams
             )
         else:
+            if num_threads is not None:
+                if not isinstance(num_threads, int) or num_threads < 1:
+                    raise ConfigError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+                torch.set_num_threads(num_threads)
             self._fast = FastRediNet(model).to(self.precision.dtype).eval()
 
     def run(self, x: np.ndarray) -> np.ndarray:

@@ -84,6 +84,7 @@ def test_cpu_runner_bf16_is_close(net):
         ({"precision": "fp64"}, "unknown precision 'fp64'; valid on cpu: fp32, bf16"),
         ({"device": "tpu"}, "valid: cpu, cuda, cuda:N"),
         ({"device": "meta"}, "valid: cpu, cuda, cuda:N"),
+        ({"num_threads": 0}, "positive integer"),
     ],
 )
 def test_runner_validation_lists_choices(net, kwargs, match):
@@ -97,6 +98,16 @@ def test_cuda_without_cuda_is_a_config_error(net):
         TorchRunner(net, "cuda")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         StreamedRunner(net, "cuda")
+
+
+def test_num_threads_is_applied(net):
+    before = torch.get_num_threads()
+    try:
+        with TorchRunner(net, num_threads=1) as runner:
+            assert torch.get_num_threads() == 1
+            runner.run(np.zeros((1, 1, 32, 32), np.float32))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_runner_rejects_non_redinet():
