@@ -6,11 +6,13 @@ Public API::
     Channel, Policy, END                                   # channels.py
     RediEnhancer, ClassicEnhancer                          # enhance.py
     VideoSink, ImageSequenceSink, NullSink, open_sink      # sinks.py
+    make_preview, WindowPreview, NullPreview               # preview.py (driven from the caller's thread)
 """
 
 from redi_stream.stream.channels import END, Channel, Policy
 from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer
 from redi_stream.stream.pipeline import OnError, Pipeline, PipelineConfig, RunSummary
+from redi_stream.stream.preview import NullPreview, WindowPreview, make_preview
 from redi_stream.stream.sinks import ImageSequenceSink, NullSink, VideoSink, open_sink
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "Channel",
     "ClassicEnhancer",
     "ImageSequenceSink",
+    "NullPreview",
     "NullSink",
     "OnError",
     "Pipeline",
@@ -26,5 +29,7 @@ __all__ = [
     "RediEnhancer",
     "RunSummary",
     "VideoSink",
+    "WindowPreview",
+    "make_preview",
     "open_sink",
 ]

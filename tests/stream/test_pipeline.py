@@ -203,3 +203,49 @@ def test_config_validation_lists_choices(kwargs):
     if "on_error" in kwargs:
         with pytest.raises(ConfigError, match="stop, skip"):
             PipelineConfig(**kwargs)
+
+
+def test_preview_runs_on_the_callers_thread_and_can_stop_the_run():
+    class Preview:
+        def __init__(self):
+            self.shown, self.threads = [], set()
+
+        def show(self, frame, fps):
+            self.shown.append(frame.index)
+            self.threads.add(threading.current_thread().name)
+            return len(self.shown) < 3
+
+    preview = Preview()
+    sink = RecordingSink()
+    p = Pipeline(FakeFileSource(500, delay_s=0.005), FakeEnhancer(), [sink], PipelineConfig(), progress=False,
+                 preview=preview)
+    summary = p.run()
+    assert summary.ended_by == "preview" and len(preview.shown) == 3
+    assert preview.threads == {threading.current_thread().name}
+    assert preview.shown == sorted(preview.shown)
+    assert sink.indices == list(range(summary.frames_out)) and summary.frames_out < 500
+
+
+def test_null_preview_and_make_preview_disabled():
+    from redi_stream.stream.preview import NullPreview, make_preview
+
+    with make_preview(False) as pv:
+        assert isinstance(pv, NullPreview)
+    summary = Pipeline(FakeFileSource(5), FakeEnhancer(), [RecordingSink()], progress=False,
+                       preview=NullPreview()).run()
+    assert summary.frames_out == 5
+
+
+@pytest.mark.display
+def test_window_preview_shows_and_closes():
+    import numpy as np
+
+    from redi_stream.frames import EnhancedFrame
+    from redi_stream.stream.preview import WindowPreview
+
+    pv = WindowPreview("redi-stream test")
+    frame = EnhancedFrame(rgb=np.zeros((2160, 3840, 3), np.uint16), index=0, t_ns=0)
+    assert pv.show(frame, 12.5) is True
+    pv.close()
+    pv.close()
+    assert pv.show(frame, 12.5) is False
