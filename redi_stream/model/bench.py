@@ -61,7 +61,9 @@ def _default_combos(device_type: str) -> list[tuple[str, str]]:
     return [BASELINE, ("fp32", "channels_last"), ("fp32", "fast")]
 
 
-def _combos(device_type: str, precisions: Sequence[str] | None, settings: Sequence[str] | None) -> list[tuple[str, str]]:
+def _combos(
+    device_type: str, precisions: Sequence[str] | None, settings: Sequence[str] | None
+) -> list[tuple[str, str]]:
     if precisions is None and settings is None:
         return _default_combos(device_type)
     valid_settings = CUDA_SETTINGS if device_type == "cuda" else CPU_SETTINGS
@@ -108,8 +110,8 @@ def _to_nhwc_f32(y: torch.Tensor, setting: str) -> torch.Tensor:
 
 
 def _time_ms(fn: Callable[[], Any], device: torch.device, warmup: int, iters: int) -> tuple[float, float]:
-    """(typical, best) milliseconds per call."""
-    for _ in range(warmup):
+    """(typical, best) milliseconds per call; the caller has already made one (output-checking) call."""
+    for _ in range(warmup - 1):
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -149,8 +151,9 @@ def bench_model(
         precisions, settings: cross product to time (plus the baseline, fp32 eager, always first). Both None: the
             defaults (CPU: eager, channels_last, fast in fp32; CUDA: fp32 eager, fp16 eager, fp16 graph,
             fp16 streams+graph, bf16 graph).
-        warmup, iters: calls before / during timing; defaults CPU 1 / 3 (both default sizes in well under a
-            minute on a 2-core CPU), CUDA 10 / 50.
+        warmup, iters: calls before / during timing (the first warm-up call also provides the output compared
+            with the baseline's); defaults CPU 1 / 3 (both default sizes in about 25 s on an idle 2-core CPU),
+            CUDA 10 / 50.
         batch: frames per call (ms are per frame).
         model: network to time (random weights if None; speed does not depend on the values).
 
