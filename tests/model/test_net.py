@@ -62,7 +62,7 @@ def test_mac_count_matches_spec_at_2048x4096(net):
     scale = (2048 * 4096) / (64 * 64)
     conv_macs = counts["conv"] * scale
     ptflops_macs = (counts["conv"] + counts["bias"] + counts["act"]) * scale
-    assert ptflops_macs == pytest.approx(41.38e9, rel=0.005)
+    assert ptflops_macs == pytest.approx(41.38e9, rel=0.001)  # 41.378e9
     assert conv_macs == pytest.approx(41.38e9, rel=0.005)  # the products alone: 41.23e9
     assert conv_macs == 41_230_008_320
 
