@@ -17,6 +17,12 @@ strided copy straight into the buffer its consumer reads:
 * The convs in front of a PixelShuffle have their output channels permuted from (c, i, j) to (i, j, c) order,
   so the shuffle copies move runs of 12 (FB1) or 6 (FB2) contiguous floats instead of scattering single floats.
 
+Measured at 1088x1920 on the 2-core development machine (shared, so best of interleaved runs): plain NCHW
+forward 1.00, channels_last forward 0.86-0.89, this 0.68-0.79 of the time. What is left is ~80% convolutions
+(FB2's 5x5 24->12 at H/2 alone ~1/3). Rejected: the stem as one strided conv on ``x`` (exact but 128x the MACs:
+a 96x96 kernel per output), LSE as a stride-2 10x10 conv on ``x`` (exact, same MACs, 6x slower in oneDNN), FB2
+split into two 12-channel convs to skip the concat (slower than one 24-channel conv plus the copy).
+
 Shapes: ``x`` (N, 1, H, W) float32, H and W multiples of 32 -> ``out`` (N, H, W, 3) float32 (NHWC) in [0, 1].
 """
 

@@ -113,8 +113,10 @@ class TorchRunner:
     Threads: create, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a context
     manager.
 
-    CPU: runs :class:`FastRediNet` (NHWC, fewer copies; ~0.8-0.9x the time of the plain NCHW forward at
-    1088x1920 on the 2-core development machine; ``python -m redi_stream.model.bench``). ``num_threads`` (CPU
+    CPU: runs :class:`FastRediNet` (NHWC, fewer copies): 0.68-0.79x the time of the plain NCHW forward at
+    1088x1920 on the 2-core development machine (channels_last alone 0.86-0.89x; ``torch.compile`` of
+    FastRediNet 0.72x after 10-40 s of compiling per shape, no better than FastRediNet itself, so not used).
+    ``python -m redi_stream.model.bench`` measures it on the machine at hand. ``num_threads`` (CPU
     only) calls ``torch.set_num_threads``, which is process-wide; None leaves torch's setting alone. On a 2-core
     machine where other threads (capture, encoder) keep a core busy, 1 intra-op thread was measured ~2x faster
     than 2 (OpenMP workers wait on the busy core at every op), so the pipeline should choose this, not the runner.
