@@ -210,7 +210,9 @@ class StreamedRunner:
     Args:
         model: a RediNet; the runner keeps its own folded copy on ``device`` in ``precision``.
         device: a CUDA device ('cuda', 'cuda:N').
-        precision: 'fp32', 'fp16' or 'bf16' (weights and activations converted with ``.to(dtype)``).
+        precision: 'fp32', 'fp16' or 'bf16' (weights and activations converted with ``.to(dtype)``). 'fp32'
+            follows torch's process-wide TF32 switch for cuDNN convolutions (``torch.backends.cudnn.allow_tf32``,
+            on by default); the runner does not change it.
         cuda_graph: capture the device program (cast, forward, NHWC float32 output) once per input shape. The
             first call with a new shape warms up on a side stream (cuDNN/cuBLAS initialise lazily and must not do
             so during capture), then captures; later calls copy into the static input and replay.

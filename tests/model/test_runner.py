@@ -162,35 +162,53 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 GPU_SHAPES = [(1, 1, 64, 96), (2, 1, 128, 64)]
 
 
+@pytest.fixture
+def no_tf32(monkeypatch):
+    """fp32 means fp32: cuDNN convolutions may use TF32 by default (torch.backends.cudnn.allow_tf32)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+def gpu_sequential_nhwc(net: RediNet, x: np.ndarray) -> np.ndarray:
+    """The spec forward (sequential, one stream, no graph), float32 on the GPU."""
+    model = net.folded_copy().cuda()
+    with torch.no_grad():
+        return model(torch.from_numpy(x).cuda()).permute(0, 2, 3, 1).cpu().numpy()
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("cuda_graph", [False, True])
 @pytest.mark.parametrize("streams", [False, True])
-def test_gpu_fp32_runner_equals_sequential(net, streams, cuda_graph):
+def test_gpu_fp32_runner_equals_sequential(net, no_tf32, streams, cuda_graph):
     rng = np.random.default_rng(3)
     with TorchRunner(net, "cuda", "fp32", streams=streams, cuda_graph=cuda_graph) as runner:
         for shape in GPU_SHAPES + GPU_SHAPES:  # each shape twice: capture, then replay
             x = (rng.random(shape, dtype=np.float32) * 2).astype(np.float32)
-            np.testing.assert_allclose(runner.run(x), spec_nhwc(net, x), rtol=0, atol=1e-5)
+            np.testing.assert_allclose(runner.run(x), gpu_sequential_nhwc(net, x), rtol=0, atol=1e-5)
+            np.testing.assert_allclose(runner.run(x), spec_nhwc(net, x), rtol=0, atol=1e-4)  # vs the CPU
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_gpu_fp16_streams_close_to_fp32(net, cuda_graph):
+def test_gpu_fp16_streams_close_to_fp32(net, no_tf32, cuda_graph):
     rng = np.random.default_rng(4)
     with TorchRunner(net, "cuda", "fp16", streams=True, cuda_graph=cuda_graph) as runner:
         for shape in GPU_SHAPES:
             x = (rng.random(shape, dtype=np.float32) * 2).astype(np.float32)
-            assert rel_err(runner.run(x), spec_nhwc(net, x)) < 1e-3
+            assert rel_err(runner.run(x), gpu_sequential_nhwc(net, x)) < 1e-3
 
 
 @pytest.mark.gpu
-def test_gpu_streamed_forward_equals_sequential_on_device(net):
+def test_gpu_streamed_forward_equals_sequential_on_device(net, no_tf32):
     with StreamedRunner(net, "cuda", "fp32", cuda_graph=False) as runner:
         x = torch.rand(1, 1, 64, 64, device="cuda") * 2
-        torch.testing.assert_close(runner.forward(x), runner.net(x), rtol=0, atol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(runner.forward(x), runner.net(x), rtol=0, atol=1e-5)
         y = runner.run_device(x)
         assert y.shape == (1, 64, 64, 3) and y.is_cuda
     runner.close()  # idempotent
+    with pytest.raises(RunnerClosedError):
+        runner.run(np.zeros((1, 1, 32, 32), np.float32))
 
 
 @pytest.mark.gpu
@@ -201,3 +219,12 @@ def test_gpu_graph_output_is_replayed_not_stale(net):
         second = runner.run(a * 0.25)
         assert not np.allclose(first, second)
         np.testing.assert_allclose(runner.run(a), first, rtol=0, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_bench_runs():
+    from redi_stream.model.bench import bench_model
+
+    rows = bench_model(sizes=[(64, 128)], device="cuda", warmup=2, iters=3)
+    assert rows[0]["setting"] == "eager" and len(rows) == 5
+    assert all(r["max_abs_diff"] < 0.05 for r in rows)
