@@ -83,7 +83,7 @@ class FastRediNet(nn.Module):
         conv.weight.copy_(_cl(w))
         conv.bias.copy_(conv.bias.view(c, r * r).t().reshape(-1))
 
-    # Each piece mirrors the RediNet method of the same name; tensors are NHWC unless named *_nchw.
+    # Module outputs are channels-last NCHW tensors; _nhwc/_nchw switch between the two views without copying.
     def _hse(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
         net = self.net
