@@ -74,19 +74,19 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack):
     from .stream import ClassicEnhancer, RediEnhancer
 
     out_dtype = np.uint16 if (cfg.out is not None and _is_image_dir(cfg.out) and cfg.bits == 16) else np.uint8
-    common = dict(gain=cfg.gain, gain_multiplier=cfg.gain_multiplier,
-                  smoothing_frames=cfg.gain_smoothing_frames, out_dtype=out_dtype)
+    common = dict(gain=cfg.gain, smoothing_frames=cfg.gain_smoothing_frames, out_dtype=out_dtype)
     if cfg.model is ModelKind.CLASSIC:
-        return stack.enter_context(ClassicEnhancer(denoise=cfg.denoise, **common))
+        return stack.enter_context(ClassicEnhancer(denoise=cfg.denoise, gain_multiplier=cfg.gain_multiplier or 1.0,
+                                                   **common))
     from .model import TorchRunner
 
     net = load_network(cfg)
     device, precision = resolve_device(cfg)
     runner = stack.enter_context(TorchRunner(net, device=device, precision=precision,
-                                             streams=not cfg.sequential, cuda_graph=cfg.cuda_graph,
-                                             tile=cfg.tile))
-    log.info("model: %s on %s (%s)", net.meta.version or "weights", device, precision)
-    return stack.enter_context(RediEnhancer(runner, net.meta, **common))
+                                             streams=not cfg.sequential, cuda_graph=cfg.cuda_graph))
+    log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
+    # gain_multiplier None: the checkpoint's own default multiplier (5 for the official weights, 1 for ours).
+    return stack.enter_context(RediEnhancer(runner, net.meta, gain_multiplier=cfg.gain_multiplier, **common))
 
 
 def _is_image_dir(out: Path) -> bool:

@@ -59,7 +59,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--denoise", action="store_true", help="classic model: OpenCV non-local-means denoise")
     g = p.add_argument_group("amplification")
     g.add_argument("--gain", type=float, help="fixed amplification (overrides the automatic amplifier)")
-    g.add_argument("--gain-multiplier", type=float, default=1.0, help="multiplies the automatic gain (default 1)")
+    g.add_argument("--gain-multiplier", type=float,
+                   help="multiplies the automatic gain (default: the weights' own, 1 for ours, 5 for the official)")
     g.add_argument("--gain-smoothing", type=float, default=8.0, metavar="FRAMES",
                    help="time constant of the gain's temporal smoothing in frames; 0 = per-frame gain (default 8)")
     g = p.add_argument_group("output")

@@ -94,7 +94,7 @@ class RunConfig:
     sequential: bool = False
     cuda_graph: bool = True
     gain: float | None = None
-    gain_multiplier: float = 1.0
+    gain_multiplier: float | None = None
     gain_smoothing_frames: float = 8.0
     fps: float | None = None
     codec: str = "libx264"
@@ -117,7 +117,7 @@ class RunConfig:
             raise ConfigError("--out FILE.mp4|DIR/ is required for file sources (or use --preview)")
         if self.gain is not None and not (0 < self.gain <= 10000):
             raise ConfigError(f"--gain must be in (0, 10000], got {self.gain}")
-        if not self.gain_multiplier > 0:
+        if self.gain_multiplier is not None and not self.gain_multiplier > 0:
             raise ConfigError(f"--gain-multiplier must be > 0, got {self.gain_multiplier}")
         if self.gain_smoothing_frames < 0:
             raise ConfigError(f"--gain-smoothing must be >= 0 frames, got {self.gain_smoothing_frames}")
