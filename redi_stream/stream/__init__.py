@@ -9,6 +9,11 @@ Public API::
     make_preview, WindowPreview, NullPreview               # preview.py (driven from the caller's thread)
 """
 
+# OpenCV before PyAV: PyAV's wheels bundle a private libxcb, and if it is loaded first OpenCV's Qt windows hang
+# (PyAV issues #978, #1050). Importing cv2 here, ahead of every lazy ``import av`` in this package, keeps the
+# preview window working.
+import cv2  # noqa: F401  isort: skip
+
 from redi_stream.stream.channels import END, Channel, Policy
 from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer
 from redi_stream.stream.pipeline import OnError, Pipeline, PipelineConfig, RunSummary

@@ -324,6 +324,7 @@ class Pipeline:
         self._force_event = threading.Event()  # set by the handler only; waited on by the guard thread only
         self._guard_quit = False
         self._guard: threading.Thread | None = None
+        self._preview_closed = False
         self._ran = False
 
     # -- public control ---------------------------------------------------------------------------------------
@@ -617,7 +618,7 @@ class Pipeline:
             if self._stall is not None and alive == [self._stall]:
                 break
             # Preview, progress, memory.
-            if self.preview is not None:
+            if self.preview is not None and not self._preview_closed:
                 self._pump_preview()
             else:
                 time.sleep(_POLL_S)
@@ -636,6 +637,7 @@ class Pipeline:
             time.sleep(_POLL_S)
             return
         if not self.preview.show(frame, self._rate.fps):
+            self._preview_closed = True  # never shown again: the user closed it
             self._halt("preview")
 
     def _on_stall(self, stage: str, st: _StageState, busy_s: float) -> None:

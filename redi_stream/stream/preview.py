@@ -14,6 +14,9 @@ import sys
 
 import numpy as np
 
+# True when PyAV was loaded before OpenCV in this process: OpenCV's Qt windows then hang (PyAV #978, #1050).
+_AV_LOADED_FIRST = "av" in sys.modules and "cv2" not in sys.modules
+
 from ..frames import EnhancedFrame
 
 log = logging.getLogger(__name__)
@@ -115,4 +118,7 @@ def make_preview(enabled: bool = True, *, title: str = "redi-stream") -> WindowP
     if not display_available():
         log.warning("no display (DISPLAY is not set): running without the preview window")
         return NullPreview()
+    if _AV_LOADED_FIRST:
+        log.warning("PyAV was imported before OpenCV; OpenCV windows may hang (import redi_stream.stream or cv2 "
+                    "before av)")
     return WindowPreview(title)
