@@ -356,6 +356,11 @@ class Pipeline:
         try:
             self._start_threads()
             self._supervise(bar)
+        except BaseException:
+            # E.g. KeyboardInterrupt when no handler is installed: the stages must still wind down before the join.
+            self._halt("error")
+            self._enc_ch.cancel()
+            raise
         finally:
             self._join_all(self.config.join_timeout_s if not self._forced() else 0.5)
             close_error = self._close_sinks()
@@ -636,7 +641,13 @@ class Pipeline:
         if frame is END:
             time.sleep(_POLL_S)
             return
-        if not self.preview.show(frame, self._rate.fps):
+        try:
+            keep_open = self.preview.show(frame, self._rate.fps)
+        except Exception as exc:  # noqa: BLE001 -- a preview failure ends the run like a stage failure
+            self._preview_closed = True
+            self._fail("preview", exc, _frame_detail(frame.index, frame.name, exc))
+            return
+        if not keep_open:
             self._preview_closed = True  # never shown again: the user closed it
             self._halt("preview")
 

@@ -249,3 +249,27 @@ def test_window_preview_shows_and_closes():
     pv.close()
     pv.close()
     assert pv.show(frame, 12.5) is False
+
+
+def test_preview_failure_is_a_pipeline_error_and_output_is_finalised():
+    class Broken:
+        def show(self, frame, fps):
+            raise RuntimeError("window system gone")
+
+    sink = RecordingSink()
+    with pytest.raises(PipelineError, match="preview failed: frame 0") as ei:
+        Pipeline(FakeFileSource(50, delay_s=0.002), FakeEnhancer(), [sink], progress=False, preview=Broken()).run()
+    assert ei.value.stage == "preview" and sink.close_calls == 1 and redi_threads() == []
+
+
+def test_keyboard_interrupt_without_handlers_still_stops_the_stages():
+    import _thread
+
+    sink = RecordingSink()
+    p = Pipeline(FakeFileSource(10_000, delay_s=0.002), FakeEnhancer(), [sink],
+                 PipelineConfig(handle_signals=False, join_timeout_s=5), progress=False)
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        p.run()
+    assert time.monotonic() - t0 < 3 and redi_threads() == [] and sink.close_calls == 1
