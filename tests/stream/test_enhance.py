@@ -144,3 +144,19 @@ def test_redi_enhancer_uses_weights_defaults():
     out = RediEnhancer(Flat(), meta, gain=2.0, out_dtype=np.uint16).process(_frame(raw, CFA.RGGB))
     assert out.gain == pytest.approx(10.0)  # fixed gain x weights' default multiplier
     assert out.rgb.dtype == np.uint16 and np.all(out.rgb == 32768)  # sRGB model: quantise only
+
+
+@pytest.mark.gpu
+def test_redi_on_cuda_in_the_pipeline_runs_on_the_infer_thread():
+    torch = pytest.importorskip("torch")
+    from redi_stream.capture import SyntheticSource
+    from redi_stream.model import RediNet, TorchRunner, WeightsMeta
+    from redi_stream.stream import NullSink, Pipeline, PipelineConfig
+
+    torch.manual_seed(0)
+    source = SyntheticSource(n_frames=6, size=(64, 96), ratio=100.0, seed=0)
+    sink = NullSink(keep_last=True)
+    with TorchRunner(RediNet(), device="cuda", precision="fp16", streams=True, cuda_graph=True) as runner:
+        enh = RediEnhancer(runner, WeightsMeta(output="linear_camera_rgb"))
+        summary = Pipeline(source, enh, [sink], PipelineConfig(), progress=False).run()
+    assert summary.frames_out == 6 and sink.last.rgb.shape == (64, 96, 3)
