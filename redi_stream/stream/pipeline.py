@@ -253,7 +253,7 @@ class _StageFailure(Exception):
 
 def _frame_detail(index: int, name: str, exc: BaseException) -> str:
     msg = str(exc) or type(exc).__name__
-    if index < 0:
+    if index < 0 or msg.startswith((f"frame {index} ", f"frame {index}:")):  # capture's errors name it already
         return msg
     if name and name not in msg:
         return f"frame {index} ({name}): {msg}"

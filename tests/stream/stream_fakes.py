@@ -44,7 +44,7 @@ class FakeFileSource:
             self.reads.append(i)
         time.sleep(d + self.delay_s)
         if i in self.bad:
-            raise FrameError(f"{self.names[i]}: truncated file", index=i, name=self.names[i])
+            raise FrameError(f"frame {i} ({self.names[i]}): truncated file", index=i, name=self.names[i])
         return make_raw(i, self.shape, self.fps)
 
     def __iter__(self):

@@ -71,7 +71,7 @@ def test_stage_raises_pipeline_error_naming_it(stage):
     assert "f0012.dng" in str(err)
     assert err.__cause__ is not None
     if stage == "capture":
-        assert str(err) == "capture failed: frame 12: f0012.dng: truncated file"
+        assert str(err) == "capture failed: frame 12 (f0012.dng): truncated file"
     assert redi_threads() == []
     assert sink.close_calls == 1
     assert sink.indices == list(range(len(sink.indices))) and len(sink.indices) <= 12
