@@ -12,7 +12,7 @@ Threads and what they own::
                            ``enhancer.warm_up`` runs here, on the first frame.
     redi-encode            writes every enhanced frame to every sink, in order.
 
-Channels (see :mod:`.channels`), built in :meth:`Pipeline.run`:
+Channels (see :mod:`.channels`), built in ``Pipeline.__init__`` (one run per pipeline):
 
 * ``capture->infer``: ``Policy.BLOCK`` for file sources (no frame lost), ``Policy.DROP_OLDEST`` for live sources
   (drops counted in ``RunSummary.frames_dropped``), capacity ``queue_size``;
@@ -32,7 +32,9 @@ abandons draining: the channels are cancelled, the sinks closed as they are, and
 Errors. A stage's exception is stored and re-raised in the caller's thread as ``PipelineError(stage)`` with the
 original as ``__cause__`` and the frame named, e.g. ``capture failed: frame 12 (x.dng): truncated file``. With
 ``on_error="skip"`` a :class:`~redi_stream.errors.FrameError` from the source is logged, recorded in
-``RunSummary.skipped`` and the frame left out. A stage busy on one frame for longer than ``stall_timeout_s``
+``RunSummary.skipped`` and the frame left out (a video sink's pts come from timestamps, so the previous frame is
+held for its slot and the timing of the clip is kept). A preview that raises fails the run as stage ``preview``. A
+stage busy on one frame for longer than ``stall_timeout_s``
 (``warmup_timeout_s`` during warm-up) is a stall: ``PipelineError(stage, "<stage> stalled: ...")``. A stalled
 thread cannot be killed; it is a daemon thread left behind, and if it is ``redi-encode`` the sinks are not closed
 from another thread (that would race the stuck call).
