@@ -66,7 +66,8 @@ from .stats import RateMeter, RssRecorder, StageSummary, StageTimers, peak_rss_b
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "infer", "encode")
-_FORCE_GRACE_S = 1.5
+_FORCE_GRACE_S = 1.5  # after a second signal: time to close the sinks before os._exit(130)
+_FORCE_WAIT_S = 0.25  # after a second signal: time the stages get to leave (channels are cancelled) before closing
 _POLL_S = 0.05
 
 
@@ -364,7 +365,7 @@ class Pipeline:
             self._enc_ch.cancel()
             raise
         finally:
-            self._join_all(self.config.join_timeout_s if not self._forced() else 0.5)
+            self._join_all(self.config.join_timeout_s if not self._forced() else _FORCE_WAIT_S)
             close_error = self._close_sinks()
             if bar is not None:
                 bar.update(self._frames_out - bar.n)
@@ -605,7 +606,7 @@ class Pipeline:
                     log.warning("second signal: abandoning frames in flight")
                     self._halt(name)
                     self._enc_ch.cancel()
-            if forced_at is not None and time.monotonic() - forced_at > _FORCE_GRACE_S / 2:
+            if forced_at is not None and (time.monotonic() - forced_at > _FORCE_WAIT_S or not alive):
                 break
             # Watchdog: a stage busy on one frame for too long.
             now = time.monotonic()
