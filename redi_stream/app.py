@@ -112,7 +112,7 @@ def run(cfg: RunConfig) -> int:
         source = stack.enter_context(open_source(cfg))
         sinks = build_sinks(cfg, source.fps, stack)
         enhancer = build_enhancer(cfg, stack)
-        pcfg = PipelineConfig(on_error=cfg.on_error.value, decode_workers=cfg.decode_workers)
+        pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers)
         preview = None
         if cfg.preview or cfg.camera is not None:
             from .stream import make_preview

@@ -7,7 +7,7 @@
 
 argparse lives here and only here; :func:`build_run_config` turns its namespace into a validated
 :class:`~redi_stream.config.RunConfig`. Every failure the user can cause ends as one line on stderr and a non-zero
-exit code (2 bad usage, 1 failed run, 130 interrupted).
+exit code (2 bad usage, 1 failed run, 128 + signal number when interrupted: 130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, help="output frame rate (default: the source's)")
     g.add_argument("--codec", default="libx264", help="video encoder (default libx264)")
     g.add_argument("--crf", type=int, default=18, help="x264 constant rate factor 0..51 (default 18)")
-    g.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    g.add_argument("--preset", default="ultrafast",
+                   help="x264 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
     g.add_argument("--format", dest="image_format", default="png", help="frame-sequence format: png or tiff")
     g.add_argument("--bits", type=int, default=16, help="frame-sequence bit depth: 8 or 16 (default 16)")
     g.add_argument("--preview", action="store_true", help="show a live preview window")
@@ -138,9 +139,21 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
     )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (tests and tqdm replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="redi-stream: %(message)s",
-                        stream=sys.stderr)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("redi-stream: %(message)s"))
+    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, handlers=[handler], force=True)
 
 
 def _fail(message: str, code: int) -> int:
@@ -154,7 +167,8 @@ def _guarded(fn, *args) -> int:
         return fn(*args) or EXIT_OK
     except Interrupted as exc:
         print(f"redi-stream: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # 128 + signal number, as shells report it: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+        return 128 + int(getattr(exc, "signum", EXIT_INTERRUPTED - 128))
     except KeyboardInterrupt:
         print("redi-stream: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .frames import CFA
+from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -42,11 +43,6 @@ class Precision(enum.StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
-
-
-class OnError(enum.StrEnum):
-    STOP = "stop"
-    SKIP = "skip"
 
 
 class ImageFormat(enum.StrEnum):
@@ -99,7 +95,7 @@ class RunConfig:
     fps: float | None = None
     codec: str = "libx264"
     crf: int = 18
-    preset: str = "veryfast"
+    preset: str = "ultrafast"
     image_format: ImageFormat = ImageFormat.PNG
     bits: int = 16
     on_error: OnError = OnError.STOP

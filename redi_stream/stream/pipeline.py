@@ -322,6 +322,7 @@ class Pipeline:
         self._frames_in = 0
         self._frames_out = 0
         self._skipped: list[tuple[int, str, str]] = []
+        self._warned: set[str] = set()  # metadata warnings already logged (capture thread only)
         self._warmup_s = 0.0
         self._signals: list[int] = []  # appended by the signal handler only (no locks in a handler)
         self._force_event = threading.Event()  # set by the handler only; waited on by the guard thread only
@@ -444,6 +445,13 @@ class Pipeline:
             return
         raise _StageFailure(_frame_detail(index, name, exc), exc) from exc
 
+    def _report_meta_warnings(self, frame: RawFrame) -> None:
+        """Log each distinct metadata fallback (no colour matrix, no WB, ...) once per run. Capture thread."""
+        for text in frame.meta.warnings:
+            if text not in self._warned:
+                self._warned.add(text)
+                log.warning("%s", text)
+
     def _capture_random_access(self) -> None:
         src, cfg, st = self.source, self.config, self._states["capture"]
         n = len(src)
@@ -478,6 +486,7 @@ class Pipeline:
                 if result is None:
                     continue
                 frame, decode_ns = result
+                self._report_meta_warnings(frame)
                 if not self._cap_ch.put(_Item(frame, time.monotonic_ns(), decode_ns)):
                     break
                 self._frames_in += 1
@@ -509,6 +518,7 @@ class Pipeline:
                 decode_ns = time.perf_counter_ns() - t0
                 st.idle()
                 count += 1
+                self._report_meta_warnings(frame)
                 if not self._cap_ch.put(_Item(frame, time.monotonic_ns(), decode_ns)):
                     break
                 self._frames_in += 1

@@ -523,10 +523,10 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, **o
         return NullSink()
     p = Path(s)
     suffix = p.suffix.lower()
+    if suffix in VIDEO_SUFFIXES and not s.endswith(("/", os.sep)):
+        return VideoSink(p, fps=fps, **video)  # an existing folder named x.mp4 is an error there, not PNGs
     if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
         return ImageSequenceSink(p, fmt=str(fmt or "png"), **image)
-    if suffix in VIDEO_SUFFIXES:
-        return VideoSink(p, fps=fps, **video)
     if suffix in IMAGE_SUFFIXES:
         m = _PATTERN_RE.match(p.stem)
         prefix, digits = (m.group("prefix"), int(m.group("digits") or 6)) if m else (p.stem + "_", 6)

@@ -1,0 +1,210 @@
+"""The command line end to end: outputs, and every bad input ending in one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from redi_stream.capture import make_dng
+from redi_stream.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
+
+
+def _decoded_frames(path: Path) -> tuple[int, float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        n = sum(1 for _ in c.decode(s))
+        return n, float(s.average_rate)
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """8 small dark DNG frames at 30 fps."""
+    d = tmp_path_factory.mktemp("clip")
+    make_dng(None, d, n_frames=8, size=(64, 96), fps=30.0, ratio=100)
+    return d
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A randomly initialised checkpoint in our format (speed and plumbing do not depend on the values)."""
+    from redi_stream.model import RediNet, WeightsMeta, save_weights
+
+    path = tmp_path_factory.mktemp("w") / "random.pt"
+    save_weights(RediNet(), path, WeightsMeta(output="linear_camera_rgb", gain_target=0.1, version="test"))
+    return path
+
+
+def test_dng_folder_to_mp4_keeps_every_frame_and_the_fps(clip: Path, tmp_path: Path, weights: Path) -> None:
+    out = tmp_path / "out.mp4"
+    assert main([str(clip), "--out", str(out), "--weights", str(weights), "--no-progress", "-q"]) == 0
+    assert _decoded_frames(out) == (8, 30.0)
+
+
+def test_classic_model_to_png16_sequence(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    assert main([str(clip), "--out", f"{out}/", "--model", "classic", "-q"]) == 0
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 8
+    import cv2
+
+    img = cv2.imread(str(files[0]), cv2.IMREAD_UNCHANGED)
+    assert img.dtype == np.uint16 and img.shape == (64, 96, 3)
+
+
+def test_glob_source_and_fps_override(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g.mkv"
+    assert main([f"{clip}/*.dng", "--out", str(out), "--model", "classic", "--fps", "12", "-q"]) == 0
+    assert _decoded_frames(out) == (8, 12.0)
+
+
+def test_missing_path(tmp_path: Path, capsys) -> None:
+    code = main([str(tmp_path / "nope"), "--out", str(tmp_path / "o.mp4"), "--model", "classic"])
+    assert code == EXIT_FAILED
+    assert "nope" in _error_line(capsys)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_empty_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o.mp4"), "--model", "classic"]) == EXIT_FAILED
+    assert "empty" in _error_line(capsys)
+
+
+def test_non_raw_file_among_frames_stop_and_skip(clip: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "mixed"
+    shutil.copytree(clip, src)
+    (src / "frame_000003b.dng").write_text("not a raw file")  # sorts between frames 3 and 4
+    out = tmp_path / "stop.mp4"
+    assert main([str(src), "--out", str(out), "--model", "classic", "-q"]) == EXIT_FAILED
+    assert "frame_000003b.dng" in _error_line(capsys)
+    n_stop, _ = _decoded_frames(out)  # what was encoded before the bad frame is kept and plays
+    assert 0 <= n_stop <= 4
+    out = tmp_path / "skip.mp4"
+    assert main([str(src), "--out", str(out), "--model", "classic", "--on-error", "skip", "-q"]) == 0
+    assert _decoded_frames(out)[0] == 8
+
+
+def test_truncated_frame_is_named(clip: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "trunc"
+    shutil.copytree(clip, src)
+    victim = src / "frame_000005.dng"
+    victim.write_bytes(victim.read_bytes()[:3000])
+    assert main([str(src), "--out", str(tmp_path / "t.mp4"), "--model", "classic"]) == EXIT_FAILED
+    assert "frame_000005.dng" in _error_line(capsys)
+
+
+def test_frames_of_different_size(clip: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "sizes"
+    shutil.copytree(clip, src)
+    make_dng(None, tmp_path / "big", n_frames=1, size=(96, 128))
+    shutil.copy(tmp_path / "big" / "frame_000000.dng", src / "frame_000006.dng")
+    assert main([str(src), "--out", str(tmp_path / "s.mp4"), "--model", "classic"]) == EXIT_FAILED
+    line = _error_line(capsys)
+    assert "frame_000006.dng" in line and "96x128" in line
+
+
+def test_linear_dng_is_rejected(tmp_path: Path, capsys) -> None:
+    from tests.capture.conftest import _write_plain_dng
+
+    src = tmp_path / "lin"
+    src.mkdir()
+    _write_plain_dng(src / "linear.dng", np.full((32, 48, 3), 1000, np.uint16), PhotometricInterpretation=34892)
+    assert main([str(src), "--out", str(tmp_path / "l.mp4"), "--model", "classic"]) == EXIT_FAILED
+    assert "linear.dng" in _error_line(capsys)
+
+
+def test_dng_without_colour_matrix_warns_but_runs(tmp_path: Path, capsys) -> None:
+    from tests.capture.conftest import _write_plain_dng
+
+    src = tmp_path / "nomatrix"
+    src.mkdir()
+    bayer = np.random.default_rng(0).integers(0, 200, (64, 96), dtype=np.uint16)
+    _write_plain_dng(src / "a.dng", bayer, ColorMatrix1=None)
+    out = tmp_path / "n.mp4"
+    assert main([str(src), "--out", str(out), "--model", "classic", "--no-progress"]) == 0
+    assert "colour matrix" in capsys.readouterr().err
+    assert _decoded_frames(out)[0] == 1
+
+
+@pytest.mark.parametrize("target", ["missing_dir/o.mp4", "file_as_dir/o.mp4", "a_dir.mp4"])
+def test_unwritable_output_fails_before_any_work(clip: Path, tmp_path: Path, capsys, target: str) -> None:
+    (tmp_path / "file_as_dir").write_text("x")
+    (tmp_path / "a_dir.mp4").mkdir()
+    assert main([str(clip), "--out", str(tmp_path / target), "--model", "classic"]) == EXIT_FAILED
+    assert Path(target).name in _error_line(capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    assert main([str(clip), "--out", str(ro / "o.mp4"), "--model", "classic"]) == EXIT_FAILED
+    assert "o.mp4" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["x", "--out", "o.mp4", "--model", "unet"], "valid: redi, classic"),
+        (["x", "--out", "o.mp4", "--device", "tpu"], "valid: auto, cpu, cuda"),
+        (["x", "--out", "o.mp4", "--cfa", "RGBW"], "valid: RGGB"),
+        (["x", "--out", "o.mp4", "--crf", "99"], "--crf"),
+        (["x"], "--out"),
+        ([], "exactly one input"),
+        (["x", "--camera", "0"], "exactly one input"),
+        (["x", "--out", "o.mp4", "--device", "cpu", "--precision", "fp16"], "fp16"),
+    ],
+)
+def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> None:
+    assert main(argv) == EXIT_USAGE
+    assert needle in _error_line(capsys)
+
+
+def test_missing_weights_file(clip: Path, tmp_path: Path, capsys) -> None:
+    code = main([str(clip), "--out", str(tmp_path / "o.mp4"), "--weights", str(tmp_path / "w.pt")])
+    assert code == EXIT_FAILED
+    assert "w.pt" in _error_line(capsys)
+
+
+def test_doctor_runs() -> None:
+    assert main(["doctor"]) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_run_finalises_a_playable_file(tmp_path: Path, sig: int) -> None:
+    src = tmp_path / "long"
+    make_dng(None, src, n_frames=400, size=(64, 96), fps=24.0)
+    out = tmp_path / "sig.mp4"
+    # --decode-workers 1 and a slow (denoising) classic model keep the run going long enough to interrupt it.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redi_stream.cli", str(src), "--out", str(out), "--model", "classic", "--denoise",
+         "--no-progress", "--decode-workers", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err
+    n, _ = _decoded_frames(out)
+    assert 0 < n < 400
+    assert f"{n} frames" in err, err  # the summary states exactly how many frames the file holds
