@@ -56,7 +56,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sequential", action="store_true", help="run the three branches one after another (CUDA)")
     g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", help="do not capture CUDA graphs")
     g.add_argument("--tile", type=_tile, help="process in overlapping HxW tiles (multiples of 32) to save memory")
-    g.add_argument("--denoise", action="store_true", help="classic model: OpenCV non-local-means denoise")
+    g.add_argument("--denoise", action="store_true", help="classic model: bilateral (edge-preserving) denoise")
     g = p.add_argument_group("amplification")
     g.add_argument("--gain", type=float, help="fixed amplification (overrides the automatic amplifier)")
     g.add_argument("--gain-multiplier", type=float,
