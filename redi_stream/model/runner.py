@@ -15,6 +15,8 @@ is only ever issued from it. Only host arrays go in and come out.
 from __future__ import annotations
 
 import enum
+import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +96,114 @@ def check_host_input(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+#: glibc ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+#: glibc's documented defaults, restored by ``keep_freed_memory(False)``.
+_DEFAULT_MMAP_THRESHOLD = _DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_KEEP_MMAP_THRESHOLD = 1 << 30
+_KEEP_TRIM_THRESHOLD = 1 << 31 - 1
+
+
+def keep_freed_memory(enable: bool = True, *, single_arena: bool = True) -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the OS (process-wide).
+
+    Every CPU forward allocates tens of MB of activations per frame (conv outputs: torch's CPU allocator does not
+    cache). With glibc's defaults each allocation over 128 KiB (or over the dynamic threshold) is a fresh ``mmap`` and
+    every page of it is zero-filled on first touch, then ``munmap``-ed on free: measured at 1088x1920 on the 2-core
+    development machine, those page faults were ~25% of :class:`FastRediNet`'s time (217 -> 161 ms, best of 10).
+    Enabled: allocations below 1 GiB come from the heap, freed memory is not trimmed (the process keeps its peak
+    footprint, ~0.3 GB at 1080p, ~1.2 GB at 4K), and with ``single_arena`` all threads share the main heap (glibc
+    gives each thread an arena whose heaps are capped at 64 MiB, so a 4K activation made on the infer thread would
+    be ``mmap``-ed again).
+
+    ``enable=False`` restores glibc's default thresholds and returns the kept memory (``malloc_trim``); the arena
+    limit stays (arenas cannot be removed). Returns False (and does nothing) where the C library is not glibc.
+    Any thread may call it; it affects the whole process (like ``torch.set_num_threads``), so the caller that owns
+    the process decides (``TorchRunner(reuse_memory=...)``).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
+        return False
+    if enable:
+        ok = mallopt(_M_MMAP_THRESHOLD, _KEEP_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _KEEP_TRIM_THRESHOLD)
+        if single_arena:
+            ok = ok and mallopt(_M_ARENA_MAX, 1)
+        return bool(ok)
+    ok = mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    malloc_trim(0)
+    return bool(ok)
+
+
+class ThreadTuner:
+    """Chooses torch's intra-op thread count on the CPU by timing whole forwards (``num_threads="auto"``).
+
+    Why: on a small shared machine the best count depends on what else runs. Measured at 1088x1920 on the 2-core
+    development machine: idle, 2 threads are ~1.7x faster than 1; with one core busy (a training job, or the
+    pipeline's own decode/encode threads), 2 threads are ~3.5x *slower* than 1, because every OpenMP parallel
+    region waits at its barrier for the thread that shares a core with the other process (PERF_NOTES.md).
+
+    Protocol (one thread): ``threads = begin()`` before a forward (it calls ``torch.set_num_threads``), then
+    ``end(seconds)``. The first ``2 * len(candidates)`` forwards after :meth:`reset` try each candidate twice in
+    turn (the first of all is not counted: it allocates); then the fastest is used. A re-probe (each candidate once)
+    happens every ``reprobe_every`` forwards, and early when the chosen count's time drifts above ``drift`` times its
+    probed time for 3 forwards in a row (the machine's load changed). A re-probe costs at most one forward at the
+    slower count (~1% at the default period with one core busy).
+    """
+
+    def __init__(self, candidates: tuple[int, ...] | None = None, *, reprobe_every: int = 200, drift: float = 1.3):
+        if candidates is None:
+            cores = os.cpu_count() or 1
+            candidates = tuple(sorted({1, max(1, cores // 2), cores}))
+        if not candidates or any(not isinstance(c, int) or c < 1 for c in candidates):
+            raise ConfigError(f"thread candidates must be positive integers, got {candidates!r}")
+        self.candidates = tuple(candidates)
+        self.reprobe_every = int(reprobe_every)
+        self.drift = float(drift)
+        self.chosen = self.candidates[-1]
+        self.probed_s: dict[int, float] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over (a new input shape): probe every candidate again."""
+        self._queue = [self.candidates[0]] + [c for _ in range(2) for c in self.candidates]
+        self._skip_first = True
+        self._times: dict[int, list[float]] = {c: [] for c in self.candidates}
+        self._since_probe = 0
+        self._slow_streak = 0
+        self._current = self.chosen
+
+    def begin(self) -> int:
+        self._current = self._queue[0] if self._queue else self.chosen
+        if torch.get_num_threads() != self._current:
+            torch.set_num_threads(self._current)
+        return self._current
+
+    def end(self, seconds: float) -> None:
+        if self._queue:
+            self._queue.pop(0)
+            if self._skip_first:
+                self._skip_first = False
+            else:
+                self._times[self._current].append(seconds)
+            if not self._queue:
+                self.probed_s = {c: min(v) for c, v in self._times.items() if v}
+                self.chosen = min(self.probed_s, key=self.probed_s.get)
+                self._times = {c: [] for c in self.candidates}
+                self._since_probe = 0
+                self._slow_streak = 0
+            return
+        self._since_probe += 1
+        ref = self.probed_s.get(self.chosen)
+        self._slow_streak = self._slow_streak + 1 if ref is not None and seconds > self.drift * ref else 0
+        if self._since_probe >= self.reprobe_every or self._slow_streak >= 3:
+            self._queue = list(self.candidates)
+
+
 class TorchRunner:
     """Run a RediNet on host batches: ``run(f32[N, 1, H, W]) -> f32[N, H, W, 3]`` in [0, 1].
 
@@ -104,22 +214,22 @@ class TorchRunner:
         precision: 'fp32', 'fp16' (CUDA only) or 'bf16'.
         streams: on CUDA, run HSE/MSE/LSE on three streams (``StreamedRunner``); False runs them in sequence.
         cuda_graph: on CUDA, capture the device program once per input shape and replay it.
-        num_threads: CPU only: torch intra-op threads (process-wide), see below; None leaves it alone.
+        num_threads: CPU only: torch intra-op threads (process-wide): an int, ``"auto"`` (a :class:`ThreadTuner`
+            times the candidates on the first frames and re-checks now and then), or None to leave torch's setting
+            alone.
+        reuse_memory: CPU only: call :func:`keep_freed_memory` (process-wide glibc malloc setting) so activations
+            are not page-faulted in afresh on every forward (~25% of the CPU forward's time at 1080p otherwise).
 
     Buffer ownership: the returned array belongs to the runner and is overwritten by the next ``run`` call with
     the same shape (one output buffer per shape is kept); copy it to keep it longer. On CUDA it lives in pinned
     host memory. The input array is only read during the call.
 
-    Threads: create, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a context
-    manager.
+    Threads: create, ``warm_up``, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a
+    context manager.
 
-    CPU: runs :class:`FastRediNet` (NHWC, fewer copies): 0.68-0.79x the time of the plain NCHW forward at
-    1088x1920 on the 2-core development machine (channels_last alone 0.86-0.89x; ``torch.compile`` of
-    FastRediNet 0.72x after 10-40 s of compiling per shape, no better than FastRediNet itself, so not used).
-    ``python -m redi_stream.model.bench`` measures it on the machine at hand. ``num_threads`` (CPU
-    only) calls ``torch.set_num_threads``, which is process-wide; None leaves torch's setting alone. On a 2-core
-    machine where other threads (capture, encoder) keep a core busy, 1 intra-op thread was measured ~2x faster
-    than 2 (OpenMP workers wait on the busy core at every op), so the pipeline should choose this, not the runner.
+    CPU: runs :class:`FastRediNet` (NHWC, H/2 convs moved to H/4, fewer copies). ``redi-stream bench`` and
+    ``python -m redi_stream.model.bench`` measure it against the plain forward on the machine at hand; the figures
+    and what each step bought are in ``docs/PERF_NOTES.md``.
     """
 
     def __init__(
@@ -130,7 +240,8 @@ class TorchRunner:
         streams: bool = True,
         cuda_graph: bool = True,
         *,
-        num_threads: int | None = None,
+        num_threads: int | str | None = None,
+        reuse_memory: bool = False,
     ) -> None:
         if not isinstance(model, RediNet):
             raise ConfigError(f"TorchRunner needs a RediNet, got {type(model).__name__}")
@@ -140,17 +251,43 @@ class TorchRunner:
         self._closed = False
         self._streamed: StreamedRunner | None = None
         self._fast: FastRediNet | None = None
+        self._tuner: ThreadTuner | None = None
         self._outputs: dict[tuple[int, ...], np.ndarray] = {}
         if self.device.type == "cuda":
             self._streamed = StreamedRunner(
                 model, self.device, self.precision, cuda_graph=cuda_graph, sequential=not streams
             )
         else:
-            if num_threads is not None:
-                if not isinstance(num_threads, int) or num_threads < 1:
-                    raise ConfigError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+            if num_threads == "auto":
+                self._tuner = ThreadTuner()
+            elif num_threads is not None:
+                if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+                    raise ConfigError(f"num_threads must be a positive integer, 'auto' or None, got {num_threads!r}")
                 torch.set_num_threads(num_threads)
+            if reuse_memory:
+                keep_freed_memory(True)
             self._fast = FastRediNet(model).to(self.precision.dtype).eval()
+
+    @property
+    def num_threads(self) -> int | None:
+        """CPU: the intra-op thread count in use (the tuner's choice with ``"auto"``); None on CUDA."""
+        if self.device.type == "cuda":
+            return None
+        return self._tuner.chosen if self._tuner is not None else torch.get_num_threads()
+
+    def warm_up(self, shape: tuple[int, ...]) -> None:
+        """Prepare for inputs of ``shape`` ((H, W) or (N, 1, H, W)): buffers, CUDA graph, thread choice.
+
+        Runs the network on zeros: once on CUDA (graph capture happens there), on the CPU until the thread tuner
+        (``num_threads="auto"``) has chosen. Call on the thread that will call ``run``.
+        """
+        shape = tuple(int(s) for s in shape)
+        if len(shape) == 2:
+            shape = (1, 1) + shape
+        x = np.zeros(shape, dtype=np.float32)
+        self.run(x)
+        while self._tuner is not None and self._tuner._queue:
+            self.run(x)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Enhance one batch. ``x``: f32 (N, 1, H, W), H and W multiples of 32. Returns f32 (N, H, W, 3) (NHWC).
@@ -170,9 +307,16 @@ class TorchRunner:
         if out is None:
             self._outputs.clear()  # keep one output buffer: a new shape usually means a new source
             out = self._outputs[(n, h, w)] = np.empty((n, h, w, 3), dtype=np.float32)
+            if self._tuner is not None:
+                self._tuner.reset()
+        tuner = self._tuner
+        if tuner is not None:
+            tuner.begin()
+        t0 = time.perf_counter()
         with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.precision.dtype)
-            self._fast(xt, out=torch.from_numpy(out))
+            self._fast(torch.from_numpy(x).to(self.precision.dtype), out=torch.from_numpy(out))
+        if tuner is not None:
+            tuner.end(time.perf_counter() - t0)
         return out
 
     def close(self) -> None:

@@ -1,0 +1,80 @@
+"""CPU runner settings: the thread tuner (num_threads='auto'), warm_up, and the malloc setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from redi_stream.errors import ConfigError
+from redi_stream.model import RediNet, TorchRunner
+from redi_stream.model.runner import ThreadTuner, keep_freed_memory
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def drive(tuner: ThreadTuner, cost: dict[int, float], n: int) -> list[int]:
+    """Run ``n`` fake forwards whose time depends on the thread count; return the counts used."""
+    used = []
+    for _ in range(n):
+        t = tuner.begin()
+        assert torch.get_num_threads() == t
+        used.append(t)
+        tuner.end(cost[t])
+    return used
+
+
+def test_tuner_probes_each_candidate_twice_then_keeps_the_fastest():
+    tuner = ThreadTuner((1, 2), reprobe_every=1000)
+    used = drive(tuner, {1: 0.3, 2: 1.0}, 10)
+    assert used[:5] == [1, 1, 2, 1, 2]  # first call (allocation) not counted, then two rounds
+    assert used[5:] == [1] * 5 and tuner.chosen == 1
+    assert tuner.probed_s == {1: 0.3, 2: 1.0}
+
+
+def test_tuner_reprobes_periodically_and_on_drift():
+    tuner = ThreadTuner((1, 2), reprobe_every=4)
+    used = drive(tuner, {1: 1.0, 2: 0.5}, 5 + 4 + 2 + 1)
+    assert tuner.chosen == 2
+    assert used[5:9] == [2] * 4 and used[9:11] == [1, 2]  # the periodic re-probe: each candidate once
+    tuner = ThreadTuner((1, 2), reprobe_every=1000)
+    drive(tuner, {1: 1.0, 2: 0.5}, 5)
+    used = drive(tuner, {1: 1.0, 2: 2.0}, 3 + 2 + 3)  # the machine got busy: 2 threads now slower
+    assert used[3:5] == [1, 2] and tuner.chosen == 1 and used[5:] == [1, 1, 1]
+
+
+def test_tuner_reset_and_validation():
+    tuner = ThreadTuner((1, 2))
+    drive(tuner, {1: 1.0, 2: 0.5}, 5)
+    tuner.reset()
+    assert drive(tuner, {1: 0.1, 2: 0.5}, 6)[-1] == 1
+    with pytest.raises(ConfigError, match="positive integers"):
+        ThreadTuner((0, 2))
+    assert ThreadTuner().candidates[0] == 1
+
+
+def test_runner_auto_threads_warm_up_chooses():
+    torch.manual_seed(0)
+    with TorchRunner(RediNet(weight_norm=False), num_threads="auto") as runner:
+        runner.warm_up((32, 64))
+        assert runner.num_threads in runner._tuner.candidates
+        assert not runner._tuner._queue  # probing finished during warm-up
+        out = runner.run(np.zeros((1, 1, 32, 64), np.float32))
+        assert out.shape == (1, 32, 64, 3)
+    with pytest.raises(ConfigError, match="'auto'"):
+        TorchRunner(RediNet(weight_norm=False), num_threads="many")
+
+
+def test_keep_freed_memory_toggles():
+    try:
+        assert keep_freed_memory(True) in (True, False)  # False only where libc is not glibc
+        torch.manual_seed(0)
+        with TorchRunner(RediNet(weight_norm=False), reuse_memory=True) as runner:
+            runner.warm_up((1, 1, 32, 32))
+    finally:
+        keep_freed_memory(False)
