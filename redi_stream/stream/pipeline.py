@@ -22,7 +22,10 @@ Channels (see :mod:`.channels`), built in ``Pipeline.__init__`` (one run per pip
 Stopping. One ``threading.Event`` (``stop``) means "capture no more". Whatever sets it -- the first SIGINT/SIGTERM,
 :meth:`Pipeline.stop`, the preview window closing, a stage failing or stalling -- the same thing follows: capture
 stops reading, frames captured but not yet enhanced are discarded (``RunSummary.frames_discarded``), the frame
-being enhanced finishes, every enhanced frame is encoded, the sinks are finalised. So a stop costs at most one
+being enhanced finishes, every enhanced frame is encoded, the sinks are finalised. (Exception: when *capture*
+fails, the frames it read before the bad one are still enhanced and encoded, so ``--on-error stop`` always keeps
+exactly the frames before the first bad frame.) Every frame taken in is accounted for:
+``frames_in == frames_out + frames_dropped + frames_discarded + frames_failed``. So a stop costs at most one
 inference plus ``queue_size`` encodes, and the output holds every frame that was enhanced. Then ``run`` raises
 ``Interrupted`` (signals; ``.signum`` set, suggested exit status 128 + signum, i.e. 130 for SIGINT, 143 for
 SIGTERM), ``PipelineError`` (failures), or returns the summary (``stop()`` / preview closed). A second signal
@@ -143,9 +146,36 @@ class Enhancer(Protocol):
 
 
 class Preview(Protocol):
-    """A live window driven from the caller's thread. ``show`` returns False when the user closed it."""
+    """A live window driven from the caller's thread. ``show`` returns False when the user closed it.
+
+    Optional, used when present: ``bind_status(fn)`` (called once in ``Pipeline.__init__`` with
+    :meth:`Pipeline.status`, for an overlay), ``poll() -> bool`` (called when no new frame arrived within 50 ms:
+    process keys/window events; False = closed), ``paused`` (True: frames shown now are not displayed, so they do
+    not count as displayed in the ``display`` latency), ``wants_raw`` (True: ``EnhancedFrame.raw`` is set, for a
+    side-by-side view).
+    """
 
     def show(self, frame: EnhancedFrame, fps: float) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """A snapshot of a running pipeline for overlays (:meth:`Pipeline.status`); counts may be one frame stale.
+
+    Attributes:
+        frames_in, frames_out: frames taken from the source / written to the sinks so far.
+        frames_dropped: live sources: frames dropped because the pipeline was behind (the source's own hand-off
+            plus the capture->infer channel).
+        capture_fps: frames per second the source delivers (a camera's own measured rate when it has one, else
+            frames entering the pipeline), over the last second.
+        output_fps: frames per second written, over the last second.
+    """
+
+    frames_in: int
+    frames_out: int
+    frames_dropped: int
+    capture_fps: float
+    output_fps: float
 
 
 @dataclass
@@ -155,13 +185,18 @@ class RunSummary:
     Attributes:
         frames_in: frames taken from the source into the pipeline.
         frames_out: frames written to every sink.
-        frames_dropped: frames a live source's ``DROP_OLDEST`` channel dropped.
-        frames_discarded: captured frames thrown away unenhanced by a stop or failure.
+        frames_dropped: frames a live source's ``DROP_OLDEST`` channel dropped, plus those the source itself
+            dropped before the pipeline took them (``source.frames_dropped``, e.g. a camera's reader mailbox).
+        frames_discarded: captured frames thrown away by a stop or failure before they were written (unenhanced, or
+            enhanced but refused by an encode stage that had failed).
+        frames_failed: frames lost inside a failing stage (the frame infer or encode raised on): 0 or 1.
         skipped: ``(index, name, reason)`` of each bad frame left out (``on_error="skip"``).
         wall_s: seconds from ``run()`` start to end (warm-up included); ``fps = frames_out / wall_s``.
         warmup_s: seconds spent in ``enhancer.warm_up``.
         stages: latency per stage (``decode``, enhancer keys such as ``gain``/``pack``/``infer``/``isp``,
-            ``encode``), and ``latency`` (pipeline entry to encoded).
+            ``encode``), ``latency`` (capture to encoded: pipeline entry, or for sources with
+            ``timestamps_monotonic`` the frame's own capture time) and ``display`` (capture to shown in the
+            preview, when there is one; frames shown while the preview is paused are not counted).
         peak_rss_bytes: peak resident memory of the process (``getrusage``).
         rss_samples: ``(frames_out, rss_bytes)`` every ``rss_every_frames`` frames.
         queue_high_water: most frames queued at once per channel.
@@ -173,6 +208,7 @@ class RunSummary:
     frames_out: int = 0
     frames_dropped: int = 0
     frames_discarded: int = 0
+    frames_failed: int = 0
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
     wall_s: float = 0.0
     fps: float = 0.0
@@ -197,6 +233,8 @@ class RunSummary:
             extra.append(f"{self.frames_dropped} dropped (live source too fast)")
         if self.frames_discarded:
             extra.append(f"{self.frames_discarded} discarded on stop")
+        if self.frames_failed:
+            extra.append(f"{self.frames_failed} lost in the failing stage")
         if self.skipped:
             extra.append(f"{len(self.skipped)} skipped")
         if extra:
@@ -207,7 +245,7 @@ class RunSummary:
             lines.append(f"  ... and {len(self.skipped) - 10} more skipped")
         if self.stages:
             lines.append(f"  {'stage':<10}{'mean ms':>9}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
-            order = ["decode", "gain", "pack", "infer", "isp", "encode", "latency"]
+            order = ["decode", "gain", "pack", "infer", "isp", "encode", "latency", "display"]
             names = sorted(self.stages, key=lambda k: (order.index(k) if k in order else len(order), k))
             for name in names:
                 s = self.stages[name]
@@ -308,6 +346,9 @@ class Pipeline:
         self._enc_ch = Channel("infer->encode", self.config.queue_size, Policy.BLOCK)
         # Preview mailbox: LATEST, the window shows the newest frame and never slows the pipeline.
         self._preview_ch = Channel("preview", 1, Policy.LATEST)
+        # Live sources that stamp frames with time.monotonic_ns() at capture: latency counts from that instant.
+        self._source_clock = self._live and bool(getattr(source, "timestamps_monotonic", False))
+        self._preview_wants_raw = bool(getattr(preview, "wants_raw", False))
 
         self._states = {s: _StageState(s) for s in STAGES}
         self._threads: dict[str, threading.Thread] = {}
@@ -319,8 +360,11 @@ class Pipeline:
         self._timers = StageTimers()
         self._rss = RssRecorder(self.config.rss_every_frames)
         self._rate = RateMeter(1.0)
+        self._in_rate = RateMeter(1.0)
         self._frames_in = 0
         self._frames_out = 0
+        self._frames_failed = 0  # written by the failing stage's thread only
+        self._refused = 0  # enhanced frames the encode channel refused (encode had failed); infer thread only
         self._skipped: list[tuple[int, str, str]] = []
         self._warned: set[str] = set()  # metadata warnings already logged (capture thread only)
         self._warmup_s = 0.0
@@ -330,6 +374,9 @@ class Pipeline:
         self._guard: threading.Thread | None = None
         self._preview_closed = False
         self._ran = False
+        bind = getattr(preview, "bind_status", None)
+        if callable(bind):
+            bind(self.status)
 
     # -- public control ---------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -340,6 +387,20 @@ class Pipeline:
     def frames_out(self) -> int:
         """Frames written so far (any thread; may be one frame stale)."""
         return self._frames_out
+
+    def status(self) -> PipelineStatus:
+        """Counts and rates so far, for a live overlay. Any thread."""
+        src_fps = getattr(self.source, "capture_fps", None)
+        return PipelineStatus(
+            frames_in=self._frames_in,
+            frames_out=self._frames_out,
+            frames_dropped=self._frames_dropped(),
+            capture_fps=float(src_fps) if src_fps is not None else self._in_rate.fps,
+            output_fps=self._rate.fps,
+        )
+
+    def _frames_dropped(self) -> int:
+        return self._cap_ch.dropped + int(getattr(self.source, "frames_dropped", 0) or 0)
 
     # -- run ----------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -403,17 +464,21 @@ class Pipeline:
             log.debug("%s failed: %s", stage, detail, exc_info=exc)
         else:
             log.warning("%s also failed (after an earlier failure): %s", stage, detail)
-        self._halt("error")
+        # A capture failure leaves infer and encode healthy: the frames read before the bad one drain in order
+        # (capture closes its channel on the way out), so a stop-on-error run keeps exactly those frames.
+        self._halt("error", discard=stage != "capture")
 
-    def _halt(self, reason: str) -> None:
-        """Stop capturing; drop captured-but-unenhanced frames; let the rest drain. Any thread except a handler."""
+    def _halt(self, reason: str, *, discard: bool = True) -> None:
+        """Stop capturing; drop captured-but-unenhanced frames (unless ``discard`` is False); let the rest drain.
+        Any thread except a handler."""
         with self._lock:
             if self._ended_by is None:
                 self._ended_by = reason
             if self._halted_at is None:
                 self._halted_at = time.monotonic()
         self._stop.set()
-        self._cap_ch.cancel()
+        if discard:
+            self._cap_ch.cancel()
 
     def _forced(self) -> bool:
         return len(self._signals) >= 2
@@ -490,6 +555,7 @@ class Pipeline:
                 if not self._cap_ch.put(_Item(frame, time.monotonic_ns(), decode_ns)):
                     break
                 self._frames_in += 1
+                self._in_rate.tick()
         finally:
             for _, fut in pending:
                 fut.cancel()
@@ -498,7 +564,9 @@ class Pipeline:
 
     def _capture_iter(self) -> None:
         cfg, st = self.config, self._states["capture"]
-        it = iter(self.source)
+        frames = getattr(self.source, "iter_frames", None)
+        # A source that takes the stop event (a camera) leaves a blocked read within ~50 ms of a stop.
+        it = frames(self._stop) if frames is not None else iter(self.source)
         count = 0
         try:
             while not self._stop.is_set():
@@ -519,9 +587,11 @@ class Pipeline:
                 st.idle()
                 count += 1
                 self._report_meta_warnings(frame)
-                if not self._cap_ch.put(_Item(frame, time.monotonic_ns(), decode_ns)):
+                t_capture_ns = frame.t_ns if self._source_clock else time.monotonic_ns()
+                if not self._cap_ch.put(_Item(frame, t_capture_ns, decode_ns)):
                     break
                 self._frames_in += 1
+                self._in_rate.tick()
         finally:
             close = getattr(it, "close", None)
             if close is not None and it is not self.source:
@@ -549,13 +619,17 @@ class Pipeline:
                     st.busy(frame.index, frame.name)
                     out = enhancer.process(frame)
                 except Exception as exc:  # noqa: BLE001 -- carried to the caller with the frame named
+                    self._frames_failed += 1
                     raise _StageFailure(_frame_detail(frame.index, frame.name, exc), exc) from exc
                 finally:
                     st.idle()
                 out.t_capture_ns = item.t_enter_ns
+                if self._preview_wants_raw:
+                    out.raw = frame
                 if item.decode_ns is not None:
                     out.timings_ns.setdefault("decode", item.decode_ns)
                 if not self._enc_ch.put(out):
+                    self._refused += 1  # encode is gone (it failed or was abandoned): counted as discarded
                     break
         finally:
             self._enc_ch.close()
@@ -574,6 +648,7 @@ class Pipeline:
                     for sink in self.sinks:
                         sink.write(out)
                 except Exception as exc:  # noqa: BLE001 -- carried to the caller with the frame named
+                    self._frames_failed += 1
                     raise _StageFailure(_frame_detail(out.index, out.name, exc), exc) from exc
                 finally:
                     st.idle()
@@ -650,16 +725,28 @@ class Pipeline:
         try:
             frame = self._preview_ch.get(timeout_s=_POLL_S)
         except TimeoutError:
-            return
-        if frame is END:
-            time.sleep(_POLL_S)
-            return
-        try:
-            keep_open = self.preview.show(frame, self._rate.fps)
-        except Exception as exc:  # noqa: BLE001 -- a preview failure ends the run like a stage failure
-            self._preview_closed = True
-            self._fail("preview", exc, _frame_detail(frame.index, frame.name, exc))
-            return
+            frame = None
+        if frame is None or frame is END:
+            if frame is END:
+                time.sleep(_POLL_S)
+            poll = getattr(self.preview, "poll", None)  # keys and window events while no frame comes
+            if poll is None:
+                return
+            try:
+                keep_open = poll()
+            except Exception as exc:  # noqa: BLE001 -- a preview failure ends the run like a stage failure
+                self._preview_closed = True
+                self._fail("preview", exc, str(exc) or type(exc).__name__)
+                return
+        else:
+            try:
+                keep_open = self.preview.show(frame, self._rate.fps)
+            except Exception as exc:  # noqa: BLE001 -- a preview failure ends the run like a stage failure
+                self._preview_closed = True
+                self._fail("preview", exc, _frame_detail(frame.index, frame.name, exc))
+                return
+            if frame.t_capture_ns and not getattr(self.preview, "paused", False):
+                self._timers.add("display", time.monotonic_ns() - frame.t_capture_ns)
         if not keep_open:
             self._preview_closed = True  # never shown again: the user closed it
             self._halt("preview")
@@ -710,8 +797,9 @@ class Pipeline:
         return RunSummary(
             frames_in=self._frames_in,
             frames_out=self._frames_out,
-            frames_dropped=self._cap_ch.dropped,
-            frames_discarded=self._cap_ch.discarded + self._enc_ch.discarded,
+            frames_dropped=self._frames_dropped(),
+            frames_discarded=self._cap_ch.discarded + self._enc_ch.discarded + self._refused,
+            frames_failed=self._frames_failed,
             skipped=list(self._skipped),
             wall_s=wall_s,
             fps=self._frames_out / wall_s if wall_s > 0 else 0.0,
