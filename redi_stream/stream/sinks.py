@@ -22,6 +22,9 @@ Video files stay playable when a run ends badly:
   decodes 48 frames (two whole 1-s fragments at 24 fps). Fragmented MP4 plays in ffmpeg/VLC/browsers/QuickTime;
   its header carries no frame count (``stream.frames == 0``), so count by decoding. ``fragmented=False`` gives a
   classic ``+faststart`` file. Matroska (``.mkv``) is cluster-based and survives truncation by itself.
+* disk full (or any failed write) mid-run: the fragment being written is torn; ``close()`` cuts the file back to
+  the end of the last complete fragment (a torn one makes strict decoders fail) and records how many frames the
+  file keeps in ``VideoSink.frames_kept`` (logged). At most the last fragment's frames (~1 s) are lost.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -102,6 +106,61 @@ def _check_writable_file(path: Path) -> None:
             path.unlink()
         except OSError:  # e.g. a device node such as /dev/null behind a symlink: leave it
             pass
+
+
+def complete_fragments_end(path: Path) -> tuple[int, int]:
+    """For a fragmented MP4 (possibly cut short): the byte offset just after its last complete ``moof`` + ``mdat``
+    pair (or after the header boxes when there is none), and the number of samples those fragments hold.
+
+    Walks the top-level ISO-BMFF boxes only; ``ftyp``/``moov`` (and any other complete box before the first
+    fragment) are kept, a complete trailing ``mfra`` too.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    n = len(data)
+    pos = end = samples = 0
+    pending: tuple[int, int] | None = None  # (moof end, samples) waiting for its mdat
+    while pos + 8 <= n:
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        header = 8
+        if size == 1 and pos + 16 <= n:
+            size, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+        elif size == 0:
+            size = n - pos
+        if size < header or pos + size > n:
+            break  # torn box
+        box_end = pos + size
+        if kind == b"moof":
+            pending = (box_end, _trun_samples(data, pos + header, box_end))
+        elif kind == b"mdat" and pending is not None:
+            samples += pending[1]
+            pending = None
+            end = box_end
+        elif pending is None and (kind != b"mdat"):
+            end = box_end  # header boxes, or mfra after complete fragments
+        pos = box_end
+    return end, samples
+
+
+def _trun_samples(data: bytes, start: int, stop: int) -> int:
+    """Sum of ``sample_count`` over the ``traf/trun`` boxes inside a ``moof`` payload."""
+    total = 0
+    for kind, p0, p1 in _child_boxes(data, start, stop):
+        if kind == b"traf":
+            for k2, q0, _ in _child_boxes(data, p0, p1):
+                if k2 == b"trun" and q0 + 8 <= p1:
+                    total += struct.unpack(">I", data[q0 + 4:q0 + 8])[0]
+    return total
+
+
+def _child_boxes(data: bytes, start: int, stop: int):
+    pos = start
+    while pos + 8 <= stop:
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size < 8 or pos + size > stop:
+            return
+        yield kind, pos + 8, pos + size
+        pos += size
 
 
 def _to_even(rgb: np.ndarray, buf: np.ndarray | None) -> np.ndarray:
@@ -201,6 +260,7 @@ class VideoSink:
         _check_writable_file(self.path)
 
         self.frames_written = 0
+        self.frames_kept: int | None = None  # after a failed write + close: frames left in the (cut) file
         self.size: tuple[int, int] | None = None  # (H, W) of the encoded video (even)
         self._av = av
         self._container = None
@@ -353,12 +413,27 @@ class VideoSink:
                 container.close()  # writes the trailer, exactly once (PyAV tracks it)
             except (av.FFmpegError, OSError) as exc:
                 error = error or exc
+        if self._failed and self.fragmented:
+            self._cut_torn_fragment()
         if error is not None:
             if self._failed:
                 log.warning("%s: finalising after a failed write also failed: %s", self.path, error)
             else:
                 self._failed = True
                 raise SinkError(f"cannot finalise {self.path}: {error}") from error
+
+    def _cut_torn_fragment(self) -> None:
+        """After a failed write: truncate the file after its last complete fragment; set ``frames_kept``."""
+        try:
+            end, kept = complete_fragments_end(self.path)
+            if end < self.path.stat().st_size:
+                os.truncate(self.path, end)
+        except OSError as exc:
+            log.warning("%s: could not cut the torn last fragment after the failed write: %s", self.path, exc)
+            return
+        self.frames_kept = kept
+        log.warning("%s: %d of %d frames kept (every complete fragment); the rest could not be written",
+                    self.path, kept, self.frames_written)
 
     def __enter__(self) -> "VideoSink":
         return self
@@ -381,7 +456,8 @@ class ImageSequenceSink:
         prefix, digits: file name pattern; the number is the frame's source index, so a skipped frame leaves a gap.
 
     Colour: files hold RGB in the usual order (OpenCV's BGR convention is handled here). Existing files with the
-    same names are overwritten. ``close()`` is idempotent.
+    same names are overwritten. Each file is written under a temporary name and renamed, so a failed write (disk
+    full) leaves no partial image: every frame file present is complete. ``close()`` is idempotent.
 
     Raises:
         SinkError: the folder cannot be created or written (at construction), or a file write fails.
@@ -441,10 +517,17 @@ class ImageSequenceSink:
         ok, buf = cv2.imencode(self._ext, bgr, params)
         if not ok:
             raise SinkError(f"cannot encode {path}")
+        # Written to a hidden temporary name and renamed: a full disk never leaves a torn image under a frame name.
+        tmp = path.with_name(f".{path.name}.part")
         try:
-            with open(path, "wb") as f:
+            with open(tmp, "wb") as f:
                 f.write(buf.data)
+            os.replace(tmp, path)
         except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
         self.frames_written += 1
 
