@@ -1,0 +1,138 @@
+"""CUDA enhancer: its device program (run on the CPU device here) equals the CPU RediEnhancer; CUDA-only parts
+(pinned slots, events, graphs, submit/collect) are marked gpu."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from redi_stream.capture import SyntheticSource
+from redi_stream.errors import ConfigError
+from redi_stream.frames import CFA
+from redi_stream.model import RediNet, TorchRunner
+from redi_stream.stream import RediEnhancer
+from redi_stream.stream.gpu_enhance import CudaRediEnhancer, cpu_reference_program
+
+
+@pytest.fixture(scope="module")
+def net() -> RediNet:
+    torch.manual_seed(2)
+    model = RediNet().eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Conv2d):
+                mod.parametrizations.weight.original0.mul_(0.5)
+    return model
+
+
+def frames(cfa: CFA, size=(62, 90), n=2):
+    src = SyntheticSource(np.random.default_rng(0).random((80, 120, 3), dtype=np.float32), n_frames=n, size=size,
+                          ratio=50.0, seed=1, cfa=cfa)
+    return [src.read(i) for i in range(n)]
+
+
+def cpu_enhance(net, frame, gain, out_dtype=np.uint8):
+    with TorchRunner(net, "cpu") as runner, RediEnhancer(runner, None, gain=gain, out_dtype=out_dtype) as enh:
+        return enh.process(frame).rgb
+
+
+def as_int16(raw: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(raw.view(np.int16))
+
+
+@pytest.mark.parametrize("cfa", [CFA.RGGB, CFA.GBRG])
+@pytest.mark.parametrize("out_dtype", [np.uint8, np.uint16])
+def test_device_program_on_cpu_equals_rediEnhancer(net, cfa, out_dtype):
+    frame = frames(cfa)[1]
+    gain = 20.0
+    ref = cpu_enhance(net, frame, gain, out_dtype).astype(np.int64)
+    prog = cpu_reference_program(net, frame.shape, frame.meta, out_dtype=out_dtype, yuv=True)
+    with torch.inference_mode():
+        outs = prog(as_int16(frame.data), torch.tensor(gain))
+    got = outs["rgb"].numpy()
+    got = (got.view(np.uint16) if out_dtype == np.uint16 else got).astype(np.int64)
+    assert got.shape == ref.shape
+    # The CPU path's sRGB table is within one code of the exact curve used here; the networks agree to ~1e-5.
+    tol = 1 if out_dtype == np.uint8 else 40
+    assert np.abs(got - ref).max() <= tol
+    assert (np.abs(got - ref) <= (0 if out_dtype == np.uint8 else 8)).mean() > 0.97
+    if out_dtype == np.uint8:
+        assert outs["y"].shape == frame.shape and outs["u"].shape == (31, 45)
+    else:
+        assert "y" not in outs  # yuv planes only for 8-bit output
+
+
+def test_device_program_srgb_output_quantises_only(net):
+    from redi_stream import kernels
+
+    frame = frames(CFA.RGGB)[0]
+    prog = cpu_reference_program(net, frame.shape, frame.meta, output="srgb")
+    x = np.zeros((1, 1, 64, 96), np.float32)
+    kernels.pack_raw(frame.data, frame.meta.black_level_array, frame.meta.white_level, CFA.RGGB, 10.0, x[0, 0])
+    with torch.inference_mode():
+        got = prog(as_int16(frame.data), torch.tensor(10.0))["rgb"].numpy()
+        ref = net(torch.from_numpy(x))[0].permute(1, 2, 0).numpy()[:62, :90]
+    np.testing.assert_allclose(got.astype(np.int64), np.floor(np.clip(ref, 0, 1) * 255 + 0.5), atol=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_enhancer_without_cuda_is_a_config_error(net):
+    with pytest.raises(ConfigError, match="CUDA"):
+        CudaRediEnhancer(net)
+
+
+# --- CUDA ---------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_tf32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_cuda_fp32_equals_cpu_enhancer(net, no_tf32, cuda_graph):
+    fs = frames(CFA.GRBG, n=3)
+    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0) as enh:
+        enh.warm_up(fs[0].shape, fs[0].meta)
+        for f in fs:
+            got = enh.process(f)
+            ref = cpu_enhance(net, f, 20.0)
+            assert got.index == f.index and got.rgb.dtype == np.uint8
+            assert np.abs(got.rgb.astype(np.int64) - ref).max() <= 1
+            y, u, v = got.yuv420p
+            assert y.shape == f.shape and u.shape == (f.shape[0] // 2, f.shape[1] // 2)
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_close_to_fp32_and_pipelined_order(net):
+    fs = frames(CFA.RGGB, size=(64, 96), n=5)
+    with CudaRediEnhancer(net, None, precision="fp32", gain=20.0) as ref_enh:
+        ref = [ref_enh.process(f).rgb.astype(np.int64) for f in fs]
+    with CudaRediEnhancer(net, None, precision="fp16", gain=20.0) as enh:
+        out = []
+        for f in fs:  # two in flight: submit i+1 before collecting i
+            if len(enh._in_flight) == 2:
+                out.append(enh.collect())
+            enh.submit(f)
+        while (o := enh.collect()) is not None:
+            out.append(o)
+        with pytest.raises(RuntimeError):
+            enh.submit(fs[0]), enh.submit(fs[1]), enh.submit(fs[2])
+    assert [o.index for o in out] == [f.index for f in fs]
+    for o, r in zip(out, ref):
+        assert np.abs(o.rgb.astype(np.int64) - r).mean() < 1.0  # fp16 rel. err ~5e-4 -> well under a code on average
+    enh.close()  # idempotent
+
+
+@pytest.mark.gpu
+def test_cuda_pinned_slot_reuse_does_not_corrupt_frames(net):
+    """Each returned frame owns its array; slots are reused only after their copies completed."""
+    fs = frames(CFA.RGGB, size=(64, 96), n=4)
+    with CudaRediEnhancer(net, None, gain=20.0) as enh:
+        outs = [enh.process(f) for f in fs]
+        again = [enh.process(f) for f in fs]
+    for a, b in zip(outs, again):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    assert len({id(o.rgb) for o in outs}) == len(outs)
