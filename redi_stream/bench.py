@@ -1,0 +1,334 @@
+"""``redi-stream bench``: model-only and end-to-end (DNG -> MP4) speed in one run, printed as JSON.
+
+Model-only (``model.bench.bench_model``): per size, milliseconds per frame of each way of running the network,
+beside the plain fp32 sequential forward measured in the same process (interleaved on the CPU), as ratios:
+
+* CPU: ``eager`` (plain forward, the process's default threads and malloc: the baseline), ``fast`` (FastRediNet
+  alone), ``eager_tuned`` (plain forward with our thread count and malloc setting: what the settings alone buy),
+  ``runner`` (ours: what the pipeline calls, ``TorchRunner.run`` with FastRediNet, ``num_threads="auto"``,
+  ``reuse_memory=True``), and ``ort`` with ``--ort``.
+* CUDA: fp32 eager (baseline), fp16 eager, fp16 + CUDA graph (sequential), fp16 three streams + graph (ours), bf16.
+
+End-to-end: a synthetic dark DNG sequence (``capture.write_dark_dng_sequence`` of a ``SyntheticSource``) is written
+to a temporary folder, then the real pipeline runs ``RawFileSource -> RediEnhancer(TorchRunner) -> VideoSink``
+(on CUDA: ``CudaRediEnhancer``). Reported: steady-state fps (frames 1..N-1 as the encoder finishes them, so the
+one-off warm-up is excluded; timing starts at frame min(N // 3, 4), after the frames decoded during warm-up), wall fps (warm-up included), mean ms per stage, the bounding stage (the thread whose
+per-frame busy time is largest: decode / workers, the infer thread's gain+pack+infer+isp, encode), the ratio of
+e2e fps to the model-only fps of the same runner at the same size, and the MP4's decoded frame count.
+
+Weights: the packaged default if the build ships one, else a randomly initialised folded RediNet (speed does not
+depend on weight values); the JSON says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+#: Named sizes: (frame H, W); the network input is padded to multiples of 32 (1080 -> 1088, 2160 -> 2176).
+NAMED_SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840), "2k": (1080, 2048)}
+
+
+def parse_sizes(text: str) -> list[tuple[str, tuple[int, int]]]:
+    """'1080p,4k' or '1080x1920' -> [(name, (H, W))]; ConfigError lists the valid names."""
+    out = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        if part in NAMED_SIZES:
+            out.append((part, NAMED_SIZES[part]))
+            continue
+        try:
+            h, w = (int(v) for v in part.split("x"))
+        except ValueError:
+            raise ConfigError(f"unknown size {part!r}; valid: {', '.join(NAMED_SIZES)} or HxW") from None
+        if h < 22 or w < 22:
+            raise ConfigError(f"size {part!r} too small (DNG frames need >= 22x22)")
+        out.append((part, (h, w)))
+    if not out:
+        raise ConfigError("--sizes is empty")
+    return out
+
+
+def padded(size: tuple[int, int]) -> tuple[int, int]:
+    """Network input size of an RGGB frame: each side rounded up to a multiple of 32."""
+    return (-(-size[0] // 32) * 32, -(-size[1] // 32) * 32)
+
+
+def load_bench_network(weights: Path | None):
+    """(RediNet, description): --weights, else the packaged default, else random folded weights."""
+    import torch
+
+    from .model import RediNet, default_weights_path, load_weights
+
+    path = weights or default_weights_path()
+    if path is not None:
+        net = load_weights(path)
+        return net, {"source": "file" if weights else "packaged default", "path": str(path)}
+    torch.manual_seed(0)
+    net = RediNet(weight_norm=False).eval()
+    return net, {"source": "random", "note": "no weights shipped in this build: randomly initialised folded "
+                                               "RediNet (speed does not depend on weight values)"}
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    from .model.bench import device_name
+
+    info = {
+        "cpu": device_name(torch.device("cpu")).rsplit(" (", 1)[0],
+        "cores": os.cpu_count(),
+        "torch_threads_default": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+# --- model-only ---------------------------------------------------------------------------------------------------
+def model_only(net, sizes, device: str, iters: int, ort: bool) -> tuple[list[dict], dict[str, dict]]:
+    """Rows of ``bench_model`` and a per-size summary {name: {plain_fp32_ms, ours_ms, speedup, ...}}."""
+    from .model.bench import bench_model
+
+    if device == "cuda":
+        precisions, settings = None, None  # CUDA defaults: fp32 eager, fp16 eager/graph/streams+graph, bf16 graph
+    else:
+        precisions, settings = ["fp32"], ["fast", "eager_tuned", "runner"] + (["ort"] if ort else [])
+    rows: list[dict] = []
+    summary: dict[str, dict] = {}
+    for name, size in sizes:
+        r = bench_model([padded(size)], device, precisions, settings, warmup=1 if device == "cpu" else 10,
+                        iters=iters, model=net)
+        rows += r
+        by = {(x["precision"], x["setting"]): x for x in r}
+        base = by[("fp32", "eager")]
+        ours = by[("fp16", "streams+graph")] if device == "cuda" else by[("fp32", "runner")]
+        s = {
+            "input": list(padded(size)),
+            "plain_fp32_ms": base["ms_per_frame"],
+            "plain_fp32_best_ms": base["best_ms_per_frame"],
+            "ours": f"{ours['precision']} {ours['setting']}",
+            "ours_ms": ours["ms_per_frame"],
+            "ours_best_ms": ours["best_ms_per_frame"],
+            "ours_fps": 1e3 / ours["ms_per_frame"],
+            "speedup_vs_plain_fp32": ours["speedup"],
+            "best_speedup_vs_plain_fp32": ours["best_speedup"],
+            "ours_max_abs_diff": ours["max_abs_diff"],
+        }
+        if device == "cuda":
+            g = by[("fp16", "graph")]
+            s.update(fp16_graph_ms=g["ms_per_frame"], speedup_vs_fp16_graph=g["ms_per_frame"] / ours["ms_per_frame"])
+        else:
+            t = by[("fp32", "eager_tuned")]
+            s.update(
+                ours_threads=ours["threads"],
+                plain_fp32_tuned_ms=t["ms_per_frame"],
+                speedup_vs_plain_fp32_tuned=t["ms_per_frame"] / ours["ms_per_frame"],
+                best_speedup_vs_plain_fp32_tuned=t["best_ms_per_frame"] / ours["best_ms_per_frame"],
+            )
+        summary[name] = s
+    return rows, summary
+
+
+# --- end to end ---------------------------------------------------------------------------------------------------
+class _TimedSink:
+    """Wraps a sink; records when each frame's write returned (the pipeline closes it: close is forwarded)."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+        self.t_done: list[float] = []
+
+    @property
+    def frames_written(self) -> int:
+        return self.sink.frames_written
+
+    def write(self, frame) -> None:
+        self.sink.write(frame)
+        self.t_done.append(time.perf_counter())
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def count_video_frames(path: Path) -> int:
+    """Frames in a video file, counted by decoding (fragmented MP4 headers carry no count)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def write_dng_clip(folder: Path, size: tuple[int, int], frames: int) -> float:
+    """Write ``frames`` synthetic dark DNGs of ``size`` into ``folder``; returns seconds taken."""
+    from .capture import SyntheticSource, write_dark_dng_sequence
+
+    t0 = time.perf_counter()
+    with SyntheticSource(n_frames=frames, size=size, ratio=150.0, seed=0, motion="pan") as src:
+        write_dark_dng_sequence(src, folder)
+    return time.perf_counter() - t0
+
+
+def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads: str | int, decode_workers: int,
+               encoder_threads: int, preset: str, workdir: Path) -> dict[str, Any]:
+    """One DNG -> MP4 run through the real pipeline; see the module docstring for what is reported."""
+    from .capture import RawFileSource
+    from .model import TorchRunner
+    from .stream import Pipeline, PipelineConfig, RediEnhancer
+    from .stream.sinks import VideoSink
+
+    folder = workdir / f"dng_{size[0]}x{size[1]}"
+    write_s = write_dng_clip(folder, size, frames)
+    out = workdir / f"out_{size[0]}x{size[1]}.mp4"
+    meta = getattr(net, "meta", None)
+    if device == "cuda":
+        from .stream.gpu_enhance import CudaRediEnhancer
+
+        enhancer = CudaRediEnhancer(net, meta, precision="fp16")
+        runner = None
+    else:
+        runner = TorchRunner(net, "cpu", "fp32", num_threads=threads, reuse_memory=True)
+        enhancer = RediEnhancer(runner, meta)
+    try:
+        with RawFileSource(folder) as source:
+            sink = _TimedSink(VideoSink(out, fps=source.fps, preset=preset, threads=encoder_threads))
+            cfg = PipelineConfig(decode_workers=decode_workers, handle_signals=False)
+            summary = Pipeline(source, enhancer, [sink], cfg, progress=False).run()
+        chosen_threads = runner.num_threads if runner is not None else None
+    finally:
+        enhancer.close()
+        if runner is not None:
+            runner.close()
+    # Steady state: skip the first frames, which the decoder may have queued while the infer thread warmed up.
+    t = sink.t_done
+    k0 = min(len(t) // 3, 4)
+    steady_fps = (len(t) - 1 - k0) / (t[-1] - t[k0]) if len(t) - 1 > k0 and t[-1] > t[k0] else float("nan")
+    stages = {k: round(v.mean_ms, 2) for k, v in summary.stages.items()}
+    infer_keys = [k for k in ("gain", "pack", "infer", "isp", "upload", "download") if k in stages]
+    busy = {
+        "capture": stages.get("decode", 0.0) / decode_workers,
+        "infer": sum(stages[k] for k in infer_keys),
+        "encode": stages.get("encode", 0.0),
+    }
+    decoded = count_video_frames(out)
+    return {
+        "size": list(size),
+        "input": list(padded(size)),
+        "frames": frames,
+        "frames_out": summary.frames_out,
+        "frames_in_mp4": decoded,
+        "all_frames_in_mp4": decoded == frames == summary.frames_out,
+        "fps": steady_fps,
+        "fps_from_frame": k0,
+        "wall_fps": summary.fps,
+        "warmup_s": round(summary.warmup_s, 3),
+        "dng_write_s": round(write_s, 3),
+        "stages_mean_ms": stages,
+        "stage_busy_ms_per_frame": {k: round(v, 2) for k, v in busy.items()},
+        "bounding_stage": max(busy, key=busy.get),
+        "settings": {
+            "device": device,
+            "torch_threads": threads,
+            "torch_threads_chosen": chosen_threads,
+            "decode_workers": decode_workers,
+            "encoder": f"libx264 {preset}, {encoder_threads or 'auto'} threads",
+            "reuse_memory": device == "cpu",
+        },
+        "mp4_bytes": out.stat().st_size,
+        "queue_high_water": summary.queue_high_water,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="redi-stream bench",
+                                description="Model-only ms/frame (vs the plain fp32 forward, same run) and end-to-end "
+                                            "DNG -> MP4 fps, as JSON.")
+    p.add_argument("--sizes", default="1080p,4k", help="comma list of 720p, 1080p, 2k, 4k or HxW (default 1080p,4k)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--frames", type=int, help="frames per end-to-end run (default CPU 12, CUDA 240)")
+    p.add_argument("--iters", type=int, help="model-only timed calls per setting (default CPU 5, CUDA 50)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--e2e", dest="e2e", action="store_true", default=True, help="run end to end (default)")
+    g.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the end-to-end runs")
+    p.add_argument("--model-only", action="store_true", help="only the model-only table (same as --no-e2e)")
+    p.add_argument("--e2e-only", action="store_true", help="skip model-only (the e2e/model ratio is then absent)")
+    p.add_argument("--ort", action="store_true", help="CPU: also time an ONNX Runtime session (needs onnxruntime)")
+    p.add_argument("--threads", default="auto", help="CPU e2e: torch threads for the runner, auto or N (default auto)")
+    p.add_argument("--decode-workers", type=int, default=1, help="e2e raw decode workers (default 1)")
+    p.add_argument("--encoder-threads", type=int, default=1, help="e2e x264 threads, 0 = auto (default 1)")
+    p.add_argument("--preset", default="veryfast", help="e2e x264 preset (default veryfast, the CLI's)")
+    p.add_argument("--weights", type=Path, help="checkpoint (default: the packaged one, else random weights)")
+    p.add_argument("--json", type=Path, help="also write the JSON here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    sizes = parse_sizes(ns.sizes)
+    if ns.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif ns.device in ("cpu", "cuda"):
+        device = ns.device
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA GPU is available here")
+    else:
+        raise ConfigError(f"unknown --device {ns.device!r}; valid: auto, cpu, cuda")
+    threads: str | int = ns.threads
+    if threads != "auto":
+        try:
+            threads = int(threads)
+        except ValueError:
+            raise ConfigError(f"--threads wants auto or a positive integer, got {ns.threads!r}") from None
+    frames = ns.frames if ns.frames is not None else (12 if device == "cpu" else 240)
+    iters = ns.iters if ns.iters is not None else (5 if device == "cpu" else 50)
+    if frames < 2 or iters < 1 or ns.decode_workers < 1 or ns.encoder_threads < 0:
+        raise ConfigError("need --frames >= 2, --iters >= 1, --decode-workers >= 1, --encoder-threads >= 0")
+    net, weights = load_bench_network(ns.weights)
+    result: dict[str, Any] = {"machine": machine_info(), "device": device, "weights": weights}
+    summary: dict[str, dict] = {}
+    if not ns.e2e_only:
+        rows, summary = model_only(net, sizes, device, iters, ns.ort)
+        result["model_only"] = summary
+        result["model_only_rows"] = rows
+    if ns.e2e and not ns.model_only:
+        result["e2e"] = {}
+        with tempfile.TemporaryDirectory(prefix="redi-bench-") as tmp:
+            for name, size in sizes:
+                e = end_to_end(net, size, device, frames, threads=threads, decode_workers=ns.decode_workers,
+                               encoder_threads=ns.encoder_threads, preset=ns.preset, workdir=Path(tmp))
+                if name in summary:
+                    e["model_only_fps"] = summary[name]["ours_fps"]
+                    e["e2e_over_model_only"] = e["fps"] / summary[name]["ours_fps"]
+                result["e2e"][name] = e
+    result["machine"]["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    text = json.dumps(result, indent=1, default=_json_default)
+    print(text)
+    if ns.json is not None:
+        ns.json.write_text(text + "\n")
+    return 0
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, float):
+        return None
+    return str(obj)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""`redi-stream bench`: one tiny real run (model-only + DNG -> MP4), JSON contents, option validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from redi_stream.bench import main, padded, parse_sizes
+from redi_stream.cli import main as cli_main
+from redi_stream.errors import ConfigError
+
+
+def test_bench_tiny_run_reports_model_only_and_e2e(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli_main(["bench", "--sizes", "64x96", "--frames", "3", "--iters", "1", "--device", "cpu",
+                     "--json", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    data = json.loads(out.read_text())
+    assert printed == data
+    assert data["weights"]["source"] in ("random", "packaged default")
+    m = data["model_only"]["64x96"]
+    assert m["input"] == [64, 96] and m["ours"] == "fp32 runner"
+    assert m["plain_fp32_ms"] > 0 and m["ours_ms"] > 0 and m["speedup_vs_plain_fp32"] > 0
+    assert m["ours_max_abs_diff"] < 1e-4 and "speedup_vs_plain_fp32_tuned" in m
+    settings = [r["setting"] for r in data["model_only_rows"]]
+    assert settings[0] == "eager" and {"fast", "eager_tuned", "runner"} <= set(settings)
+    e = data["e2e"]["64x96"]
+    assert e["frames_in_mp4"] == e["frames_out"] == 3 and e["all_frames_in_mp4"]
+    assert e["bounding_stage"] in ("capture", "infer", "encode")
+    assert e["fps"] > 0 and e["e2e_over_model_only"] > 0
+    assert {"decode", "infer", "encode"} <= set(e["stages_mean_ms"])
+
+
+def test_bench_model_only_skips_e2e(capsys):
+    assert main(["--sizes", "32x64", "--model-only", "--iters", "1", "--device", "cpu"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "e2e" not in data and "32x64" in data["model_only"]
+
+
+def test_sizes_and_padding():
+    assert parse_sizes("1080p, 4k") == [("1080p", (1080, 1920)), ("4k", (2160, 3840))]
+    assert parse_sizes("100x200") == [("100x200", (100, 200))]
+    assert padded((1080, 1920)) == (1088, 1920) and padded((2160, 3840)) == (2176, 3840)
+    with pytest.raises(ConfigError, match="valid: 720p, 1080p"):
+        parse_sizes("8k")
+    with pytest.raises(ConfigError, match="empty"):
+        parse_sizes(" , ")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--device", "tpu"], "valid: auto, cpu, cuda"),
+    (["--threads", "many"], "auto or a positive integer"),
+    (["--frames", "1"], "--frames >= 2"),
+])
+def test_bench_option_errors(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        main(["--sizes", "32x32", *argv])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_bench_cuda_without_cuda():
+    assert cli_main(["bench", "--device", "cuda", "--sizes", "32x32"]) == 2
