@@ -134,7 +134,10 @@ class EnhancedFrame:
         index, t_ns, name: copied from the raw frame.
         gain: amplification applied (after smoothing and the user multiplier).
         timings_ns: per-stage wall time for this frame, e.g. {"decode": ..., "infer": ..., "isp": ...}.
-        t_capture_ns: monotonic clock (time.monotonic_ns) when the raw frame entered the pipeline, for latency.
+        t_capture_ns: monotonic clock (time.monotonic_ns) when the raw frame was captured (live sources that
+            stamp it) or entered the pipeline, for latency.
+        raw: the raw frame this was made from, kept only for a preview that asks for it (side-by-side view);
+            otherwise None.
     """
 
     rgb: np.ndarray
@@ -144,3 +147,4 @@ class EnhancedFrame:
     gain: float = 1.0
     timings_ns: dict[str, int] = field(default_factory=dict)
     t_capture_ns: int = 0
+    raw: RawFrame | None = None

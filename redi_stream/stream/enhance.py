@@ -64,7 +64,26 @@ class _GainControl:
         return self.smoother.update(a) * self.multiplier
 
 
-class RediEnhancer:
+class _LiveGain:
+    """``gain_multiplier`` as a property: the preview's +/- keys change it while the pipeline runs."""
+
+    _gain: _GainControl
+
+    @property
+    def gain_multiplier(self) -> float:
+        """The user multiplier ``m``. Any thread may set it (one float store); the infer thread uses the new value
+        from its next frame."""
+        return self._gain.multiplier
+
+    @gain_multiplier.setter
+    def gain_multiplier(self, value: float) -> None:
+        value = float(value)
+        if not (np.isfinite(value) and value > 0):
+            raise ConfigError(f"gain_multiplier must be > 0, got {value}")
+        self._gain.multiplier = value
+
+
+class RediEnhancer(_LiveGain):
     """The REDI network between the kernels: gain -> pack -> runner -> crop -> ISP.
 
     Args:
@@ -176,7 +195,7 @@ def opencv_bayer_code(cfa: CFA) -> int:
     return getattr(cv2, f"COLOR_Bayer{name}2RGB_EA")
 
 
-class ClassicEnhancer:
+class ClassicEnhancer(_LiveGain):
     """No-network baseline: gain -> amplify + clip -> OpenCV demosaic -> (denoise) -> ISP.
 
     Args:

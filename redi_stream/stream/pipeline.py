@@ -185,8 +185,9 @@ class RunSummary:
     Attributes:
         frames_in: frames taken from the source into the pipeline.
         frames_out: frames written to every sink.
-        frames_dropped: frames a live source's ``DROP_OLDEST`` channel dropped, plus those the source itself
-            dropped before the pipeline took them (``source.frames_dropped``, e.g. a camera's reader mailbox).
+        frames_dropped: frames a live source's ``DROP_OLDEST`` channel dropped.
+        frames_dropped_at_source: frames the source itself dropped before the pipeline took them
+            (``source.frames_dropped``, e.g. a camera's reader mailbox); not part of ``frames_in``.
         frames_discarded: captured frames thrown away by a stop or failure before they were written (unenhanced, or
             enhanced but refused by an encode stage that had failed).
         frames_failed: frames lost inside a failing stage (the frame infer or encode raised on): 0 or 1.
@@ -209,6 +210,7 @@ class RunSummary:
     frames_dropped: int = 0
     frames_discarded: int = 0
     frames_failed: int = 0
+    frames_dropped_at_source: int = 0
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
     wall_s: float = 0.0
     fps: float = 0.0
@@ -229,8 +231,8 @@ class RunSummary:
         extra = []
         if self.frames_in != self.frames_out:
             extra.append(f"{self.frames_in} read")
-        if self.frames_dropped:
-            extra.append(f"{self.frames_dropped} dropped (live source too fast)")
+        if self.frames_dropped or self.frames_dropped_at_source:
+            extra.append(f"{self.frames_dropped + self.frames_dropped_at_source} dropped (live source too fast)")
         if self.frames_discarded:
             extra.append(f"{self.frames_discarded} discarded on stop")
         if self.frames_failed:
@@ -400,7 +402,10 @@ class Pipeline:
         )
 
     def _frames_dropped(self) -> int:
-        return self._cap_ch.dropped + int(getattr(self.source, "frames_dropped", 0) or 0)
+        return self._cap_ch.dropped + self._source_dropped()
+
+    def _source_dropped(self) -> int:
+        return int(getattr(self.source, "frames_dropped", 0) or 0)
 
     # -- run ----------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -797,7 +802,8 @@ class Pipeline:
         return RunSummary(
             frames_in=self._frames_in,
             frames_out=self._frames_out,
-            frames_dropped=self._frames_dropped(),
+            frames_dropped=self._cap_ch.dropped,
+            frames_dropped_at_source=self._source_dropped(),
             frames_discarded=self._cap_ch.discarded + self._enc_ch.discarded + self._refused,
             frames_failed=self._frames_failed,
             skipped=list(self._skipped),
