@@ -424,6 +424,8 @@ class VideoSink:
 
     def _cut_torn_fragment(self) -> None:
         """After a failed write: truncate the file after its last complete fragment; set ``frames_kept``."""
+        if not self.path.is_file():  # e.g. a device node such as /dev/full: nothing to cut (and reads never end)
+            return
         try:
             end, kept = complete_fragments_end(self.path)
             if end < self.path.stat().st_size:
