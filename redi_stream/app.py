@@ -76,6 +76,8 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack):
     out_dtype = np.uint16 if (cfg.out is not None and _is_image_dir(cfg.out) and cfg.bits == 16) else np.uint8
     common = dict(gain=cfg.gain, smoothing_frames=cfg.gain_smoothing_frames, out_dtype=out_dtype)
     if cfg.model is ModelKind.CLASSIC:
+        if cfg.tile is not None:
+            log.warning("--tile applies to the network only; ignored with --model classic")
         return stack.enter_context(ClassicEnhancer(denoise=cfg.denoise, gain_multiplier=cfg.gain_multiplier or 1.0,
                                                    **common))
     from .model import TorchRunner
@@ -86,7 +88,9 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack):
                                              streams=not cfg.sequential, cuda_graph=cfg.cuda_graph))
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
     # gain_multiplier None: the checkpoint's own default multiplier (5 for the official weights, 1 for ours).
-    return stack.enter_context(RediEnhancer(runner, net.meta, gain_multiplier=cfg.gain_multiplier, **common))
+    # --tile: fixed tiles; without it whole frames, switching to tiles by itself if the device runs out of memory.
+    return stack.enter_context(RediEnhancer(runner, net.meta, gain_multiplier=cfg.gain_multiplier, tile=cfg.tile,
+                                            **common))
 
 
 def _is_image_dir(out: Path) -> bool:

@@ -97,6 +97,11 @@ class RediEnhancer(_LiveGain):
         smoothing_frames: GainSmoother time constant in frames (0 = none).
         out_dtype: ``np.uint8`` (video) or ``np.uint16`` (16-bit image sequences).
         isp: False skips WB/matrix for linear models (quantise the camera RGB as is; for debugging).
+        tile: run the network on overlapping (th, tw) tiles of every frame (``--tile``; multiples of 32, each
+            > 2 * ``tile_overlap``); None runs whole frames.
+        tile_overlap: tile margin (``model.tiling.DEFAULT_OVERLAP`` = 384 px: tiled equals untiled to ~1e-5).
+        auto_tile: when the device runs out of memory on a frame, retry it (and later frames of that size) in
+            smaller tiles (``model.TiledRunner``); the gain is still estimated on the whole frame. False re-raises.
     """
 
     def __init__(
@@ -109,8 +114,15 @@ class RediEnhancer(_LiveGain):
         smoothing_frames: float = 8.0,
         out_dtype=np.uint8,
         isp: bool = True,
+        tile: tuple[int, int] | None = None,
+        tile_overlap: int | None = None,
+        auto_tile: bool = True,
     ) -> None:
+        from ..model.tiling import DEFAULT_OVERLAP, TiledRunner  # torch: imported where a network is used
+
         self.runner = runner
+        self._net = TiledRunner(runner, tile=tile, overlap=DEFAULT_OVERLAP if tile_overlap is None else tile_overlap,
+                                auto=auto_tile)
         self.meta = weights_meta
         output = str(getattr(weights_meta, "output", "linear_camera_rgb"))
         if output not in ("linear_camera_rgb", "srgb"):
@@ -139,12 +151,8 @@ class RediEnhancer(_LiveGain):
         kernels.warm_up()
         h, w = shape
         buf = self._input_for(h, w, meta.cfa)
-        runner_warm = getattr(self.runner, "warm_up", None)
-        if runner_warm is not None:
-            runner_warm(buf.shape)
-        else:
-            buf[...] = 0.0
-            self.runner.run(buf[None, None])
+        # runner.warm_up(window) if it has one, else a run on zeros; an out-of-memory here already switches to tiles.
+        self._net.warm_up(buf.shape)
 
     def process(self, frame: RawFrame) -> EnhancedFrame:
         """Enhance one frame. Infer thread only."""
@@ -156,7 +164,7 @@ class RediEnhancer(_LiveGain):
         x = self._input_for(h, w, meta.cfa)
         kernels.pack_raw(frame.data, meta.black_level_array, meta.white_level, meta.cfa, gain, x)
         t2 = time.perf_counter_ns()
-        y = self.runner.run(x[None, None])
+        y = self._net.run(x[None, None])
         t3 = time.perf_counter_ns()
         lin = kernels.unpack_crop(y[0], meta.cfa, h, w)
         rgb = np.empty((h, w, 3), dtype=self.out_dtype)  # owned by the returned frame
@@ -174,6 +182,7 @@ class RediEnhancer(_LiveGain):
         """Drop the scratch buffers. The runner belongs to the caller. Idempotent."""
         self._closed = True
         self._inputs.clear()
+        self._net.close()
 
     def __enter__(self) -> "RediEnhancer":
         return self
