@@ -7,6 +7,7 @@ Public API::
     RediEnhancer, ClassicEnhancer                          # enhance.py
     VideoSink, ImageSequenceSink, NullSink, open_sink      # sinks.py
     make_preview, WindowPreview, NullPreview               # preview.py (driven from the caller's thread)
+    CameraSource, open_camera                              # camera.py (live source, reader thread redi-camera)
 """
 
 # OpenCV before PyAV: PyAV's wheels bundle a private libxcb, and if it is loaded first OpenCV's Qt windows hang
@@ -14,6 +15,7 @@ Public API::
 # preview window working.
 import cv2  # noqa: F401  isort: skip
 
+from redi_stream.stream.camera import CameraSource, open_camera
 from redi_stream.stream.channels import END, Channel, Policy
 from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer
 from redi_stream.stream.pipeline import OnError, Pipeline, PipelineConfig, RunSummary
@@ -22,6 +24,7 @@ from redi_stream.stream.sinks import ImageSequenceSink, NullSink, VideoSink, ope
 
 __all__ = [
     "END",
+    "CameraSource",
     "Channel",
     "ClassicEnhancer",
     "ImageSequenceSink",
@@ -36,5 +39,6 @@ __all__ = [
     "VideoSink",
     "WindowPreview",
     "make_preview",
+    "open_camera",
     "open_sink",
 ]
