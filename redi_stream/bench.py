@@ -189,8 +189,8 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
     from .stream import Pipeline, PipelineConfig, RediEnhancer
     from .stream.sinks import VideoSink
 
-    folder = workdir / f"dng_{size[0]}x{size[1]}"
-    write_s = write_dng_clip(folder, size, frames)
+    folder = workdir / f"dng_{size[0]}x{size[1]}_{frames}"
+    write_s = 0.0 if folder.is_dir() else write_dng_clip(folder, size, frames)  # reused by repeated runs
     out = workdir / f"out_{size[0]}x{size[1]}.mp4"
     meta = getattr(net, "meta", None)
     if device == "cuda":

@@ -151,8 +151,8 @@ class _Case:
         self.call, self.close, self.threads, self.keep, self.runner = call, close, threads, keep, runner
 
     def __call__(self) -> Any:
-        if self.runner is None and self.threads is not None and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)  # the runner's own tuner sets its count itself
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)  # None: a runner whose own tuner sets the count
         return self.call()
 
 
@@ -198,7 +198,7 @@ def _make_cpu_case(net: RediNet, precision: str, setting: str, x: torch.Tensor, 
                              reuse_memory=True)
         xn = x.float().numpy()
         runner.warm_up(tuple(x.shape))  # the thread tuner decides here
-        return _Case(lambda: torch.from_numpy(runner.run(xn)), runner.close, None, True, runner)
+        return _Case(lambda: torch.from_numpy(runner.run(xn)), runner.close, threads, True, runner)
     call, close = _make_fn(net, torch.device("cpu"), precision, setting, x)
     if base == "eager_tuned" and threads is None:
         threads = runner_threads

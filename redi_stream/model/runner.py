@@ -252,6 +252,7 @@ class TorchRunner:
         self._streamed: StreamedRunner | None = None
         self._fast: FastRediNet | None = None
         self._tuner: ThreadTuner | None = None
+        self._fixed_threads: int | None = None
         self._outputs: dict[tuple[int, ...], np.ndarray] = {}
         if self.device.type == "cuda":
             self._streamed = StreamedRunner(
@@ -264,6 +265,7 @@ class TorchRunner:
                 if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
                     raise ConfigError(f"num_threads must be a positive integer, 'auto' or None, got {num_threads!r}")
                 torch.set_num_threads(num_threads)
+                self._fixed_threads = num_threads
             if reuse_memory:
                 keep_freed_memory(True)
             self._fast = FastRediNet(model).to(self.precision.dtype).eval()
@@ -273,7 +275,9 @@ class TorchRunner:
         """CPU: the intra-op thread count in use (the tuner's choice with ``"auto"``); None on CUDA."""
         if self.device.type == "cuda":
             return None
-        return self._tuner.chosen if self._tuner is not None else torch.get_num_threads()
+        if self._tuner is not None:
+            return self._tuner.chosen
+        return self._fixed_threads if self._fixed_threads is not None else torch.get_num_threads()
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
         """Prepare for inputs of ``shape`` ((H, W) or (N, 1, H, W)): buffers, CUDA graph, thread choice.
@@ -312,6 +316,8 @@ class TorchRunner:
         tuner = self._tuner
         if tuner is not None:
             tuner.begin()
+        elif self._fixed_threads is not None and torch.get_num_threads() != self._fixed_threads:
+            torch.set_num_threads(self._fixed_threads)  # process-wide: someone else may have changed it
         t0 = time.perf_counter()
         with torch.inference_mode():
             self._fast(torch.from_numpy(x).to(self.precision.dtype), out=torch.from_numpy(out))
