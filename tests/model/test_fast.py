@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from redi_stream.model import RediNet
-from redi_stream.model.fast import FastRediNet, space_to_depth_conv_weight
+from redi_stream.model.fast import FastRediNet, compose_3x3, space_to_depth_conv_weight
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,21 @@ def test_fast_bf16_is_close(net):
         got = FastRediNet(net).to(torch.bfloat16)(x.to(torch.bfloat16)).float()
         ref = net(x).permute(0, 2, 3, 1)
     assert float(torch.linalg.norm(got - ref) / torch.linalg.norm(ref)) < 0.05
+
+
+def test_compose_3x3_is_exact_away_from_the_edges():
+    torch.manual_seed(5)
+    s = torch.randn(1, 3, 12, 14, dtype=torch.float64)
+    w1, w2 = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    two_step = F.conv2d(F.conv2d(s, w1, padding=1), w2, padding=1)
+    one = F.conv2d(s, compose_3x3(w2, w1), padding=2)
+    torch.testing.assert_close(one[..., 1:-1, 1:-1], two_step[..., 1:-1, 1:-1], rtol=0, atol=1e-10)
+    assert not torch.allclose(one[..., 0, :], two_step[..., 0, :])  # the edge is why FastRediNet fixes strips
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 32, 32), (1, 1, 32, 160), (3, 1, 96, 32)])
+def test_fast_equals_spec_at_the_smallest_sizes(net, shape):
+    """H/4 = 8: the edge strips (4 wide) overlap; every pixel must still match the spec forward."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(6)) * 2
+    with torch.inference_mode():
+        torch.testing.assert_close(FastRediNet(net)(x), net(x).permute(0, 2, 3, 1), rtol=0, atol=1e-5)
