@@ -1,0 +1,89 @@
+"""SIGINT / SIGTERM at random points of a file run (the real CLI) and of a live run (endless camera-like source):
+exit status 128 + signum (130 / 143), the output finalised and playable, and it holds exactly the frames the run
+reports encoded, in order. (The second Ctrl-C forcing an exit within 2 s is tests/stream/test_signals.py.)"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from rel_helpers import HERE, assert_accounted, child_env, cli, decoded_indices
+
+from redi_stream.capture import make_dng
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
+
+N_FILES = 4000  # symlinks to a few real DNGs: a ~10 s run without 4000 files' worth of disk
+FILE_FPS = 24
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    real = tmp_path_factory.mktemp("real")
+    make_dng(None, real, n_frames=8, size=(64, 96), fps=FILE_FPS, ratio=100)
+    clip = tmp_path_factory.mktemp("long")
+    for i in range(N_FILES):
+        (clip / f"frame_{i:06d}.dng").symlink_to(real / f"frame_{i % 8:06d}.dng")
+    return clip
+
+
+def _wait_for(cond, timeout_s: float, what: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{what} did not happen: rc={proc.poll()} {proc.stderr.read()}")
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_file_run_cli_signal_at_a_random_point(long_clip, tmp_path, sig, seed):
+    delay_s = random.Random(f"file-{sig}-{seed}").uniform(0.0, 4.0)
+    out = tmp_path / "sig.mp4"
+    proc = cli(str(long_clip), "--out", str(out), "--model", "classic", "--no-progress", "--decode-workers", "1")
+    _wait_for(lambda: out.exists(), 60, "first frame written", proc)  # the pipeline is running
+    time.sleep(delay_s)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err
+    lines = [ln for ln in err.splitlines() if f"interrupted by {sig.name}" in ln]
+    assert len(lines) == 1 and lines[0].endswith("frames written; output finalised"), err
+    n = int(lines[0].split(": ")[-1].split()[0])
+    assert 0 < n < N_FILES, f"delay {delay_s:.2f} s: {n} frames"
+    assert decoded_indices(out, FILE_FPS) == list(range(n))  # exactly the first n frames, nothing lost between
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_live_run_signal_at_a_random_point(tmp_path, sig, seed):
+    # From just before run() (warm-up included); 20 ms for run() to reach its first statement, which installs the
+    # handlers (a signal before that ends the process by the default action: nothing has been produced yet).
+    delay_s = random.Random(f"live-{sig}-{seed}").uniform(0.02, 3.0)
+    out, report = tmp_path / "live.mp4", tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, str(HERE / "live_child.py"), str(out), str(report)], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+    time.sleep(delay_s)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err
+    r = json.loads(report.read_text())
+    s = SimpleNamespace(**{k: v for k, v in r.items() if k != "indices"}, skipped=[])
+    assert_accounted(s)
+    assert r["ended_by"] == sig.name and len(r["indices"]) == r["frames_out"]
+    if r["frames_out"] == 0:  # stopped during warm-up: nothing was encoded, no file was created
+        assert not out.exists()
+        return
+    got = decoded_indices(out, 50)  # pts in 1/50-s slots of camera time (the sink keeps them strictly increasing)
+    assert len(got) == r["frames_out"]
+    assert got == sorted(set(got))  # strictly increasing presentation times
+    assert r["indices"] == sorted(r["indices"])  # dropped (live), never reordered
