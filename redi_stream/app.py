@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Device, ModelKind, Precision, RunConfig
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError, PipelineError, WeightsError
 from .frames import CFA
 
 log = logging.getLogger("redi_stream")
@@ -122,11 +122,24 @@ def run(cfg: RunConfig) -> int:
             from .stream import make_preview
 
             preview = stack.enter_context(make_preview(cfg.preview or cfg.camera is not None))
-        summary = Pipeline(source, enhancer, sinks, pcfg, progress=cfg.progress, preview=preview).run()
+        try:
+            summary = Pipeline(source, enhancer, sinks, pcfg, progress=cfg.progress, preview=preview).run()
+        except PipelineError as exc:
+            _report_kept(cfg, sinks, getattr(exc, "summary", None))
+            raise
     log.info("%s", summary.format())
     if cfg.out is not None:
         log.info("wrote %s", cfg.out)
     return 0
+
+
+def _report_kept(cfg: RunConfig, sinks: list, summary) -> None:
+    """After a failed run: say how many frames the output keeps (the error line says why it stopped)."""
+    if cfg.out is None or summary is None:
+        return
+    kept = [k for k in (getattr(s, "frames_kept", None) for s in sinks) if k is not None]
+    n = min(kept) if kept else summary.frames_out  # a sink that hit a full disk knows what reached the file
+    log.warning("%s keeps %d frames, from before the failure", cfg.out, n)
 
 
 def run_demo(cfg: RunConfig) -> int:

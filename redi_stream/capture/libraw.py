@@ -165,6 +165,9 @@ def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
     except UnsupportedSensorError:
         raise  # an OSError too, but already says what is wrong
     except rawpy.LibRawError as exc:
+        if not path.exists():  # LibRaw reports a missing file as an I/O error; say what happened
+            raise FrameError(f"frame {index} ({path}): no such file (removed after the frames were listed)",
+                             index=index, name=path.name) from exc
         hint = ""
         if path.suffix.lower() not in LIBRAW_SUFFIXES:
             hint = f"; {path.suffix or 'no extension'} is not a raw-frame extension"

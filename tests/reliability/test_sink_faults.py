@@ -61,6 +61,7 @@ def _check_kept_video(out: Path, stderr: str) -> int:
     assert decoded_indices(out, FPS) == list(range(kept))  # strict decode: no error, no gap, no duplicate
     # Only the fragment in flight is lost (plus x264's frame-thread delay, up to 1.5 threads per core).
     assert 0 < kept <= written and written - kept <= FRAGMENT + 2 + int(1.5 * (os.cpu_count() or 1))
+    assert f" keeps {kept} frames, from before the failure" in stderr  # the CLI's closing word agrees
     return kept
 
 
