@@ -27,7 +27,7 @@ def open_source(cfg: RunConfig):
     if cfg.camera is not None:
         from .stream.camera import open_camera
 
-        return open_camera(cfg.camera, raw=cfg.raw, fps=cfg.fps)
+        return open_camera(cfg.camera, raw=cfg.raw, fps=cfg.fps, fourcc=cfg.fourcc, reconnect_s=cfg.reconnect_s)
     if cfg.source == "demo":
         return SyntheticSource.demo()
     params = None
@@ -116,18 +116,31 @@ def run(cfg: RunConfig) -> int:
         source = stack.enter_context(open_source(cfg))
         sinks = build_sinks(cfg, source.fps, stack)
         enhancer = build_enhancer(cfg, stack)
-        pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers)
+        live = bool(getattr(source, "live", False))
+        # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
+        # inference; files: a few frames of look-ahead, nothing dropped.
+        pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers, max_frames=cfg.max_frames,
+                              **({"queue_size": 1} if live else {}))
         preview = None
-        if cfg.preview or cfg.camera is not None:
+        want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
+        if want_preview or live:
             from .stream import make_preview
 
-            preview = stack.enter_context(make_preview(cfg.preview or cfg.camera is not None))
+            # Live without a window: a NullPreview still takes each frame on this thread, so the summary's
+            # "display" latency is capture -> the moment a window would show it.
+            preview = stack.enter_context(make_preview(
+                want_preview, title=f"redi-stream: {getattr(source, 'name', cfg.source)}",
+                gain_control=enhancer if hasattr(enhancer, "gain_multiplier") else None))
         try:
             summary = Pipeline(source, enhancer, sinks, pcfg, progress=cfg.progress, preview=preview).run()
         except PipelineError as exc:
             _report_kept(cfg, sinks, getattr(exc, "summary", None))
             raise
     log.info("%s", summary.format())
+    if live:
+        from .stream.camera import live_report
+
+        log.info("%s", live_report(summary, source, window=type(preview).__name__ == "WindowPreview"))
     if cfg.out is not None:
         log.info("wrote %s", cfg.out)
     return 0

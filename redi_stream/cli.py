@@ -2,6 +2,7 @@
 
     redi-stream SOURCE --out out.mp4         a folder / glob / file of raw frames -> H.264 MP4 (or DIR/ -> PNG16)
     redi-stream --camera 0                   live camera -> preview window with an fps overlay
+    redi-stream --camera fake:720p30         a synthetic dark Bayer sensor (demos, latency benchmarks)
     redi-stream demo [--out demo.mp4]        the embedded demo clip, no download
     redi-stream doctor | make-dng | train | eval | bench
 
@@ -72,7 +73,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="x264 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
     g.add_argument("--format", dest="image_format", default="png", help="frame-sequence format: png or tiff")
     g.add_argument("--bits", type=int, default=16, help="frame-sequence bit depth: 8 or 16 (default 16)")
-    g.add_argument("--preview", action="store_true", help="show a live preview window")
+    g.add_argument("--preview", dest="preview", action="store_const", const=True, default=None,
+                   help="show a live preview window (default for --camera)")
+    g.add_argument("--no-preview", dest="preview", action="store_const", const=False,
+                   help="no window (headless); --camera runs until Ctrl-C or --frames")
+    g.add_argument("--frames", dest="max_frames", type=int, metavar="N",
+                   help="stop after N source frames (default: the whole source; a camera runs until stopped)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
@@ -85,18 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", nargs="?", help="folder, glob ('clip/*.dng') or file of raw frames (DNG, ARW, NEF, "
                                               "CR2, ..., .npy, headerless .raw)")
-    p.add_argument("--camera", help="live camera: index (0), device path or URL")
+    p.add_argument("--camera", help="live camera: index (0), /dev/videoN, URL, a video file played as a camera, "
+                                    "or fake[:720p30|:WxH@FPS][:FOURCC|:bgr] (synthetic dark Bayer sensor)")
     p.add_argument("--version", action="version", version=f"redi-stream {__version__}")
     add_run_options(p)
     g = p.add_argument_group("input")
     g.add_argument("--on-error", default="stop", help="bad frame in a sequence: stop (default) or skip")
     g.add_argument("--decode-workers", type=int, default=2, help="parallel raw decoders for files (default 2)")
-    g.add_argument("--raw-width", type=int, help="headerless .raw / camera: width in pixels")
-    g.add_argument("--raw-height", type=int, help="headerless .raw / camera: height in pixels")
+    g.add_argument("--raw-width", type=int, help="headerless .raw: width in pixels; camera: width to ask for")
+    g.add_argument("--raw-height", type=int, help="headerless .raw: height in pixels; camera: height to ask for")
     g.add_argument("--raw-dtype", default="<u2", help="headerless .raw sample type: <u2 (default), >u2, u1")
     g.add_argument("--cfa", help="Bayer pattern when the input does not say: RGGB, BGGR, GRBG, GBRG")
     g.add_argument("--black", type=float, help="black level in DN when the input does not say")
     g.add_argument("--white", type=float, help="white level in DN when the input does not say")
+    g = p.add_argument_group("camera")
+    g.add_argument("--fourcc", help="camera pixel format to ask for (default: the best raw Bayer format the device "
+                                    "offers, else its RGB): e.g. pRAA (RAW10 packed), RG12, Y16 (with --cfa), MJPG")
+    g.add_argument("--reconnect", dest="reconnect_s", type=float, default=10.0, metavar="SECONDS",
+                   help="camera lost mid-stream: keep trying to reopen it this long, then stop with the recording "
+                        "finalised (default 10; 0 = stop at once)")
     return p
 
 
@@ -136,6 +149,9 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         raw=raw,
         progress=ns.progress,
         preview=ns.preview,
+        max_frames=getattr(ns, "max_frames", None),
+        fourcc=getattr(ns, "fourcc", None),
+        reconnect_s=getattr(ns, "reconnect_s", 10.0),
     )
 
 

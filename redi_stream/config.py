@@ -104,11 +104,28 @@ class RunConfig:
     tile: tuple[int, int] | None = None
     raw: RawLayout = RawLayout()
     progress: bool = True
-    preview: bool = False
+    preview: bool | None = None  # None: a window for cameras (when a display exists), none for files
+    max_frames: int | None = None
+    fourcc: str | None = None
+    reconnect_s: float = 10.0
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.camera is None):
             raise ConfigError("give exactly one input: a SOURCE path/glob or --camera INDEX|PATH|URL")
+        if self.camera is not None and not str(self.camera).strip():
+            raise ConfigError("--camera needs an index (0), a device path (/dev/video0), a URL, a video file or "
+                              "fake:720p30")
+        if self.camera is None and (self.fourcc is not None or self.reconnect_s != 10.0):
+            raise ConfigError("--fourcc and --reconnect apply to --camera only")
+        if self.fourcc is not None and not (1 <= len(self.fourcc) <= 4 and self.fourcc.isascii()
+                                            and self.fourcc.isprintable()):
+            raise ConfigError(f"--fourcc wants a 1-4 character code such as pRAA, RG12, Y16, MJPG; got {self.fourcc!r}")
+        if not 0 <= self.reconnect_s <= 3600:
+            raise ConfigError(f"--reconnect must be in 0..3600 seconds, got {self.reconnect_s}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--frames must be >= 1, got {self.max_frames}")
+        if self.camera is not None and (self.raw.width is None) != (self.raw.height is None):
+            raise ConfigError("--raw-width and --raw-height: give both (the camera resolution to ask for) or neither")
         if self.source is not None and self.out is None and not self.preview:
             raise ConfigError("--out FILE.mp4|DIR/ is required for file sources (or use --preview)")
         if self.gain is not None and not (0 < self.gain <= 10000):

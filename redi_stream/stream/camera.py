@@ -441,8 +441,11 @@ def open_camera(
     return src
 
 
-def live_report(summary: Any, source: Any) -> str:
-    """One line for the end of a live run: capture rate, drops, capture->display latency, reconnects."""
+def live_report(summary: Any, source: Any, *, window: bool = True) -> str:
+    """One line for the end of a live run: capture rate, drops, capture->display latency, reconnects.
+
+    ``window``: False when frames went to a ``NullPreview`` (headless): the latency is then capture -> the moment
+    the main thread took the frame to show it, and is labelled so."""
     parts = []
     cap = getattr(source, "frames_read", None)
     if cap:
@@ -452,7 +455,8 @@ def live_report(summary: Any, source: Any) -> str:
         parts.append(f"{total_drop} dropped ({100.0 * total_drop / cap:.1f} %)")
     disp = summary.stages.get("display") if getattr(summary, "stages", None) else None
     if disp is not None and disp.count:
-        parts.append(f"capture->display latency median {disp.p50_ms:.0f} ms, p95 {disp.p95_ms:.0f} ms")
+        what = "capture->display" if window else "capture->display hand-off (no window)"
+        parts.append(f"{what} latency median {disp.p50_ms:.0f} ms, p95 {disp.p95_ms:.0f} ms")
     if summary.wall_s > 0:
         parts.append(f"output {summary.fps:.1f} fps (device {getattr(source, 'fps', 0):g} fps)")
     if getattr(source, "reconnects", 0):

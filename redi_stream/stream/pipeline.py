@@ -190,7 +190,8 @@ class RunSummary:
             (``source.frames_dropped``, e.g. a camera's reader mailbox); not part of ``frames_in``.
         frames_discarded: captured frames thrown away by a stop or failure before they were written (unenhanced, or
             enhanced but refused by an encode stage that had failed).
-        frames_failed: frames lost inside a failing stage (the frame infer or encode raised on): 0 or 1.
+        frames_failed: frames lost inside a stage: the one infer or encode raised on, or one a stalled (or not
+            joined) infer/encode thread still holds.
         skipped: ``(index, name, reason)`` of each bad frame left out (``on_error="skip"``).
         wall_s: seconds from ``run()`` start to end (warm-up included); ``fps = frames_out / wall_s``.
         warmup_s: seconds spent in ``enhancer.warm_up``.
@@ -366,6 +367,8 @@ class Pipeline:
         self._frames_in = 0
         self._frames_out = 0
         self._frames_failed = 0  # written by the failing stage's thread only
+        # A frame taken by infer/encode and not yet handed on: lost if that stage stalls or is abandoned.
+        self._holding = {"infer": False, "encode": False}  # each written by its own stage's thread only
         self._refused = 0  # enhanced frames the encode channel refused (encode had failed); infer thread only
         self._skipped: list[tuple[int, str, str]] = []
         self._warned: set[str] = set()  # metadata warnings already logged (capture thread only)
@@ -585,7 +588,9 @@ class Pipeline:
                     break
                 except Exception as exc:  # noqa: BLE001 -- skip a bad frame or fail the stage
                     st.idle()
-                    self._skip_or_raise(getattr(exc, "index", count), getattr(exc, "name", ""), exc)
+                    index = getattr(exc, "index", -1)
+                    self._skip_or_raise(index if isinstance(index, int) and index >= 0 else count,
+                                        getattr(exc, "name", ""), exc)
                     count += 1
                     continue
                 decode_ns = time.perf_counter_ns() - t0
@@ -593,6 +598,8 @@ class Pipeline:
                 count += 1
                 self._report_meta_warnings(frame)
                 t_capture_ns = frame.t_ns if self._source_clock else time.monotonic_ns()
+                if self._source_clock:
+                    decode_ns = None  # a camera's next() is mostly waiting for the sensor: not a decode time
                 if not self._cap_ch.put(_Item(frame, t_capture_ns, decode_ns)):
                     break
                 self._frames_in += 1
@@ -611,6 +618,7 @@ class Pipeline:
                 item = self._cap_ch.get()
                 if item is END:
                     break
+                self._holding["infer"] = True
                 frame = item.frame
                 try:
                     if not warmed:
@@ -625,6 +633,7 @@ class Pipeline:
                     out = enhancer.process(frame)
                 except Exception as exc:  # noqa: BLE001 -- carried to the caller with the frame named
                     self._frames_failed += 1
+                    self._holding["infer"] = False
                     raise _StageFailure(_frame_detail(frame.index, frame.name, exc), exc) from exc
                 finally:
                     st.idle()
@@ -635,7 +644,9 @@ class Pipeline:
                     out.timings_ns.setdefault("decode", item.decode_ns)
                 if not self._enc_ch.put(out):
                     self._refused += 1  # encode is gone (it failed or was abandoned): counted as discarded
+                    self._holding["infer"] = False
                     break
+                self._holding["infer"] = False
         finally:
             self._enc_ch.close()
             self._cap_ch.cancel()  # wake capture if it waits on a full channel we no longer read
@@ -647,6 +658,7 @@ class Pipeline:
                 out = self._enc_ch.get()
                 if out is END:
                     break
+                self._holding["encode"] = True
                 st.busy(out.index, out.name)
                 t0 = time.perf_counter_ns()
                 try:
@@ -654,6 +666,7 @@ class Pipeline:
                         sink.write(out)
                 except Exception as exc:  # noqa: BLE001 -- carried to the caller with the frame named
                     self._frames_failed += 1
+                    self._holding["encode"] = False
                     raise _StageFailure(_frame_detail(out.index, out.name, exc), exc) from exc
                 finally:
                     st.idle()
@@ -663,6 +676,7 @@ class Pipeline:
                 if out.t_capture_ns:
                     self._timers.add("latency", time.monotonic_ns() - out.t_capture_ns)
                 self._frames_out += 1
+                self._holding["encode"] = False
                 self._rss.tick(self._frames_out)
                 self._rate.tick()
                 if self.preview is not None:
@@ -765,7 +779,13 @@ class Pipeline:
             self._stall = stage
             self._failures.insert(0, (stage, exc, detail))
         log.error("%s", detail)
-        self._halt("error")
+        if stage == "capture":
+            # Like a capture failure: what was read before the hang is still enhanced and encoded. The stuck
+            # thread cannot close its channel, so the supervisor does.
+            self._halt("error", discard=False)
+            self._cap_ch.close()
+        else:
+            self._halt("error")
         if stage == "infer":
             self._enc_ch.close()  # encode drains what was enhanced, then finalises
         elif stage == "encode":
@@ -805,7 +825,8 @@ class Pipeline:
             frames_dropped=self._cap_ch.dropped,
             frames_dropped_at_source=self._source_dropped(),
             frames_discarded=self._cap_ch.discarded + self._enc_ch.discarded + self._refused,
-            frames_failed=self._frames_failed,
+            frames_failed=self._frames_failed + sum(
+                1 for stage, held in self._holding.items() if held and self._threads[stage].is_alive()),
             skipped=list(self._skipped),
             wall_s=wall_s,
             fps=self._frames_out / wall_s if wall_s > 0 else 0.0,
