@@ -11,10 +11,13 @@ beside the plain fp32 sequential forward measured in the same process (interleav
 
 End-to-end: a synthetic dark DNG sequence (``capture.write_dark_dng_sequence`` of a ``SyntheticSource``) is written
 to a temporary folder, then the real pipeline runs ``RawFileSource -> RediEnhancer(TorchRunner) -> VideoSink``
-(on CUDA: ``CudaRediEnhancer``). Reported: steady-state fps (frames 1..N-1 as the encoder finishes them, so the
-one-off warm-up is excluded; timing starts at frame min(N // 3, 4), after the frames decoded during warm-up), wall fps (warm-up included), mean ms per stage, the bounding stage (the thread whose
-per-frame busy time is largest: decode / workers, the infer thread's gain+pack+infer+isp, encode), the ratio of
-e2e fps to the model-only fps of the same runner at the same size, and the MP4's decoded frame count.
+(on CUDA: ``CudaRediEnhancer``). Reported: steady-state fps (as the encoder finishes frames; timing starts at frame
+min(N // 3, 4), so the warm-up and the frames decoded during it are excluded), wall fps (warm-up included), mean
+ms per stage, the bounding stage (the thread whose per-frame busy time is largest: decode / workers, the infer
+thread's gain + pack + infer + isp, encode), the MP4's decoded frame count, and two ratios: e2e fps over the
+model-only table's fps for the same size (``e2e_over_model_only``), and over the same runner timed on its own
+just before and just after the pipeline run (``e2e_over_model_only_adjacent``; on a shared machine the load can
+change between the model-only table and the e2e run, so this one is the steadier comparison).
 
 Weights: the packaged default if the build ships one, else a randomly initialised folded RediNet (speed does not
 depend on weight values); the JSON says which.
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -163,6 +167,20 @@ class _TimedSink:
         self.sink.close()
 
 
+def _time_runner(runner, shape: tuple[int, int], n: int) -> list[float]:
+    """``n`` timed ``runner.run`` calls (ms) on a zero frame of the padded ``shape`` (after one untimed call)."""
+    import numpy as np
+
+    x = np.zeros((1, 1) + tuple(shape), dtype=np.float32)
+    runner.run(x)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        runner.run(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def count_video_frames(path: Path) -> int:
     """Frames in a video file, counted by decoding (fragmented MP4 headers carry no count)."""
     import av
@@ -201,11 +219,16 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
     else:
         runner = TorchRunner(net, "cpu", "fp32", num_threads=threads, reuse_memory=True)
         enhancer = RediEnhancer(runner, meta)
+    adjacent_ms: list[float] = []
     try:
+        if runner is not None:
+            adjacent_ms += _time_runner(runner, padded(size), 3)  # model-only just before ...
         with RawFileSource(folder) as source:
             sink = _TimedSink(VideoSink(out, fps=source.fps, preset=preset, threads=encoder_threads))
             cfg = PipelineConfig(decode_workers=decode_workers, handle_signals=False)
             summary = Pipeline(source, enhancer, [sink], cfg, progress=False).run()
+        if runner is not None:
+            adjacent_ms += _time_runner(runner, padded(size), 3)  # ... and just after, same runner and settings
         chosen_threads = runner.num_threads if runner is not None else None
     finally:
         enhancer.close()
@@ -223,6 +246,7 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
         "encode": stages.get("encode", 0.0),
     }
     decoded = count_video_frames(out)
+    adjacent_fps = 1e3 / statistics.median(adjacent_ms) if adjacent_ms else None
     return {
         "size": list(size),
         "input": list(padded(size)),
@@ -238,6 +262,8 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
         "stages_mean_ms": stages,
         "stage_busy_ms_per_frame": {k: round(v, 2) for k, v in busy.items()},
         "bounding_stage": max(busy, key=busy.get),
+        "model_only_adjacent_fps": adjacent_fps,
+        "e2e_over_model_only_adjacent": steady_fps / adjacent_fps if adjacent_fps else None,
         "settings": {
             "device": device,
             "torch_threads": threads,

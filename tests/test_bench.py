@@ -29,7 +29,7 @@ def test_bench_tiny_run_reports_model_only_and_e2e(tmp_path, capsys):
     e = data["e2e"]["64x96"]
     assert e["frames_in_mp4"] == e["frames_out"] == 3 and e["all_frames_in_mp4"]
     assert e["bounding_stage"] in ("capture", "infer", "encode")
-    assert e["fps"] > 0 and e["e2e_over_model_only"] > 0
+    assert e["fps"] > 0 and e["e2e_over_model_only"] > 0 and e["e2e_over_model_only_adjacent"] > 0
     assert {"decode", "infer", "encode"} <= set(e["stages_mean_ms"])
 
 
