@@ -278,7 +278,8 @@ class CudaRediEnhancer:
         out = EnhancedFrame(rgb=rgb, index=frame.index, t_ns=frame.t_ns, name=frame.name, gain=job.gain,
                             timings_ns={**job.timings_ns, "infer": t1 - job.t_submit_ns, "isp": 0})
         if "y" in job.slot.host_out:
-            out.yuv420p = tuple(job.slot.host_out[k].numpy().copy() for k in ("y", "u", "v"))  # type: ignore[attr-defined]
+            planes = tuple(job.slot.host_out[k].numpy().copy() for k in ("y", "u", "v"))
+            out.yuv420p = planes  # type: ignore[attr-defined]  # see the sink hook in PERF_NOTES.md
         out.timings_ns["isp"] = time.perf_counter_ns() - t1  # host copy-out (the ISP itself ran on the device)
         return out
 
