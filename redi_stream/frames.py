@@ -48,6 +48,9 @@ class CFA(enum.StrEnum):
         pattern = np.asarray(pattern)
         if pattern.shape != (2, 2):
             raise ValueError(f"not a 2x2 Bayer pattern (shape {pattern.shape})")
+        if not all(0 <= int(i) < len(color_desc) for i in pattern.ravel()):
+            raise ValueError(f"Bayer pattern {pattern.ravel().tolist()} indexes outside colour description "
+                             f"{color_desc!r}")
         letters = "".join(color_desc[int(i)] for i in pattern.ravel())
         try:
             return cls(letters)
@@ -87,6 +90,8 @@ class RawMeta:
     def __post_init__(self) -> None:
         if len(self.black_level) != 4:
             raise ValueError(f"black_level needs 4 values (one per 2x2 position), got {len(self.black_level)}")
+        if not all(np.isfinite(v) for v in (*self.black_level, self.white_level)):
+            raise ValueError(f"black and white levels must be finite, got {self.black_level} and {self.white_level}")
         if not self.white_level > max(self.black_level):
             raise ValueError(f"white level {self.white_level} must exceed black level {max(self.black_level)}")
         m = np.asarray(self.cam_to_srgb, dtype=np.float32)
