@@ -17,7 +17,8 @@ Channels (see :mod:`.channels`), built in ``Pipeline.__init__`` (one run per pip
 * ``capture->infer``: ``Policy.BLOCK`` for file sources (no frame lost), ``Policy.DROP_OLDEST`` for live sources
   (drops counted in ``RunSummary.frames_dropped``), capacity ``queue_size``;
 * ``infer->encode``: ``Policy.BLOCK`` always (an enhanced frame is never thrown away), capacity ``queue_size``;
-* ``preview``: ``Policy.LATEST`` mailbox read by the caller's thread.
+* ``preview``: ``Policy.LATEST`` mailbox read by the caller's thread; fed by ``redi-encode`` after writing, or for
+  live sources by ``redi-infer`` as soon as a frame is enhanced (display latency without the encoder).
 
 Stopping. One ``threading.Event`` (``stop``) means "capture no more". Whatever sets it -- the first SIGINT/SIGTERM,
 :meth:`Pipeline.stop`, the preview window closing, a stage failing or stalling -- the same thing follows: capture
@@ -352,6 +353,9 @@ class Pipeline:
         # Live sources that stamp frames with time.monotonic_ns() at capture: latency counts from that instant.
         self._source_clock = self._live and bool(getattr(source, "timestamps_monotonic", False))
         self._preview_wants_raw = bool(getattr(preview, "wants_raw", False))
+        # Live: the window gets each frame as soon as it is enhanced, so capture->display latency does not include
+        # the encoder (files: after encoding, so the window shows what was written).
+        self._preview_from_infer = preview is not None and self._live
 
         self._states = {s: _StageState(s) for s in STAGES}
         self._threads: dict[str, threading.Thread] = {}
@@ -642,6 +646,8 @@ class Pipeline:
                     out.raw = frame
                 if item.decode_ns is not None:
                     out.timings_ns.setdefault("decode", item.decode_ns)
+                if self._preview_from_infer:
+                    self._preview_ch.put(out)  # LATEST: never waits
                 if not self._enc_ch.put(out):
                     self._refused += 1  # encode is gone (it failed or was abandoned): counted as discarded
                     self._holding["infer"] = False
@@ -650,6 +656,8 @@ class Pipeline:
         finally:
             self._enc_ch.close()
             self._cap_ch.cancel()  # wake capture if it waits on a full channel we no longer read
+            if self._preview_from_infer:
+                self._preview_ch.close()
 
     def _encode(self) -> None:
         st = self._states["encode"]
@@ -679,7 +687,7 @@ class Pipeline:
                 self._holding["encode"] = False
                 self._rss.tick(self._frames_out)
                 self._rate.tick()
-                if self.preview is not None:
+                if self.preview is not None and not self._preview_from_infer:
                     self._preview_ch.put(out)
         finally:
             self._enc_ch.cancel()  # infer's next put returns False at once
