@@ -87,3 +87,22 @@ def test_live_run_signal_at_a_random_point(tmp_path, sig, seed):
     assert len(got) == r["frames_out"]
     assert got == sorted(set(got))  # strictly increasing presentation times
     assert r["indices"] == sorted(r["indices"])  # dropped (live), never reordered
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_live_run_cli_fake_camera_signal_at_a_random_point(tmp_path, sig, seed):
+    """The user's path: ``redi-stream --camera fake:... --no-preview --out`` stopped by a signal."""
+    delay_s = random.Random(f"cli-live-{sig}-{seed}").uniform(0.0, 2.0)
+    out = tmp_path / "cam.mp4"
+    proc = cli("--camera", "fake:96x64@50", "--model", "classic", "--no-preview", "--out", str(out), "--no-progress")
+    _wait_for(lambda: out.exists(), 60, "first frame written", proc)
+    time.sleep(delay_s)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err
+    lines = [ln for ln in err.splitlines() if f"interrupted by {sig.name}" in ln]
+    assert len(lines) == 1 and lines[0].endswith("frames written; output finalised"), err
+    n = int(lines[0].split(": ")[-1].split()[0])
+    slots = decoded_indices(out, 50)  # pts in 1/50-s slots of the camera's clock
+    assert len(slots) == n > 0 and slots == sorted(set(slots))
