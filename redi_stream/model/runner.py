@@ -149,13 +149,15 @@ class ThreadTuner:
 
     Protocol (one thread): ``threads = begin()`` before a forward (it calls ``torch.set_num_threads``), then
     ``end(seconds)``. The first ``2 * len(candidates)`` forwards after :meth:`reset` try each candidate twice in
-    turn (the first of all is not counted: it allocates); then the fastest is used. A re-probe (each candidate once)
+    turn (the first of all is not counted: it allocates); then the fewest threads whose best time is within
+    ``margin`` (1.2x) of the fastest candidate's are used. A re-probe (each candidate once)
     happens every ``reprobe_every`` forwards, and early when the chosen count's time drifts above ``drift`` times its
     probed time for 3 forwards in a row (the machine's load changed). A re-probe costs at most one forward at the
     slower count (~1% at the default period with one core busy).
     """
 
-    def __init__(self, candidates: tuple[int, ...] | None = None, *, reprobe_every: int = 200, drift: float = 1.3):
+    def __init__(self, candidates: tuple[int, ...] | None = None, *, reprobe_every: int = 200, drift: float = 1.3,
+                 margin: float = 1.2):
         if candidates is None:
             cores = os.cpu_count() or 1
             candidates = tuple(sorted({1, max(1, cores // 2), cores}))
@@ -164,6 +166,7 @@ class ThreadTuner:
         self.candidates = tuple(candidates)
         self.reprobe_every = int(reprobe_every)
         self.drift = float(drift)
+        self.margin = float(margin)
         self.chosen = self.candidates[-1]
         self.probed_s: dict[int, float] = {}
         self.reset()
@@ -192,7 +195,10 @@ class ThreadTuner:
                 self._times[self._current].append(seconds)
             if not self._queue:
                 self.probed_s = {c: min(v) for c, v in self._times.items() if v}
-                self.chosen = min(self.probed_s, key=self.probed_s.get)
+                best = min(self.probed_s.values())
+                # The fewest threads within ``margin`` of the fastest: more threads win only when clearly faster,
+                # since their failure mode under load (~3.5x slower) is far worse than one thread's (~1.7x).
+                self.chosen = min(c for c, t in self.probed_s.items() if t <= self.margin * best)
                 self._times = {c: [] for c in self.candidates}
                 self._since_probe = 0
                 self._slow_streak = 0

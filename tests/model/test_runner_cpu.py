@@ -78,3 +78,12 @@ def test_keep_freed_memory_toggles():
             runner.warm_up((1, 1, 32, 32))
     finally:
         keep_freed_memory(False)
+
+
+def test_tuner_prefers_fewer_threads_unless_clearly_faster():
+    tuner = ThreadTuner((1, 2), reprobe_every=1000)
+    drive(tuner, {1: 1.1, 2: 1.0}, 5)
+    assert tuner.chosen == 1  # 2 threads only 10% faster: not worth the risk
+    tuner = ThreadTuner((1, 2), reprobe_every=1000)
+    drive(tuner, {1: 1.7, 2: 1.0}, 5)
+    assert tuner.chosen == 2
