@@ -198,16 +198,17 @@ def rgb_to_yuv420p(rgb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     h, w, _ = rgb.shape
     if h % 2 or w % 2:
         raise ValueError(f"yuv420p needs even height and width, got {h}x{w}")
-    kr, kg, kb = (torch.tensor(k, dtype=torch.float32) for k in (_KR, _KG, _KB))
+    # Python floats rounded to float32: a float32 tensor times a Python scalar computes in float32, like the kernel.
+    kr, kg, kb = (float(np.float32(k)) for k in (_KR, _KG, _KB))
     f = rgb.to(torch.float32)
     r, g, b = f.unbind(-1)
     luma = kr * r + kg * g + kb * b
-    y = (np.float32(219.0 / 255.0) * luma + np.float32(16.5)).to(torch.uint8)
+    y = (float(np.float32(219.0 / 255.0)) * luma + 16.5).to(torch.uint8)
     blocks = rgb.view(h // 2, 2, w // 2, 2, 3).to(torch.int32).sum((1, 3)).to(torch.float32) * 0.25
     br, bg, bb = blocks.unbind(-1)
     bl = kr * br + kg * bg + kb * bb
-    su = np.float32(224.0 / 255.0 / (2.0 * (1.0 - _KB)))
-    sv = np.float32(224.0 / 255.0 / (2.0 * (1.0 - _KR)))
-    u = (su * (bb - bl) + np.float32(128.5)).clamp_(0.0, 255.0).to(torch.uint8)
-    v = (sv * (br - bl) + np.float32(128.5)).clamp_(0.0, 255.0).to(torch.uint8)
+    su = float(np.float32(224.0 / 255.0 / (2.0 * (1.0 - _KB))))
+    sv = float(np.float32(224.0 / 255.0 / (2.0 * (1.0 - _KR))))
+    u = (su * (bb - bl) + 128.5).clamp_(0.0, 255.0).to(torch.uint8)
+    v = (sv * (br - bl) + 128.5).clamp_(0.0, 255.0).to(torch.uint8)
     return y.contiguous(), u.contiguous(), v.contiguous()
