@@ -274,3 +274,23 @@ def test_video_file_as_a_camera(tmp_path):
     assert all(b > a for a, b in zip(ts, ts[1:]))
     with pytest.raises(CaptureError, match="closed"):
         dev.read()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_device_users_names_the_process_holding_the_node(tmp_path):
+    import subprocess
+
+    from redi_stream.capture.camera import device_users
+
+    node = tmp_path / "video7"
+    node.write_bytes(b"")
+    code = f"f = open({str(node)!r}); import sys; print('ready', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        users = device_users(str(node))
+        assert any(u.startswith(f"pid {holder.pid} (") for u in users)
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert device_users(str(node)) == []

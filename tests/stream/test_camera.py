@@ -304,6 +304,17 @@ def test_open_camera_without_a_camera_fails_fast():
     assert time.monotonic() - t0 < 0.5
 
 
+def test_open_camera_reports_what_was_asked_and_what_the_device_gives(tmp_path, caplog):
+    class Raw:
+        width, height, cfa, black, white = 1920, 1080, None, None, None
+
+    path = write_video(tmp_path / "clip.avi", n=2, fps=50.0)
+    with caplog.at_level("INFO"):
+        src = open_camera(str(path), raw=Raw(), fps=5)
+    src.close()
+    assert "asked for 1920x1080 @ 5 fps; the device gives 96x64 @ 50 fps" in caplog.text
+
+
 def test_open_camera_fake_and_raw_overrides(caplog):
     class Raw:
         width, height, cfa, black, white = 64, 32, "GRBG", 100.0, 4000.0
