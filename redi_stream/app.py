@@ -84,9 +84,20 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack):
 
     net = load_network(cfg)
     device, precision = resolve_device(cfg)
-    runner = stack.enter_context(TorchRunner(net, device=device, precision=precision,
-                                             streams=not cfg.sequential, cuda_graph=cfg.cuda_graph))
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
+    if device == "cuda" and cfg.tile is None:
+        # The GPU path: raw uint16 uploaded from pinned double-buffered slots, pack/gain/ISP on the GPU, the three
+        # branches on CUDA streams inside graphs (docs/PERF_NOTES.md). RGB out: the sinks take RGB frames.
+        from .stream.gpu_enhance import CudaRediEnhancer
+
+        return stack.enter_context(CudaRediEnhancer(
+            net, net.meta, device=device, precision=precision, streams=not cfg.sequential,
+            cuda_graph=cfg.cuda_graph, gain_multiplier=cfg.gain_multiplier, yuv=False, **common))
+    # CPU: thread count picked by timing 1 vs 2 threads at warm-up (2 is 1.7x faster on an idle 2-core machine,
+    # 3.5x slower when another process holds a core), and activation memory kept between frames.
+    cpu_opts = dict(num_threads="auto", reuse_memory=True) if device == "cpu" else {}
+    runner = stack.enter_context(TorchRunner(net, device=device, precision=precision,
+                                             streams=not cfg.sequential, cuda_graph=cfg.cuda_graph, **cpu_opts))
     # gain_multiplier None: the checkpoint's own default multiplier (5 for the official weights, 1 for ours).
     # --tile: fixed tiles; without it whole frames, switching to tiles by itself if the device runs out of memory.
     return stack.enter_context(RediEnhancer(runner, net.meta, gain_multiplier=cfg.gain_multiplier, tile=cfg.tile,
