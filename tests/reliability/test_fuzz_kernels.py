@@ -81,7 +81,11 @@ def test_apply_isp_within_one_code_of_the_twin_for_any_input(h, w, n_special, vi
     fin = np.isfinite(v) & np.isfinite(err)
     assert np.all(got[nan] == 0)  # a NaN after the matrix renders as 0
     assert np.all((got[fin] >= lo[fin] - 1) & (got[fin] <= hi[fin] + 1))
-    inf = np.isinf(v)
+    # +-inf after the matrix saturates -- unless a float32 product overflowed on the way (e.g. -2 * 3e38 = -inf,
+    # then -inf + inf = NaN -> 0): float32 semantics, not an error. Such inputs are far outside [0, 1] anyway.
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite_mag = np.einsum("...j,ij->...i", np.abs(np.where(np.isfinite(c), c, 0.0)), np.abs(m.astype(np.float64)))
+    inf = np.isinf(v) & (finite_mag < 0.25 * float(np.finfo(np.float32).max))
     assert np.all(got[inf] == q(v[inf]))
     assert 0 <= got.min() and got.max() <= maxval
 
