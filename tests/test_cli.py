@@ -94,7 +94,7 @@ def test_non_raw_file_among_frames_stop_and_skip(clip: Path, tmp_path: Path, cap
     assert main([str(src), "--out", str(out), "--model", "classic", "-q"]) == EXIT_FAILED
     assert "frame_000003b.dng" in _error_line(capsys)
     n_stop, _ = _decoded_frames(out)  # what was encoded before the bad frame is kept and plays
-    assert 0 <= n_stop <= 4
+    assert n_stop == 4  # exactly frames 0..3, every frame before the bad one
     out = tmp_path / "skip.mp4"
     assert main([str(src), "--out", str(out), "--model", "classic", "--on-error", "skip", "-q"]) == 0
     assert _decoded_frames(out)[0] == 8

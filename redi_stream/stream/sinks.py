@@ -218,7 +218,7 @@ class VideoSink:
         fps: float | Fraction | str = 24.0,
         codec: str = "libx264",
         crf: int = 18,
-        preset: str = "veryfast",
+        preset: str = "ultrafast",
         pix_fmt: str = "yuv420p",
         threads: int = 0,
         fragmented: bool = True,
