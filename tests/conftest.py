@@ -20,6 +20,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def make_random_redi_net(seed: int):
+    """A RediNet with random weights whose weight-norm scales are halved, so outputs sit mostly inside (0, 1)
+    rather than at the clamp: comparisons between ways of running the network then see real values."""
+    import torch
+    from torch import nn
+
+    from redi_stream.model import RediNet
+
+    torch.manual_seed(seed)
+    model = RediNet().eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Conv2d):
+                mod.parametrizations.weight.original0.mul_(0.5)
+    return model
+
+
 def _cuda_available() -> bool:
     try:
         import torch

@@ -8,9 +8,8 @@ import operator
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import tifffile
@@ -18,6 +17,7 @@ import tifffile
 from redi_stream.errors import CaptureError, ConfigError, FrameError
 from redi_stream.frames import CFA, RawFrame, RawMeta
 
+from .base import RandomAccessSource
 from .headerless import HeaderlessParams, bayer_from_array, find_sidecar, read_headerless
 from .libraw import LIBRAW_SUFFIXES, read_libraw
 
@@ -111,7 +111,7 @@ def _checked_fps(fps: float) -> float:
     return float(fps)
 
 
-class RawFileSource:
+class RawFileSource(RandomAccessSource):
     """Raw Bayer frames from files, decoded on demand.
 
     Sources: a folder (its raw files, natural order, non-raw files and hidden files ignored), a glob pattern, a list
@@ -165,24 +165,8 @@ class RawFileSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __iter__(self) -> Iterator[RawFrame]:
-        for i in range(len(self.paths)):
-            yield self.read(i)
-
-    def __enter__(self) -> RawFileSource:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RawFileSource({self.name!r}, {len(self)} frames, {self.fps:g} fps)"
-
-    def close(self) -> None:
-        """Mark the source closed (it holds no open handles between reads). Safe to call more than once."""
-        self._closed = True
 
     def read(self, index: int) -> RawFrame:
         """Decode frame ``index`` (0-based) fully.

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 
 import numpy as np
 
 from redi_stream.errors import CaptureError, ConfigError
 from redi_stream.frames import CFA, IDENTITY_3x3, RawFrame, RawMeta
 
+from .base import RandomAccessSource
 from .colour import srgb_to_linear
 
 #: (R, G, B) white-balance gains the synthetic camera needs (its raw is divided by them; the ISP multiplies back).
@@ -233,7 +232,7 @@ class DarkRawParams:
                              gain_dn_per_e=self.gain_dn_per_e, read_noise_dn=self.read_noise_dn)  # fmt: skip
 
 
-class SyntheticSource:
+class SyntheticSource(RandomAccessSource):
     """Dark raw Bayer frames synthesised from a clean sRGB image, panning over it (or static).
 
     Same protocol as :class:`~redi_stream.capture.RawFileSource`: ``len``, ``read(i)``, iteration, ``fps``,
@@ -314,24 +313,8 @@ class SyntheticSource:
     def __len__(self) -> int:
         return self.n_frames
 
-    def __iter__(self) -> Iterator[RawFrame]:
-        for i in range(self.n_frames):
-            yield self.read(i)
-
-    def __enter__(self) -> SyntheticSource:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"SyntheticSource({self.name})"
-
-    def close(self) -> None:
-        """Mark the source closed. Safe to call more than once."""
-        self._closed = True
 
     def window_origin(self, index: int) -> tuple[int, int]:
         """(y0, x0) of frame ``index``'s window in the canvas: x eases left to right, y dips and returns."""

@@ -9,18 +9,12 @@ from torch import nn
 
 from redi_stream.model import RediNet
 from redi_stream.model.fast import FastRediNet, compose_3x3, space_to_depth_conv_weight
+from tests.conftest import make_random_redi_net
 
 
 @pytest.fixture(scope="module")
 def net() -> RediNet:
-    """Random weights, g scaled down so outputs are mostly inside (0, 1) rather than clamped."""
-    torch.manual_seed(1)
-    model = RediNet().eval()
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.Conv2d):
-                mod.parametrizations.weight.original0.mul_(0.5)
-    return model
+    return make_random_redi_net(1)
 
 
 def _unshuffle_index(c_count: int):

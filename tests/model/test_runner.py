@@ -11,18 +11,12 @@ from redi_stream.errors import ConfigError, RediStreamError
 from redi_stream.model import RediNet, StreamedRunner, TorchRunner
 from redi_stream.model.fast import FastRediNet
 from redi_stream.model.runner import RunnerClosedError
+from tests.conftest import make_random_redi_net
 
 
 @pytest.fixture(scope="module")
 def net() -> RediNet:
-    """Random weights with g scaled down so outputs are mostly inside (0, 1) rather than clamped."""
-    torch.manual_seed(0)
-    model = RediNet().eval()
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.Conv2d):
-                mod.parametrizations.weight.original0.mul_(0.5)
-    return model
+    return make_random_redi_net(0)
 
 
 def spec_nhwc(net: RediNet, x: np.ndarray) -> np.ndarray:

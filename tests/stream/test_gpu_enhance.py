@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from redi_stream.capture import SyntheticSource
 from redi_stream.errors import ConfigError
@@ -14,17 +13,12 @@ from redi_stream.frames import CFA
 from redi_stream.model import RediNet, TorchRunner
 from redi_stream.stream import RediEnhancer
 from redi_stream.stream.gpu_enhance import CudaRediEnhancer, cpu_reference_program
+from tests.conftest import make_random_redi_net
 
 
 @pytest.fixture(scope="module")
 def net() -> RediNet:
-    torch.manual_seed(2)
-    model = RediNet().eval()
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.Conv2d):
-                mod.parametrizations.weight.original0.mul_(0.5)
-    return model
+    return make_random_redi_net(2)
 
 
 def frames(cfa: CFA, size=(62, 90), n=2):
