@@ -334,7 +334,10 @@ class WindowPreview:
         if self._opened:
             try:
                 self._cv2.destroyWindow(self.title)
-                self._cv2.waitKey(1)
+                # The GUI backend unmaps the window only while its events are processed; one pump is not always
+                # enough, and a window left on screen would cover whatever is shown next.
+                for _ in range(5):
+                    self._cv2.waitKey(1)
             except self._cv2.error:
                 pass
 
