@@ -20,6 +20,41 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# A made-up camera in the format of ../shared/data/noise/eld_camera_noise_params.json, for tests that need no real data.
+ELD_LIKE_NOISE_PARAMS = {
+    "TestCam": {
+        "Kmin": 0.5,
+        "Kmax": 2.0,
+        "G_shape": [0.1, 0.0],
+        "Profile-1": {
+            "G_scale": {"slope": 0.5, "bias": 0.5, "sigma": 0.1},
+            "g_scale": {"slope": 0.5, "bias": 1.0, "sigma": 0.1},
+            "R_scale": {"slope": 0.5, "bias": -0.5, "sigma": 0.1},
+        },
+        "color_bias": [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]],
+    }
+}
+
+
+def write_tiny_photos_and_noise(root: Path, folder: str, count: int, shape: tuple[int, int], seed: int):
+    """Write ``count`` smooth random photos of ``shape`` (H, W) into ``root/folder`` and the made-up noise profile
+    into ``root/eld.json``; return (photo folder, noise file)."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    photos = root / folder
+    photos.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        img = cv2.GaussianBlur((rng.random((*shape, 3)) * 255).astype(np.uint8), (9, 9), 3)
+        cv2.imwrite(str(photos / f"{i}.png"), img)
+    noise = root / "eld.json"
+    noise.write_text(json.dumps(ELD_LIKE_NOISE_PARAMS))
+    return photos, noise
+
+
 def make_random_redi_net(seed: int):
     """A RediNet with random weights whose weight-norm scales are halved, so outputs sit mostly inside (0, 1)
     rather than at the clamp: comparisons between ways of running the network then see real values."""

@@ -12,34 +12,13 @@ from redi_stream.errors import ConfigError
 from redi_stream.evaluate import EvalConfig, evaluate, format_table, load_model_for_eval, main
 from redi_stream.model.net import RediNet
 from redi_stream.model.weights import WeightsMeta, save_weights
-
-ELD_LIKE = {
-    "TestCam": {
-        "Kmin": 0.5,
-        "Kmax": 2.0,
-        "G_shape": [0.1, 0.0],
-        "Profile-1": {
-            "G_scale": {"slope": 0.5, "bias": 0.5, "sigma": 0.1},
-            "g_scale": {"slope": 0.5, "bias": 1.0, "sigma": 0.1},
-            "R_scale": {"slope": 0.5, "bias": -0.5, "sigma": 0.1},
-        },
-        "color_bias": [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]],
-    }
-}
-
+from tests.conftest import write_tiny_photos_and_noise
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("cv2")
     root = tmp_path_factory.mktemp("eval")
-    photos = root / "test"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        cv2.imwrite(str(photos / f"{i}.png"), cv2.GaussianBlur((rng.random((70, 100, 3)) * 255).astype(np.uint8),
-                                                               (9, 9), 3))
-    noise = root / "eld.json"
-    noise.write_text(json.dumps(ELD_LIKE))
+    photos, noise = write_tiny_photos_and_noise(root, "test", 2, (70, 100), seed=1)
     torch.manual_seed(0)
     model = RediNet().fold().eval()
     model.meta = WeightsMeta(gain_target=0.05, version="random")

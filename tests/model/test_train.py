@@ -37,36 +37,13 @@ from redi_stream.model.train import (
     read_log,
     train,
 )
-
-ELD_LIKE = {
-    "TestCam": {
-        "Kmin": 0.5,
-        "Kmax": 2.0,
-        "G_shape": [0.1, 0.0],
-        "Profile-1": {
-            "G_scale": {"slope": 0.5, "bias": 0.5, "sigma": 0.1},
-            "g_scale": {"slope": 0.5, "bias": 1.0, "sigma": 0.1},
-            "R_scale": {"slope": 0.5, "bias": -0.5, "sigma": 0.1},
-        },
-        "color_bias": [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]],
-    }
-}
-
+from tests.conftest import write_tiny_photos_and_noise
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
     """Three smooth 80x96 photos and an ELD-format noise file, fabricated."""
-    cv2 = pytest.importorskip("cv2")
-    root = tmp_path_factory.mktemp("tiny")
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        img = cv2.GaussianBlur((rng.random((80, 96, 3)) * 255).astype(np.uint8), (9, 9), 3)
-        cv2.imwrite(str(photos / f"{i}.png"), img)
-    noise = root / "eld.json"
-    noise.write_text(json.dumps(ELD_LIKE))
-    return photos, noise
+    pytest.importorskip("cv2")
+    return write_tiny_photos_and_noise(tmp_path_factory.mktemp("tiny"), "photos", 3, (80, 96), seed=0)
 
 
 def tiny_config(tiny_data, out_dir: Path, **kw) -> TrainConfig:

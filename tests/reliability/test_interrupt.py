@@ -44,6 +44,17 @@ def _wait_for(cond, timeout_s: float, what: str, proc: subprocess.Popen) -> None
         time.sleep(0.01)
 
 
+def _interrupt(proc, sig: int, delay_s: float) -> int:
+    """Wait ``delay_s``, send ``sig``; assert exit 128 + sig and one final summary line; return its frame count."""
+    time.sleep(delay_s)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err
+    lines = [ln for ln in err.splitlines() if f"interrupted by {sig.name}" in ln]
+    assert len(lines) == 1 and lines[0].endswith("frames written; output finalised"), err
+    return int(lines[0].split(": ")[-1].split()[0])
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_file_run_cli_signal_at_a_random_point(long_clip, tmp_path, sig, seed):
@@ -51,13 +62,7 @@ def test_file_run_cli_signal_at_a_random_point(long_clip, tmp_path, sig, seed):
     out = tmp_path / "sig.mp4"
     proc = cli(str(long_clip), "--out", str(out), "--model", "classic", "--no-progress", "--decode-workers", "1")
     _wait_for(lambda: out.exists(), 60, "first frame written", proc)  # the pipeline is running
-    time.sleep(delay_s)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + sig, err
-    lines = [ln for ln in err.splitlines() if f"interrupted by {sig.name}" in ln]
-    assert len(lines) == 1 and lines[0].endswith("frames written; output finalised"), err
-    n = int(lines[0].split(": ")[-1].split()[0])
+    n = _interrupt(proc, sig, delay_s)
     assert 0 < n < N_FILES, f"delay {delay_s:.2f} s: {n} frames"
     assert decoded_indices(out, FILE_FPS) == list(range(n))  # exactly the first n frames, nothing lost between
 
@@ -97,12 +102,6 @@ def test_live_run_cli_fake_camera_signal_at_a_random_point(tmp_path, sig, seed):
     out = tmp_path / "cam.mp4"
     proc = cli("--camera", "fake:96x64@50", "--model", "classic", "--no-preview", "--out", str(out), "--no-progress")
     _wait_for(lambda: out.exists(), 60, "first frame written", proc)
-    time.sleep(delay_s)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + sig, err
-    lines = [ln for ln in err.splitlines() if f"interrupted by {sig.name}" in ln]
-    assert len(lines) == 1 and lines[0].endswith("frames written; output finalised"), err
-    n = int(lines[0].split(": ")[-1].split()[0])
+    n = _interrupt(proc, sig, delay_s)
     slots = decoded_indices(out, 50)  # pts in 1/50-s slots of the camera's clock
     assert len(slots) == n > 0 and slots == sorted(set(slots))
