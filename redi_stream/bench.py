@@ -218,7 +218,7 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
         runner = None
     else:
         runner = TorchRunner(net, "cpu", "fp32", num_threads=threads, reuse_memory=True)
-        enhancer = RediEnhancer(runner, meta)
+        enhancer = RediEnhancer(runner, meta, yuv420p=True)  # as app.run builds it for a yuv420p video sink
     adjacent_ms: list[float] = []
     try:
         if runner is not None:
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="auto", help="CPU e2e: torch threads for the runner, auto or N (default auto)")
     p.add_argument("--decode-workers", type=int, default=1, help="e2e raw decode workers (default 1)")
     p.add_argument("--encoder-threads", type=int, default=1, help="e2e x264 threads, 0 = auto (default 1)")
-    p.add_argument("--preset", default="veryfast", help="e2e x264 preset (default veryfast, the CLI's)")
+    p.add_argument("--preset", default="ultrafast", help="e2e x264 preset (default ultrafast, the CLI's)")
     p.add_argument("--weights", type=Path, help="checkpoint (default: the packaged one, else random weights)")
     p.add_argument("--json", type=Path, help="also write the JSON here")
     return p

@@ -143,6 +143,9 @@ class EnhancedFrame:
             stamp it) or entered the pipeline, for latency.
         raw: the raw frame this was made from, kept only for a preview that asks for it (side-by-side view);
             otherwise None.
+        yuv420p: BT.709 limited-range (Y, U, V) uint8 planes of ``rgb`` ((H, W), (H/2, W/2), (H/2, W/2)), when the
+            enhancer made them alongside ``rgb`` (uint8 output, even H and W); a yuv420p video sink encodes these
+            instead of converting ``rgb`` again. Else None.
     """
 
     rgb: np.ndarray
@@ -153,3 +156,4 @@ class EnhancedFrame:
     timings_ns: dict[str, int] = field(default_factory=dict)
     t_capture_ns: int = 0
     raw: RawFrame | None = None
+    yuv420p: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None

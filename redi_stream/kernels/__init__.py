@@ -6,7 +6,7 @@ first frame. They release the GIL (``nogil``) and are single-threaded, so any th
 """
 
 from redi_stream.kernels.gain import GainSmoother, estimate_gain
-from redi_stream.kernels.isp import apply_isp, float_to_uint, rgb_to_yuv420p
+from redi_stream.kernels.isp import apply_isp, apply_isp_yuv420p, float_to_uint, rgb_to_yuv420p
 from redi_stream.kernels.pack import mosaic_rgb, pack_raw, padded_shape, unpack_crop
 from redi_stream.kernels.unpack import unpack_raw10, unpack_raw12
 from redi_stream.kernels.warmup import warm_up
@@ -14,6 +14,7 @@ from redi_stream.kernels.warmup import warm_up
 __all__ = [
     "GainSmoother",
     "apply_isp",
+    "apply_isp_yuv420p",
     "estimate_gain",
     "float_to_uint",
     "mosaic_rgb",

@@ -15,6 +15,7 @@ import numpy as np
 from redi_stream.frames import CFA
 from redi_stream.kernels import (
     apply_isp,
+    apply_isp_yuv420p,
     estimate_gain,
     float_to_uint,
     pack_raw,
@@ -60,6 +61,8 @@ def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 3
         "apply_isp_u16": _time_ms(lambda: apply_isp(lin, wb, m, rgb16), repeat),
         "float_to_uint_u8": _time_ms(lambda: float_to_uint(lin, rgb8), repeat),
         "rgb_to_yuv420p": _time_ms(lambda: rgb_to_yuv420p(rgb8[:he, :we], *planes), repeat),
+        "apply_isp_yuv420p": _time_ms(lambda: apply_isp_yuv420p(lin[:he, :we], wb, m, rgb8[:he, :we], *planes),
+                                      repeat),
     }
 
 

@@ -50,26 +50,60 @@ def _clip01(v):
     return min(max(np.float32(0.0), v), np.float32(1.0))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _wb_matrix(wb, m):
+    """The 9 entries of ``M @ diag(wb)``: white balance folded into the matrix columns (M @ (wb * c))."""
+    return (m[0, 0] * wb[0], m[0, 1] * wb[1], m[0, 2] * wb[2],
+            m[1, 0] * wb[0], m[1, 1] * wb[1], m[1, 2] * wb[2],
+            m[2, 0] * wb[0], m[2, 1] * wb[1], m[2, 2] * wb[2])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _isp_row_u8(src, mm, lut, planar, idx, codes, dst):
+    """One row of :func:`apply_isp` to uint8: ``src`` (W, 3) float32 -> ``codes`` (3, W) uint8 planes and ``dst``
+    (W, 3) interleaved. ``planar`` (3, W) float32 and ``idx`` (3, W) int32 are scratch.
+
+    Split into planar passes so that the matrix, clip and square root run as SIMD loops (one pass over interleaved
+    pixels with a table lookup per channel was bound by scalar square roots: 11.8 vs 7.2 ms per 1080p frame).
+    """
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = mm
+    w = src.shape[0]
+    scale = np.float32(lut.shape[0] - 1)
+    half = np.float32(0.5)
+    pr, pg, pb = planar[0], planar[1], planar[2]
+    for x in range(w):
+        pr[x] = src[x, 0]
+        pg[x] = src[x, 1]
+        pb[x] = src[x, 2]
+    ir, ig, ib = idx[0], idx[1], idx[2]
+    for x in range(w):
+        r = pr[x]
+        g = pg[x]
+        b = pb[x]
+        ir[x] = np.int32(np.sqrt(_clip01(m00 * r + m01 * g + m02 * b)) * scale + half)
+        ig[x] = np.int32(np.sqrt(_clip01(m10 * r + m11 * g + m12 * b)) * scale + half)
+        ib[x] = np.int32(np.sqrt(_clip01(m20 * r + m21 * g + m22 * b)) * scale + half)
+    cr, cg, cb = codes[0], codes[1], codes[2]
+    for x in range(w):
+        cr[x] = lut[ir[x]]
+        cg[x] = lut[ig[x]]
+        cb[x] = lut[ib[x]]
+    for x in range(w):
+        dst[x, 0] = cr[x]
+        dst[x, 1] = cg[x]
+        dst[x, 2] = cb[x]
+
+
 @njit(cache=True, nogil=True)
 def _apply_isp_u8(lin, wb, m, lut, out):
     """See :func:`apply_isp`; ``lut`` is ``_srgb_lut_u8()``: nearest entry at ``sqrt(x) * 16384``."""
     h, w, _ = lin.shape
-    # White balance folded into the matrix columns: M @ (wb * c) == (M * wb) @ c.
-    m00, m01, m02 = m[0, 0] * wb[0], m[0, 1] * wb[1], m[0, 2] * wb[2]
-    m10, m11, m12 = m[1, 0] * wb[0], m[1, 1] * wb[1], m[1, 2] * wb[2]
-    m20, m21, m22 = m[2, 0] * wb[0], m[2, 1] * wb[1], m[2, 2] * wb[2]
-    scale = np.float32(lut.shape[0] - 1)
-    half = np.float32(0.5)
+    mm = _wb_matrix(wb, m)
+    planar = np.empty((3, w), np.float32)
+    idx = np.empty((3, w), np.int32)
+    codes = np.empty((3, w), np.uint8)
     for y in range(h):
-        src = lin[y]
-        dst = out[y]
-        for x in range(w):
-            r = src[x, 0]
-            g = src[x, 1]
-            b = src[x, 2]
-            dst[x, 0] = lut[np.int32(np.sqrt(_clip01(m00 * r + m01 * g + m02 * b)) * scale + half)]
-            dst[x, 1] = lut[np.int32(np.sqrt(_clip01(m10 * r + m11 * g + m12 * b)) * scale + half)]
-            dst[x, 2] = lut[np.int32(np.sqrt(_clip01(m20 * r + m21 * g + m22 * b)) * scale + half)]
+        _isp_row_u8(lin[y], mm, lut, planar, idx, codes, out[y])
     return out
 
 
@@ -77,9 +111,7 @@ def _apply_isp_u8(lin, wb, m, lut, out):
 def _apply_isp_u16(lin, wb, m, lut, out):
     """See :func:`apply_isp`; ``lut`` is ``_srgb_lut_u16()``: linear interpolation at ``sqrt(x) * 4096``."""
     h, w, _ = lin.shape
-    m00, m01, m02 = m[0, 0] * wb[0], m[0, 1] * wb[1], m[0, 2] * wb[2]
-    m10, m11, m12 = m[1, 0] * wb[0], m[1, 1] * wb[1], m[1, 2] * wb[2]
-    m20, m21, m22 = m[2, 0] * wb[0], m[2, 1] * wb[1], m[2, 2] * wb[2]
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = _wb_matrix(wb, m)
     n = np.int32(lut.shape[0])
     scale = np.float32(n)
     half = np.float32(0.5)
@@ -237,6 +269,92 @@ def _rgb_to_yuv420p(rgb, y_out, u_out, v_out):
     return y_out, u_out, v_out
 
 
+@njit(cache=True, nogil=True)
+def _apply_isp_yuv420p(lin, wb, m, lut, out, y_out, u_out, v_out):
+    """See :func:`apply_isp_yuv420p`: two rows at a time, the YUV computed from the rows' uint8 planes while they
+    are in cache (the same arithmetic as :func:`_rgb_to_yuv420p`, so the planes are identical)."""
+    h, w, _ = lin.shape
+    mm = _wb_matrix(wb, m)
+    planar = np.empty((3, w), np.float32)
+    idx = np.empty((3, w), np.int32)
+    codes = np.empty((2, 3, w), np.uint8)
+    kr = np.float32(KR)
+    kg = np.float32(KG)
+    kb = np.float32(KB)
+    sy = np.float32(219.0 / 255.0)
+    su = np.float32(224.0 / 255.0 / (2.0 * (1.0 - KB)))
+    sv = np.float32(224.0 / 255.0 / (2.0 * (1.0 - KR)))
+    quarter = np.float32(0.25)
+    off_y = np.float32(16.5)
+    off_c = np.float32(128.5)
+    lo = np.float32(0.0)
+    hi = np.float32(255.0)
+    for j in range(h // 2):
+        for k in range(2):
+            row = 2 * j + k
+            c = codes[k]
+            _isp_row_u8(lin[row], mm, lut, planar, idx, c, out[row])
+            cr, cg, cb = c[0], c[1], c[2]
+            y_row = y_out[row]
+            for x in range(w):
+                luma = kr * np.float32(cr[x]) + kg * np.float32(cg[x]) + kb * np.float32(cb[x])
+                y_row[x] = np.int32(sy * luma + off_y)
+        r0, g0, b0 = codes[0, 0], codes[0, 1], codes[0, 2]
+        r1, g1, b1 = codes[1, 0], codes[1, 1], codes[1, 2]
+        u_row = u_out[j]
+        v_row = v_out[j]
+        for i in range(w // 2):
+            x = 2 * i
+            r = quarter * np.float32(np.int32(r0[x]) + np.int32(r0[x + 1]) + np.int32(r1[x]) + np.int32(r1[x + 1]))
+            g = quarter * np.float32(np.int32(g0[x]) + np.int32(g0[x + 1]) + np.int32(g1[x]) + np.int32(g1[x + 1]))
+            b = quarter * np.float32(np.int32(b0[x]) + np.int32(b0[x + 1]) + np.int32(b1[x]) + np.int32(b1[x + 1]))
+            luma = kr * r + kg * g + kb * b
+            u_row[i] = np.int32(min(max(su * (b - luma) + off_c, lo), hi))
+            v_row[i] = np.int32(min(max(sv * (r - luma) + off_c, lo), hi))
+    return out
+
+
+def _check_yuv_planes(h: int, w: int, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
+    if h % 2 or w % 2:
+        raise ValueError(f"yuv420p needs even height and width, got {h}x{w}")
+    for name, plane, shape in (("y", y, (h, w)), ("u", u, (h // 2, w // 2)), ("v", v, (h // 2, w // 2))):
+        if plane.dtype != np.uint8 or plane.shape != shape:
+            raise ValueError(f"{name} must be {shape} uint8, got {plane.dtype} {plane.shape}")
+
+
+def apply_isp_yuv420p(
+    lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, out: np.ndarray,
+    y: np.ndarray, u: np.ndarray, v: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`apply_isp` to uint8 and :func:`rgb_to_yuv420p` of its result, in one pass over the image.
+
+    The outputs are identical to the two calls made one after the other (tested); the fused pass saves reading the
+    RGB image back (1080p: ISP 7 + YUV 6.6 ms as two passes, ~10 ms fused, on this 2-core CPU).
+
+    Args:
+        lin, wb, cam_to_srgb: as for :func:`apply_isp` (``lin`` (H, W, 3) float32, H and W even).
+        out: (H, W, 3) uint8 sRGB, overwritten.
+        y: (H, W) uint8; u, v: (H/2, W/2) uint8; BT.709 limited range, overwritten.
+
+    Returns:
+        ``(out, y, u, v)``.
+    """
+    if lin.dtype != np.float32 or lin.ndim != 3 or lin.shape[2] != 3 or out.shape != lin.shape:
+        raise ValueError(
+            f"need lin float32 (H, W, 3) and out of the same shape, got {lin.dtype} {lin.shape}, {out.shape}"
+        )
+    if out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 for yuv420p, got {out.dtype}")
+    h, w, _ = lin.shape
+    _check_yuv_planes(h, w, y, u, v)
+    wb = np.ascontiguousarray(wb, dtype=np.float32)
+    m = np.ascontiguousarray(cam_to_srgb, dtype=np.float32)
+    if wb.shape != (3,) or m.shape != (3, 3):
+        raise ValueError(f"need wb (3,) and cam_to_srgb (3, 3), got {wb.shape}, {m.shape}")
+    _apply_isp_yuv420p(lin, wb, m, _srgb_lut_u8(), out, y, u, v)
+    return out, y, u, v
+
+
 def rgb_to_yuv420p(
     rgb: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -256,9 +374,5 @@ def rgb_to_yuv420p(
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.dtype} {rgb.shape}")
     h, w, _ = rgb.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"yuv420p needs even height and width, got {h}x{w}")
-    for name, plane, shape in (("y", y, (h, w)), ("u", u, (h // 2, w // 2)), ("v", v, (h // 2, w // 2))):
-        if plane.dtype != np.uint8 or plane.shape != shape:
-            raise ValueError(f"{name} must be {shape} uint8, got {plane.dtype} {plane.shape}")
+    _check_yuv_planes(h, w, y, u, v)
     return _rgb_to_yuv420p(rgb, y, u, v)

@@ -24,6 +24,7 @@ def dispatchers() -> dict[str, object]:
         "apply_isp_u16": isp._apply_isp_u16,
         "float_to_uint": isp._float_to_uint,
         "rgb_to_yuv420p": isp._rgb_to_yuv420p,
+        "apply_isp_yuv420p": isp._apply_isp_yuv420p,
         "unpack_raw10": unpack._unpack_raw10,
         "unpack_raw12": unpack._unpack_raw12,
     }
@@ -34,7 +35,7 @@ def warm_up() -> None:
 
     Covers: ``pack_raw`` and ``estimate_gain`` on C-contiguous uint16 frames; ``apply_isp`` and ``float_to_uint``
     with a C-contiguous input and with a strided view (``unpack_crop`` of a padded output), into C-contiguous
-    uint8 and uint16 outputs; ``rgb_to_yuv420p``; ``unpack_raw10/12``; ``mosaic_rgb``. Takes seconds on a cold
+    uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``rgb_to_yuv420p``; ``unpack_raw10/12``; ``mosaic_rgb``. Takes seconds on a cold
     cache, well under one on a warm one. Call from the thread that will run the kernels, or any thread: compiled
     code is shared by all threads.
     """
@@ -55,6 +56,8 @@ def warm_up() -> None:
             out = np.empty(lin.shape, dtype=dtype)
             isp.apply_isp(lin, wb, m, out)
             isp.float_to_uint(lin, out)
+        isp.apply_isp_yuv420p(lin, wb, m, np.empty(lin.shape, np.uint8), np.empty((4, 6), np.uint8),
+                              np.empty((2, 3), np.uint8), np.empty((2, 3), np.uint8))
     rgb8 = np.zeros((4, 6, 3), dtype=np.uint8)
     isp.rgb_to_yuv420p(rgb8, np.empty((4, 6), np.uint8), np.empty((2, 3), np.uint8), np.empty((2, 3), np.uint8))
     unpack.unpack_raw10(np.zeros((2, 10), dtype=np.uint8), 6, np.empty((2, 6), dtype=np.uint16))

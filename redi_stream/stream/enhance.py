@@ -102,6 +102,10 @@ class RediEnhancer(_LiveGain):
         tile_overlap: tile margin (``model.tiling.DEFAULT_OVERLAP`` = 384 px: tiled equals untiled to ~1e-5).
         auto_tile: when the device runs out of memory on a frame, retry it (and later frames of that size) in
             smaller tiles (``model.TiledRunner``); the gain is still estimated on the whole frame. False re-raises.
+        yuv420p: also make the frame's BT.709 yuv420p planes (``EnhancedFrame.yuv420p``) in the same pass as the
+            ISP (``kernels.apply_isp_yuv420p``), for a yuv420p video sink; only when the output is uint8, H and W
+            are even and the ISP runs (else the planes are None and the sink converts ``rgb`` itself). Saves the
+            sink's separate RGB -> YUV pass: ~5 ms of CPU per 1080p frame.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class RediEnhancer(_LiveGain):
         tile: tuple[int, int] | None = None,
         tile_overlap: int | None = None,
         auto_tile: bool = True,
+        yuv420p: bool = False,
     ) -> None:
         from ..model.tiling import DEFAULT_OVERLAP, TiledRunner  # torch: imported where a network is used
 
@@ -134,6 +139,7 @@ class RediEnhancer(_LiveGain):
                                   target=float(getattr(weights_meta, "gain_target", 0.01)))
         self.out_dtype = _check_out_dtype(out_dtype)
         self.isp = isp
+        self.yuv420p = bool(yuv420p)
         self._inputs: dict[tuple[int, int], np.ndarray] = {}  # packed network input per padded shape, reused
         self._closed = False
 
@@ -168,14 +174,20 @@ class RediEnhancer(_LiveGain):
         t3 = time.perf_counter_ns()
         lin = kernels.unpack_crop(y[0], meta.cfa, h, w)
         rgb = np.empty((h, w, 3), dtype=self.out_dtype)  # owned by the returned frame
+        planes = None
         if self.output == "linear_camera_rgb" and self.isp:
-            kernels.apply_isp(lin, np.asarray(meta.wb_gains, dtype=np.float32), meta.cam_to_srgb, rgb)
+            wb = np.asarray(meta.wb_gains, dtype=np.float32)
+            if self.yuv420p and self.out_dtype == np.uint8 and h % 2 == 0 and w % 2 == 0:
+                planes = _yuv_planes(h, w)  # owned by the returned frame
+                kernels.apply_isp_yuv420p(lin, wb, meta.cam_to_srgb, rgb, *planes)
+            else:
+                kernels.apply_isp(lin, wb, meta.cam_to_srgb, rgb)
         else:
             kernels.float_to_uint(lin, rgb)
         t4 = time.perf_counter_ns()
         return EnhancedFrame(
             rgb=rgb, index=frame.index, t_ns=frame.t_ns, name=frame.name, gain=gain,
-            timings_ns={"gain": t1 - t0, "pack": t2 - t1, "infer": t3 - t2, "isp": t4 - t3},
+            timings_ns={"gain": t1 - t0, "pack": t2 - t1, "infer": t3 - t2, "isp": t4 - t3}, yuv420p=planes,
         )
 
     def close(self) -> None:
@@ -189,6 +201,11 @@ class RediEnhancer(_LiveGain):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _yuv_planes(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """New (Y, U, V) uint8 planes for an even (h, w) frame."""
+    return (np.empty((h, w), np.uint8), np.empty((h // 2, w // 2), np.uint8), np.empty((h // 2, w // 2), np.uint8))
 
 
 def opencv_bayer_code(cfa: CFA) -> int:

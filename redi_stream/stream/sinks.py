@@ -321,6 +321,12 @@ class VideoSink:
         self._in_size = (h, w)
         self.size = (eh, ew)
 
+    @property
+    def wants_yuv420p(self) -> bool:
+        """True when this sink encodes ``EnhancedFrame.yuv420p`` planes if a frame carries them (yuv420p output,
+        ``yuv`` auto/kernel): an enhancer may then make them in its ISP pass."""
+        return self._use_kernel
+
     def write(self, frame: EnhancedFrame) -> None:
         """Encode one frame. Called from one thread. Raises SinkError naming the file on any write failure."""
         if self._closed:
@@ -338,10 +344,13 @@ class VideoSink:
         av = self._av
         if self._pad_buf is not None and self._pad_buf.dtype != rgb.dtype:
             self._pad_buf = np.empty(self._pad_buf.shape, dtype=rgb.dtype)
-        rgb = _to_even(rgb, self._pad_buf)
-        if self._use_kernel and rgb.dtype == np.uint8:
-            vf = self._yuv_frame_kernel(rgb)
+        planes = frame.yuv420p
+        if planes is not None and self._use_kernel and planes[0].shape == (h, w):
+            vf = self._yuv_frame_from_planes(planes)  # made by the enhancer in its ISP pass
+        elif self._use_kernel and rgb.dtype == np.uint8:
+            vf = self._yuv_frame_kernel(_to_even(rgb, self._pad_buf))
         else:
+            rgb = _to_even(rgb, self._pad_buf)
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24" if rgb.dtype == np.uint8 else "rgb48le")
             # One swscale thread: the encoder's own threads already use the cores.
             vf = self._reformatter.reformat(
@@ -356,22 +365,35 @@ class VideoSink:
             raise SinkError(f"cannot write {self.path}: {exc}") from exc
         self.frames_written += 1
 
-    def _yuv_frame_kernel(self, rgb: np.ndarray):
-        """A new yuv420p frame whose planes ``kernels.rgb_to_yuv420p`` fills in place (no intermediate copy).
+    def _new_yuv_frame(self, h: int, w: int):
+        """A new BT.709 tv-range yuv420p frame and writable views of its (Y, U, V) planes.
 
         A new frame each time: the encoder may keep a reference to a frame it was given.
         """
-        from .. import kernels
-
-        h, w = rgb.shape[:2]
         vf = self._av.VideoFrame(w, h, "yuv420p")
-        y, u, v = (
+        vf.colorspace = _BT709
+        vf.color_range = _RANGE_TV
+        views = tuple(
             np.frombuffer(p, np.uint8).reshape(ph, p.line_size)[:, :pw]
             for p, (ph, pw) in zip(vf.planes, ((h, w), (h // 2, w // 2), (h // 2, w // 2)))
         )
+        return vf, views
+
+    def _yuv_frame_kernel(self, rgb: np.ndarray):
+        """A yuv420p frame whose planes ``kernels.rgb_to_yuv420p`` fills in place (no intermediate copy)."""
+        from .. import kernels
+
+        vf, (y, u, v) = self._new_yuv_frame(*rgb.shape[:2])
         kernels.rgb_to_yuv420p(rgb, y, u, v)
-        vf.colorspace = _BT709
-        vf.color_range = _RANGE_TV
+        return vf
+
+    def _yuv_frame_from_planes(self, planes):
+        """A yuv420p frame holding a copy of ``EnhancedFrame.yuv420p`` (same BT.709 limited-range convention as
+        :meth:`_yuv_frame_kernel`)."""
+        y = planes[0]
+        vf, views = self._new_yuv_frame(*y.shape)
+        for dst, src in zip(views, planes):
+            dst[...] = src
         return vf
 
     def _next_pts(self, frame: EnhancedFrame) -> int:

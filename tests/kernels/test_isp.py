@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from redi_stream.frames import CFA
-from redi_stream.kernels import apply_isp, float_to_uint, reference, rgb_to_yuv420p, unpack_crop
+from redi_stream.kernels import apply_isp, apply_isp_yuv420p, float_to_uint, reference, rgb_to_yuv420p, unpack_crop
 from redi_stream.kernels.isp import srgb_encode
 
 DTYPES = [np.uint8, np.uint16]
@@ -127,3 +127,33 @@ def test_yuv_rejects_odd_sizes() -> None:
     with pytest.raises(ValueError, match="u must be"):
         rgb_to_yuv420p(np.zeros((4, 4, 3), np.uint8), np.empty((4, 4), np.uint8), np.empty((4, 4), np.uint8),
                        np.empty((2, 2), np.uint8))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "crop"])
+def test_fused_isp_yuv_equals_the_two_passes(layout: str) -> None:
+    """One pass gives exactly apply_isp's RGB and rgb_to_yuv420p of that RGB, NaN and out-of-range values too."""
+    rng = np.random.default_rng(5)
+    h, w = 38, 54
+    net_out = rng.random((64, 64, 3), dtype=np.float32) ** 2.2
+    net_out[3, 5] = np.nan
+    net_out[7, 9] = (2.0, -1.0, 1e30)
+    lin = unpack_crop(net_out, CFA.BGGR, h, w) if layout == "crop" else np.ascontiguousarray(net_out[:h, :w])
+    wb = np.array([2.1, 1.0, 1.7], dtype=np.float32)
+    m = np.array([[1.7, -0.6, -0.1], [-0.2, 1.5, -0.3], [0.05, -0.55, 1.5]], dtype=np.float32)
+    rgb = np.empty((h, w, 3), np.uint8)
+    planes = _yuv_planes(h, w)
+    got = apply_isp_yuv420p(lin, wb, m, rgb, *planes)
+    assert got[0] is rgb and all(a is b for a, b in zip(got[1:], planes))
+    want_rgb = apply_isp(lin, wb, m, np.empty((h, w, 3), np.uint8))
+    np.testing.assert_array_equal(rgb, want_rgb)
+    for g, want in zip(planes, rgb_to_yuv420p(want_rgb, *_yuv_planes(h, w))):
+        np.testing.assert_array_equal(g, want)
+
+
+def test_fused_isp_yuv_rejects_odd_sizes_and_uint16() -> None:
+    lin = np.zeros((3, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="even"):
+        apply_isp_yuv420p(lin, ONES, EYE, np.empty((3, 4, 3), np.uint8), *_yuv_planes(4, 4))
+    lin = np.zeros((4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="uint8"):
+        apply_isp_yuv420p(lin, ONES, EYE, np.empty((4, 4, 3), np.uint16), *_yuv_planes(4, 4))

@@ -146,6 +146,36 @@ def test_redi_enhancer_uses_weights_defaults():
     assert out.rgb.dtype == np.uint16 and np.all(out.rgb == 32768)  # sRGB model: quantise only
 
 
+@pytest.mark.parametrize("shape, want_planes", [((32, 64), True), ((31, 64), False)])
+def test_redi_enhancer_yuv420p_planes_equal_the_sinks_conversion(shape, want_planes):
+    """With yuv420p=True the frame carries the planes rgb_to_yuv420p would make from its rgb (even sizes only),
+    and rgb is unchanged."""
+    from types import SimpleNamespace
+
+    meta = SimpleNamespace(output="linear_camera_rgb", gain_target=0.01)
+
+    class Ramp:
+        def run(self, x):
+            n, _, hp, wp = x.shape
+            ramp = np.linspace(0.0, 1.2, hp * wp * 3, dtype=np.float32).reshape(1, hp, wp, 3)
+            return np.repeat(ramp, n, axis=0)
+
+    raw = np.full(shape, 80, np.uint16)
+    frame = _frame(raw, CFA.GRBG, wb_gains=(2.0, 1.0, 1.5))
+    plain = RediEnhancer(Ramp(), meta, gain=4.0).process(frame)
+    fused = RediEnhancer(Ramp(), meta, gain=4.0, yuv420p=True).process(frame)
+    assert plain.yuv420p is None
+    np.testing.assert_array_equal(fused.rgb, plain.rgb)
+    if not want_planes:
+        assert fused.yuv420p is None
+        return
+    h, w = shape
+    want = kernels.rgb_to_yuv420p(plain.rgb, np.empty((h, w), np.uint8), np.empty((h // 2, w // 2), np.uint8),
+                                  np.empty((h // 2, w // 2), np.uint8))
+    for got, exp in zip(fused.yuv420p, want):
+        np.testing.assert_array_equal(got, exp)
+
+
 @pytest.mark.gpu
 def test_redi_on_cuda_in_the_pipeline_runs_on_the_infer_thread():
     torch = pytest.importorskip("torch")

@@ -70,6 +70,25 @@ def test_both_yuv_paths_give_the_same_colours(tmp_path, yuv):
     assert np.abs(inner - blocks).max() <= 3  # BT.709 limited range round trip
 
 
+def test_video_sink_encodes_the_frames_yuv420p_planes(tmp_path):
+    """A frame carrying yuv420p planes is encoded from them (not from rgb); the sink asks for them."""
+    path = tmp_path / "planes.mkv"
+    h, w = 32, 48
+    rgb = np.zeros((h, w, 3), np.uint8)  # black: what the sink would encode if it ignored the planes
+    planes = (np.full((h, w), 180, np.uint8), np.full((h // 2, w // 2), 90, np.uint8),
+              np.full((h // 2, w // 2), 200, np.uint8))
+    with VideoSink(path, fps=24, crf=0, preset="ultrafast") as sink:
+        assert sink.wants_yuv420p
+        sink.write(EnhancedFrame(rgb=rgb, index=0, t_ns=0, yuv420p=planes))
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+        got = frame.to_ndarray(format="yuv420p")
+    np.testing.assert_array_equal(got[:h], planes[0])
+    assert np.all(got[h:h + h // 4] == 90) and np.all(got[h + h // 4:] == 200)
+    with VideoSink(tmp_path / "x.mkv", fps=24, pix_fmt="yuv444p") as other:
+        assert not other.wants_yuv420p
+
+
 def test_video_sink_odd_size_is_padded_and_uint16_accepted(tmp_path):
     path = tmp_path / "odd.mp4"
     sink = VideoSink(path, fps=25, preset="ultrafast")
