@@ -14,6 +14,7 @@ is only ever issued from it. Only host arrays go in and come out.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import time
@@ -233,6 +234,11 @@ class TorchRunner:
     Threads: create, ``warm_up``, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a
     context manager.
 
+    ``cpu_gate`` (attribute, default None): an object whose ``exclusive()`` context manager keeps the caller's
+    other CPU work (the pipeline's decode and encode: ``stream.cpugate.CpuGate``) out of a CPU forward. It is
+    taken only for forwards that use every core (``os.cpu_count()`` threads), and the tuner's timing starts after
+    it is acquired.
+
     CPU: runs :class:`FastRediNet` (NHWC, H/2 convs moved to H/4, fewer copies). ``redi-stream bench`` and
     ``python -m redi_stream.model.bench`` measure it against the plain forward on the machine at hand; the figures
     and what each step bought are in ``docs/PERF_NOTES.md``.
@@ -260,6 +266,7 @@ class TorchRunner:
         self._tuner: ThreadTuner | None = None
         self._fixed_threads: int | None = None
         self._outputs: dict[tuple[int, ...], np.ndarray] = {}
+        self.cpu_gate = None
         if self.device.type == "cuda":
             self._streamed = StreamedRunner(
                 model, self.device, self.precision, cuda_graph=cuda_graph, sequential=not streams
@@ -321,14 +328,19 @@ class TorchRunner:
                 self._tuner.reset()
         tuner = self._tuner
         if tuner is not None:
-            tuner.begin()
-        elif self._fixed_threads is not None and torch.get_num_threads() != self._fixed_threads:
-            torch.set_num_threads(self._fixed_threads)  # process-wide: someone else may have changed it
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            self._fast(torch.from_numpy(x).to(self.precision.dtype), out=torch.from_numpy(out))
+            threads = tuner.begin()
+        else:
+            if self._fixed_threads is not None and torch.get_num_threads() != self._fixed_threads:
+                torch.set_num_threads(self._fixed_threads)  # process-wide: someone else may have changed it
+            threads = torch.get_num_threads()
+        gate = self.cpu_gate if threads >= (os.cpu_count() or 1) else None
+        with gate.exclusive() if gate is not None else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                self._fast(torch.from_numpy(x).to(self.precision.dtype), out=torch.from_numpy(out))
+            seconds = time.perf_counter() - t0
         if tuner is not None:
-            tuner.end(time.perf_counter() - t0)
+            tuner.end(seconds)
         return out
 
     def close(self) -> None:

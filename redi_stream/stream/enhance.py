@@ -143,6 +143,17 @@ class RediEnhancer(_LiveGain):
         self._inputs: dict[tuple[int, int], np.ndarray] = {}  # packed network input per padded shape, reused
         self._closed = False
 
+    @property
+    def cpu_gate(self):
+        """The pipeline's :class:`~.cpugate.CpuGate`, handed to the runner (``TorchRunner.cpu_gate``), which takes
+        it around all-core CPU forwards. None (default): no gate. Set before the run starts."""
+        return getattr(self.runner, "cpu_gate", None)
+
+    @cpu_gate.setter
+    def cpu_gate(self, gate) -> None:
+        if hasattr(self.runner, "cpu_gate"):
+            self.runner.cpu_gate = gate
+
     def _input_for(self, h: int, w: int, cfa: CFA) -> np.ndarray:
         hp, wp = kernels.padded_shape(h, w, cfa)
         buf = self._inputs.get((hp, wp))

@@ -50,6 +50,7 @@ previous handlers are restored before it returns.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import os
@@ -65,6 +66,7 @@ from typing import Any, Protocol, Sequence
 from ..errors import ConfigError, FrameError, Interrupted, PipelineError
 from ..frames import EnhancedFrame, RawFrame
 from .channels import END, Channel, Policy
+from .cpugate import CpuGate
 from .stats import RateMeter, RssRecorder, StageSummary, StageTimers, peak_rss_bytes
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,10 @@ class PipelineConfig:
         max_frames: stop after this many source frames (``None``: until the source ends).
         rss_every_frames: record ``(frames_out, RSS)`` in ``RunSummary.rss_samples`` every N frames (0: never).
         handle_signals: install SIGINT/SIGTERM handlers during ``run()`` (only effective on the main thread).
+        cpu_gate: when the enhancer takes one (``enhancer.cpu_gate``, e.g. ``RediEnhancer`` on a CPU
+            ``TorchRunner``), share a :class:`~.cpugate.CpuGate` between its all-core forwards (exclusive) and the
+            decode reads and sink writes (shared), so the pipeline's own CPU work runs between forwards instead of
+            stalling them (see :mod:`.cpugate`).
     """
 
     queue_size: int = 4
@@ -110,6 +116,7 @@ class PipelineConfig:
     max_frames: int | None = None
     rss_every_frames: int = 0
     handle_signals: bool = True
+    cpu_gate: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.queue_size <= 1024:
@@ -357,6 +364,12 @@ class Pipeline:
         # the encoder (files: after encoding, so the window shows what was written).
         self._preview_from_infer = preview is not None and self._live
 
+        # The CPU gate: an all-core CPU forward runs alone; decode reads and sink writes wait for it (.cpugate).
+        self._gate: CpuGate | None = None
+        if self.config.cpu_gate and hasattr(enhancer, "cpu_gate"):
+            self._gate = CpuGate()
+            enhancer.cpu_gate = self._gate
+
         self._states = {s: _StageState(s) for s in STAGES}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -507,9 +520,14 @@ class Pipeline:
             self._cap_ch.close()
 
     def _timed_read(self, i: int) -> tuple[RawFrame, int]:
-        t0 = time.perf_counter_ns()
-        frame = self.source.read(i)
-        return frame, time.perf_counter_ns() - t0
+        with self._cpu_shared():
+            t0 = time.perf_counter_ns()
+            frame = self.source.read(i)
+            return frame, time.perf_counter_ns() - t0
+
+    def _cpu_shared(self):
+        """A decode or encode chunk: waits while an all-core forward holds the CPU gate (if there is one)."""
+        return self._gate.shared() if self._gate is not None else contextlib.nullcontext()
 
     def _skip_or_raise(self, index: int, name: str, exc: BaseException) -> None:
         if isinstance(exc, FrameError) and self.config.on_error is OnError.SKIP:
@@ -668,17 +686,18 @@ class Pipeline:
                     break
                 self._holding["encode"] = True
                 st.busy(out.index, out.name)
-                t0 = time.perf_counter_ns()
                 try:
-                    for sink in self.sinks:
-                        sink.write(out)
+                    with self._cpu_shared():
+                        t0 = time.perf_counter_ns()
+                        for sink in self.sinks:
+                            sink.write(out)
+                        t1 = time.perf_counter_ns()
                 except Exception as exc:  # noqa: BLE001 -- carried to the caller with the frame named
                     self._frames_failed += 1
                     self._holding["encode"] = False
                     raise _StageFailure(_frame_detail(out.index, out.name, exc), exc) from exc
                 finally:
                     st.idle()
-                t1 = time.perf_counter_ns()
                 self._timers.add_many(out.timings_ns)
                 self._timers.add("encode", t1 - t0)
                 if out.t_capture_ns:

@@ -1,0 +1,177 @@
+"""CpuGate: an all-core forward runs alone; decode reads and sink writes run between forwards, never inside one."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from stream_fakes import FakeEnhancer, FakeFileSource, RecordingSink
+
+from redi_stream.stream.cpugate import CpuGate
+from redi_stream.stream.pipeline import Pipeline, PipelineConfig
+
+
+def test_exclusive_waits_for_running_chunks_and_blocks_new_ones() -> None:
+    gate = CpuGate()
+    events: list[str] = []
+    chunk_running = threading.Event()
+    release_chunk = threading.Event()
+
+    def chunk(name: str, hold: threading.Event | None = None) -> None:
+        with gate.shared():
+            events.append(f"{name} start")
+            if hold is not None:
+                chunk_running.set()
+                hold.wait(5)
+            events.append(f"{name} end")
+
+    def forward() -> None:
+        with gate.exclusive():
+            events.append("forward start")
+            time.sleep(0.05)
+            events.append("forward end")
+
+    a = threading.Thread(target=chunk, args=("a", release_chunk))
+    a.start()
+    assert chunk_running.wait(5)
+    f = threading.Thread(target=forward)
+    f.start()
+    time.sleep(0.05)  # the forward now waits for chunk a
+    b = threading.Thread(target=chunk, args=("b",))
+    b.start()
+    time.sleep(0.05)  # chunk b must wait for the waiting forward (writer preference)
+    assert events == ["a start"]
+    release_chunk.set()
+    for t in (a, f, b):
+        t.join(5)
+    assert events == ["a start", "a end", "forward start", "forward end", "b start", "b end"]
+    assert gate.exclusive_count == 1 and gate.exclusive_wait_s > 0.04
+
+
+def test_shared_chunks_run_together() -> None:
+    gate = CpuGate()
+    inside = threading.Barrier(2, timeout=5)
+
+    def chunk() -> None:
+        with gate.shared():
+            inside.wait()  # both chunks inside at once, or the barrier times out
+
+    ts = [threading.Thread(target=chunk) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(5)
+    assert not inside.broken
+
+
+class _Intervals:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.exclusive: list[tuple[float, float]] = []
+        self.shared: list[tuple[float, float]] = []
+
+    def add(self, kind: str, t0: float, t1: float) -> None:
+        with self.lock:
+            getattr(self, kind).append((t0, t1))
+
+
+class _GatedEnhancer(FakeEnhancer):
+    """A FakeEnhancer whose 'forward' takes the pipeline's gate, as TorchRunner does on all cores."""
+
+    def __init__(self, rec: _Intervals) -> None:
+        super().__init__()
+        self.cpu_gate = None
+        self.rec = rec
+
+    def process(self, frame):
+        with self.cpu_gate.exclusive():
+            t0 = time.perf_counter()
+            time.sleep(0.004)
+            self.rec.add("exclusive", t0, time.perf_counter())
+        return super().process(frame)
+
+
+class _TimedSource(FakeFileSource):
+    def __init__(self, n: int, rec: _Intervals) -> None:
+        super().__init__(n, max_delay_s=0.003, seed=1)
+        self.rec = rec
+
+    def read(self, i: int):
+        t0 = time.perf_counter()
+        frame = super().read(i)
+        self.rec.add("shared", t0, time.perf_counter())
+        return frame
+
+
+class _TimedSink(RecordingSink):
+    def __init__(self, rec: _Intervals) -> None:
+        super().__init__()
+        self.rec = rec
+
+    def write(self, frame) -> None:
+        t0 = time.perf_counter()
+        time.sleep(0.002)
+        super().write(frame)
+        self.rec.add("shared", t0, time.perf_counter())
+
+
+@pytest.mark.parametrize("queue_size, workers", [(1, 1), (4, 3)])
+def test_pipeline_never_decodes_or_encodes_inside_a_gated_forward(queue_size: int, workers: int) -> None:
+    rec = _Intervals()
+    enh = _GatedEnhancer(rec)
+    sink = _TimedSink(rec)
+    cfg = PipelineConfig(queue_size=queue_size, decode_workers=workers, handle_signals=False)
+    summary = Pipeline(_TimedSource(30, rec), enh, [sink], cfg, progress=False).run()
+    assert summary.frames_out == 30 and sink.indices == list(range(30))
+    assert isinstance(enh.cpu_gate, CpuGate) and enh.cpu_gate.exclusive_count == 30
+    assert len(rec.exclusive) == 30 and len(rec.shared) == 60
+    overlaps = [(e, s) for e in rec.exclusive for s in rec.shared if s[0] < e[1] and e[0] < s[1]]
+    assert overlaps == []
+
+
+def test_pipeline_without_the_gate_leaves_the_enhancer_alone() -> None:
+    enh = FakeEnhancer()
+    Pipeline(FakeFileSource(3), enh, [RecordingSink()], PipelineConfig(handle_signals=False), progress=False).run()
+    assert not hasattr(enh, "cpu_gate")
+    rec = _Intervals()
+    gated = _GatedEnhancer(rec)
+    gated.cpu_gate = CpuGate()  # what a previous owner set; cpu_gate=False keeps it
+    keep = gated.cpu_gate
+    Pipeline(FakeFileSource(2), gated, [RecordingSink()], PipelineConfig(handle_signals=False, cpu_gate=False),
+             progress=False).run()
+    assert gated.cpu_gate is keep
+
+
+class _CountingGate:
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def exclusive(self):
+        import contextlib
+
+        self.taken += 1
+        return contextlib.nullcontext()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to tell an all-core forward from a 1-thread one")
+def test_torch_runner_takes_the_gate_only_for_all_core_forwards() -> None:
+    torch = pytest.importorskip("torch")
+    from redi_stream.model import RediNet, TorchRunner
+
+    torch.manual_seed(0)
+    net = RediNet(weight_norm=False).eval()
+    x = np.zeros((1, 1, 32, 32), np.float32)
+    threads_before = torch.get_num_threads()
+    try:
+        for threads, want in ((1, 0), (os.cpu_count(), 2)):
+            with TorchRunner(net, "cpu", "fp32", num_threads=threads) as runner:
+                gate = _CountingGate()
+                runner.cpu_gate = gate
+                runner.run(x)
+                runner.run(x)
+                assert gate.taken == want, threads
+    finally:
+        torch.set_num_threads(threads_before)
