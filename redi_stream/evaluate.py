@@ -183,6 +183,29 @@ def _gain_twin(frame: RawFrame, target: float) -> tuple[float, float]:
     return a, b
 
 
+def held_out_stills(config: EvalConfig, photos: CleanImageDataset | None = None):
+    """The still-image test's synthetic frames, in order: yields ``(photo index, ratio index, ratio, clean, batch)``.
+
+    ``clean`` is the (1, 3, H, W) photo and ``batch`` its :class:`SynthBatch` at that ratio; photo ``i`` keeps one
+    camera / WB / colour matrix / noise level across the ratios (drawn from ``(seed, i)``), and the noise comes
+    from ``(seed, i, ratio index)``. :func:`evaluate` scores exactly these frames.
+    """
+    if photos is None:
+        photos = CleanImageDataset(config.test_dirs, max_images=config.count, augment=False)
+    synths = {
+        r: PairSynthesizer(SynthConfig(config.noise_params, cameras=config.cameras, ratio_range=(r, r)), "cpu")
+        for r in config.ratios
+    }
+    any_synth = next(iter(synths.values()))
+    for i in range(len(photos)):
+        clean = photos.full(i)[None]
+        params = any_synth.sample_params(1, torch.Generator().manual_seed(_seed(config.seed, i)))
+        for k, ratio in enumerate(config.ratios):
+            params.ratio = torch.tensor([ratio])
+            batch = synths[ratio].synthesize(clean, torch.Generator().manual_seed(_seed(config.seed, i, k)), params)
+            yield i, k, ratio, clean, batch
+
+
 def _summary(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
@@ -205,11 +228,6 @@ def evaluate(config: EvalConfig, *, model: RediNet | None = None, progress: bool
     if str(meta.output) != "linear_camera_rgb":
         raise ConfigError(f"the evaluated model must output linear camera RGB, got {meta.output!r} (use official=)")
     photos = CleanImageDataset(config.test_dirs, max_images=config.count, augment=False)
-    synths = {
-        r: PairSynthesizer(SynthConfig(config.noise_params, cameras=config.cameras, ratio_range=(r, r)), "cpu")
-        for r in config.ratios
-    }
-    any_synth = next(iter(synths.values()))
 
     runner = TorchRunner(model, config.device)
     official_model = load_weights(config.official) if config.official is not None else None
@@ -229,27 +247,22 @@ def evaluate(config: EvalConfig, *, model: RediNet | None = None, progress: bool
     auto_gains: list[float] = []
     twin_diffs: list[float] = []
     ref_vs_photo: list[float] = []
-    for i in range(len(photos)):
-        clean = photos.full(i)[None]
-        params = any_synth.sample_params(1, torch.Generator().manual_seed(_seed(config.seed, i)))
-        for k, ratio in enumerate(config.ratios):
-            params.ratio = torch.tensor([ratio])
-            batch = synths[ratio].synthesize(clean, torch.Generator().manual_seed(_seed(config.seed, i, k)), params)
-            frame = _raw_frame(batch, 0, index=i)
-            ref = _reference(batch, 0)
-            if k == 0:
-                photo8 = np.rint(clean[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-                ref_vs_photo.append(_psnr_ssim(ref, photo8)[0])
-            a_kernel, a_torch = _gain_twin(frame, meta.gain_target)
-            twin_diffs.append(abs(a_kernel - a_torch) / a_kernel)
-            for name, make in methods.items():
-                with make(ratio) as enh:
-                    out = enh.process(frame)
-                scores[name][ratio].append(_psnr_ssim(out.rgb, ref))
-                if name == "redi_auto_gain":
-                    gain_ratios.append(out.gain / ratio)
-                    auto_gains.append(out.gain)
-        if progress:
+    for i, k, ratio, clean, batch in held_out_stills(config, photos):
+        frame = _raw_frame(batch, 0, index=i)
+        ref = _reference(batch, 0)
+        if k == 0:
+            photo8 = np.rint(clean[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            ref_vs_photo.append(_psnr_ssim(ref, photo8)[0])
+        a_kernel, a_torch = _gain_twin(frame, meta.gain_target)
+        twin_diffs.append(abs(a_kernel - a_torch) / a_kernel)
+        for name, make in methods.items():
+            with make(ratio) as enh:
+                out = enh.process(frame)
+            scores[name][ratio].append(_psnr_ssim(out.rgb, ref))
+            if name == "redi_auto_gain":
+                gain_ratios.append(out.gain / ratio)
+                auto_gains.append(out.gain)
+        if progress and k == len(config.ratios) - 1:
             print(f"photo {i + 1}/{len(photos)}", file=sys.stderr, flush=True)
 
     stills: dict[str, Any] = {}

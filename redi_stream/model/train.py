@@ -21,6 +21,11 @@ Recipe (SPEC §5): Adam, lr 1e-4 then 1e-5 after half the iterations, batch 8, r
   target both rendered to sRGB with the sample's own WB and colour matrix (:func:`~redi_stream.model.synth.render_srgb`).
 * **Amplifier calibration** (SPEC §3): Eq. 5's constant is fitted before training on full-size synthetic frames
   (:func:`calibrate_gain_target`) and stored in every checkpoint and in the exported weights' ``gain_target``.
+  The frames (:func:`synthetic_calibration_pairs`) cycle through the training *and* validation photos, each time
+  with a fresh camera / K / ratio / noise draw, ``calib_count`` (1024) of them. Per-frame ``ratio / S`` spreads
+  over a factor of ~3.5 (5-95%), so the median of a few dozen frames is off by ±10% (95%): the first shipped
+  weights used 64 frames, one per photo, and got 0.116 where the population value is 0.125 (their held-out
+  median auto / true ratio was 0.80). ``redi-stream train calibrate`` redoes this fit for existing weights.
 * ``max_minutes``: the run checkpoints and returns cleanly once the budget is spent (for short device slots);
   ``resume`` continues it.
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import csv
 import enum
+import json
 import math
 import os
 import random
@@ -121,7 +127,8 @@ class TrainConfig:
         num_threads: ``torch.set_num_threads`` for the run (None: torch's default).
         log_every, val_every, ckpt_every: in iterations (0 disables val/ckpt-by-count); ckpt_every_minutes: also
             checkpoint when this much wall time passed since the last one.
-        val_count: held-out images; calib_count: frames used for the gain calibration.
+        val_count: held-out images; calib_count: synthetic frames for the gain calibration (cycling through
+            ``train_dirs`` + ``val_dirs``, a fresh draw each time; see :func:`synthetic_calibration_pairs`).
         max_minutes: wall-time budget; when spent the run checkpoints and returns (resume to continue).
         resume: checkpoint to continue from (its trajectory fields must equal this config's).
         keep_checkpoints: how many ``ckpt_*.pt`` to keep (oldest deleted).
@@ -155,7 +162,7 @@ class TrainConfig:
     val_count: int = 16
     ckpt_every: int = 1000
     ckpt_every_minutes: float | None = None
-    calib_count: int = 64
+    calib_count: int = 1024
     max_minutes: float | None = None
     resume: Path | None = None
     keep_checkpoints: int = 3
@@ -408,6 +415,116 @@ def calibrate_gain_target(
     )
 
 
+def _unique(paths: Iterable[Path]) -> tuple[Path, ...]:
+    """Paths in order, duplicates removed (e.g. a validation folder that is also a training folder)."""
+    return tuple(dict.fromkeys(Path(p) for p in paths))
+
+
+def synthetic_calibration_pairs(
+    photos: CleanImageDataset, synth: PairSynthesizer, *, seed: int, count: int
+) -> Iterable[tuple[Tensor, Tensor]]:
+    """``(dark, ratio)`` of ``count`` full-size synthetic frames for :func:`calibrate_gain_target`.
+
+    Frame ``j`` is photo ``j % len(photos)`` (whole photo, cropped to multiples of 32, as the production estimator
+    sees whole frames) with its own camera, K, colour, ratio and noise draw from a generator seeded by
+    ``(seed, j)``: frame ``j`` is the same whatever ``count`` is, and more frames than photos add fresh draws of
+    the same photos. ``synth`` sets the cameras and ratio range (use the training ones).
+    """
+    for j in range(int(count)):
+        state = np.random.SeedSequence([int(seed), _CALIB_SEED_OFFSET, j]).generate_state(2, np.uint32)
+        g = torch.Generator(synth.device).manual_seed(int(state[0]) << 31 ^ int(state[1]))
+        b = synth.synthesize(photos.full(j % len(photos))[None].to(synth.device), g)
+        yield b.dark, b.ratio
+
+
+def calibrate_synthetic(
+    photo_dirs: Sequence[str | Path],
+    noise_params: str | Path,
+    *,
+    cameras: Sequence[str] = (),
+    ratio_range: tuple[float, float] = (100.0, 300.0),
+    count: int = 1024,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[GainCalibration, dict[str, Any]]:
+    """Eq. 5 calibration on synthetic frames of clean training photos, as :func:`train` does before training.
+
+    Args:
+        photo_dirs: clean photos of the *training* side (e.g. BSDS500 train + val; never the held-out test split).
+        noise_params, cameras, ratio_range: the synthesis of the training run (default: every camera, U(100, 300)).
+        count, seed: frames and seed of :func:`synthetic_calibration_pairs`.
+    Returns:
+        (calibration, facts for the weights' provenance: photos, frames, seed, cameras, ratio range).
+    """
+    synth = PairSynthesizer(
+        SynthConfig(noise_params=noise_params, cameras=tuple(cameras), ratio_range=tuple(ratio_range)), device
+    )
+    dirs = _unique(Path(p) for p in photo_dirs)
+    photos = CleanImageDataset(dirs, augment=False)
+    calibration = calibrate_gain_target(synthetic_calibration_pairs(photos, synth, seed=seed, count=count))
+    info = {
+        "photos": f"{len(photos)} from {', '.join(str(p) for p in dirs)}",
+        "frames": int(count),
+        "seed": int(seed),
+        "cameras": list(synth.camera_names),
+        "ratio_range": [float(v) for v in ratio_range],
+    }
+    return calibration, info
+
+
+def recalibrate_weights(
+    weights: str | Path,
+    out_path: str | Path,
+    calibration: GainCalibration,
+    info: Mapping[str, Any] | None = None,
+    *,
+    version: str | None = None,
+) -> Path:
+    """Write ``weights`` with a new Eq. 5 ``gain_target`` (network tensors unchanged) to ``out_path``.
+
+    The provenance's ``gain_calibration`` becomes ``calibration`` plus ``info``; a recorded evaluation, which was
+    measured with the old constant, moves to ``eval_before_recalibration`` (record a new one with
+    :func:`record_eval`).
+
+    Raises:
+        WeightsError: unreadable weights, or weights that are not ours (e.g. an official checkpoint).
+    """
+    from redi_stream.model.weights import WeightsMeta, load_weights, save_weights
+
+    model = load_weights(weights)
+    meta: WeightsMeta = model.meta
+    if str(meta.output) != "linear_camera_rgb" or "gain_calibration" not in meta.provenance:
+        raise WeightsError(f"{weights}: not weights trained by redi-stream (no gain calibration to redo)")
+    provenance = dict(meta.provenance)
+    if "eval" in provenance:
+        provenance["eval_before_recalibration"] = {**provenance.pop("eval"), "gain_target": meta.gain_target}
+    provenance["gain_calibration"] = {**calibration.to_dict(), **dict(info or {})}
+    new_meta = replace(meta, gain_target=float(calibration.target), provenance=provenance,
+                       version=meta.version if version is None else str(version))
+    out_path = Path(out_path)
+    save_weights(model, out_path, new_meta)
+    return out_path
+
+
+def record_eval(weights: str | Path, result: Mapping[str, Any], command: str = "") -> Path:
+    """Store a ``redi-stream eval`` result (its JSON) in the weights' provenance as ``eval``, in place.
+
+    Raises:
+        WeightsError: unreadable weights, or a result measured with another ``gain_target`` than the weights'.
+    """
+    from redi_stream.model.weights import load_weights, save_weights
+
+    model = load_weights(weights)
+    meta = model.meta
+    measured = result.get("config", {}).get("gain_target")
+    if measured is None or not math.isclose(float(measured), float(meta.gain_target), rel_tol=1e-12):
+        raise WeightsError(f"the evaluation used gain_target {measured!r}, but {weights} has {meta.gain_target!r}: "
+                           "evaluate these weights again")
+    provenance = {**meta.provenance, "eval": {"command": command, "result": dict(result)}}
+    save_weights(model, weights, replace(meta, provenance=provenance))
+    return Path(weights)
+
+
 # --- data plumbing -------------------------------------------------------------------------------------------------
 
 
@@ -480,10 +597,8 @@ def _build_data(config: TrainConfig, device: torch.device):
             val = TrainBatch(b.input, b.target, b.ratio, b.wb, b.cam_to_srgb)
 
         def calib_pairs():
-            g = torch.Generator(device).manual_seed(config.seed + _CALIB_SEED_OFFSET)
-            for i in range(min(config.calib_count, len(train_set))):
-                b = synth.synthesize(train_set.full(i)[None].to(device), g)
-                yield b.dark, b.ratio
+            photos = CleanImageDataset(_unique(config.train_dirs + config.val_dirs), augment=False)
+            return synthetic_calibration_pairs(photos, synth, seed=config.seed, count=config.calib_count)
 
         provenance = {
             "data": f"synthetic: unprocessed clean photos ({len(train_set)} from "
@@ -918,7 +1033,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="redi-stream train",
         description="Train REDI on synthetic dark raw pairs (or SID / paired raw data). "
-        "'export CKPT OUT' writes inference weights from a checkpoint.",
+        "'export CKPT OUT' writes inference weights from a checkpoint; 'calibrate WEIGHTS --data ... "
+        "--noise-params ...' refits their Eq. 5 gain_target; 'record-eval WEIGHTS EVAL_JSON' stores an evaluation.",
     )
     p.add_argument("--out-dir", default="runs/train", help="checkpoints, log.csv, curves.png (default runs/train)")
     p.add_argument("--data-kind", default="synthetic", choices=[k.value for k in DataKind])
@@ -948,7 +1064,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-count", type=int, default=16)
     p.add_argument("--ckpt-every", type=int, default=1000)
     p.add_argument("--ckpt-minutes", type=float, default=None, help="also checkpoint every N minutes")
-    p.add_argument("--calib-count", type=int, default=64)
+    p.add_argument("--calib-count", type=int, default=1024,
+                   help="synthetic frames for the Eq. 5 calibration (default 1024)")
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this wall time")
     p.add_argument("--keep-checkpoints", type=int, default=3)
     p.add_argument("--resume", help="training checkpoint to continue from")
@@ -997,8 +1114,44 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _calibrate_main(argv: Sequence[str]) -> int:
+    cp = argparse.ArgumentParser(
+        prog="redi-stream train calibrate",
+        description="Refit Eq. 5's gain_target of exported weights on synthetic frames of the training photos "
+        "(as training does) and write the weights with the new constant; the network tensors are unchanged.",
+    )
+    cp.add_argument("weights", help="our exported weights (.pt)")
+    cp.add_argument("--data", nargs="+", required=True,
+                    help="training-side clean photos (a folder with train/ and val/ uses both); never the test split")
+    cp.add_argument("--noise-params", required=True, help="ELD noise parameters JSON")
+    cp.add_argument("--cameras", nargs="*", default=[], help="noise profiles (default: all, as in training)")
+    cp.add_argument("--ratio-range", nargs=2, type=float, default=(100.0, 300.0), metavar=("LO", "HI"))
+    cp.add_argument("--calib-count", type=int, default=1024, help="synthetic frames (default 1024)")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--device", default="cpu")
+    cp.add_argument("--out", help="where to write (default: overwrite WEIGHTS)")
+    cp.add_argument("--version", default=None, help="new version string of the weights")
+    a = cp.parse_args(list(argv))
+    if a.calib_count < 1:
+        raise ConfigError(f"--calib-count must be >= 1, got {a.calib_count}")
+    train_dirs, val_dirs = _split_dirs(a.data)
+    dirs = train_dirs + val_dirs
+    if any(p.name.lower() == "test" for p in dirs):
+        print("redi-stream train calibrate: warning: a folder named 'test' is used; calibrate on training data "
+              "and keep the test split for 'redi-stream eval'", file=sys.stderr)
+    calibration, info = calibrate_synthetic(dirs, a.noise_params, cameras=a.cameras, ratio_range=tuple(a.ratio_range),
+                                            count=a.calib_count, seed=a.seed, device=a.device)
+    info["command"] = "redi-stream train calibrate " + " ".join(argv)
+    c = calibration
+    print(f"gain_target {c.target:.6g} from {c.n} frames ({info['photos']}); on them A / true ratio: median "
+          f"{c.median_ratio:.3f}, 5-95% [{c.p05_ratio:.3f}, {c.p95_ratio:.3f}], clamped {c.clamped_fraction:.1%}")
+    print(f"wrote {recalibrate_weights(a.weights, a.out or a.weights, calibration, info, version=a.version)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m redi_stream.model.train [options]`` or ``... export CKPT OUT``; returns the exit status."""
+    """``python -m redi_stream.model.train [options]``, ``... export CKPT OUT``, ``... calibrate WEIGHTS --data ...``
+    or ``... record-eval WEIGHTS EVAL_JSON``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["export"]:
@@ -1009,6 +1162,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             a = ep.parse_args(argv[1:])
             path = export_default(a.checkpoint, a.out, {"version": a.version} if a.version else None)
             print(f"wrote {path}")
+            return 0
+        if argv[:1] == ["calibrate"]:
+            return _calibrate_main(argv[1:])
+        if argv[:1] == ["record-eval"]:
+            rp = argparse.ArgumentParser(
+                prog="redi-stream train record-eval",
+                description="Store a 'redi-stream eval --json' result in the weights' metadata (in place).")
+            rp.add_argument("weights")
+            rp.add_argument("eval_json")
+            rp.add_argument("--command", default="", help="the eval command line, recorded with the result")
+            a = rp.parse_args(argv[1:])
+            try:
+                result = json.loads(Path(a.eval_json).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"cannot read evaluation result {a.eval_json}: {exc}") from exc
+            print(f"wrote {record_eval(a.weights, result, a.command)}")
             return 0
         args = build_parser().parse_args(argv)
         config = config_from_args(args)

@@ -23,10 +23,12 @@ from redi_stream.model.data import (
     sid_exposure_s,
 )
 from redi_stream.model.net import RediNet
+from redi_stream.model.synth import PairSynthesizer, SynthConfig
 from redi_stream.model.train import (
     CSV_COLUMNS,
     TrainConfig,
     calibrate_gain_target,
+    calibrate_synthetic,
     export_default,
     forward_unclamped,
     load_checkpoint,
@@ -35,6 +37,9 @@ from redi_stream.model.train import (
     ms_ssim,
     msssim_levels,
     read_log,
+    recalibrate_weights,
+    record_eval,
+    synthetic_calibration_pairs,
     train,
 )
 from tests.conftest import write_tiny_photos_and_noise
@@ -123,6 +128,77 @@ def test_calibration_closed_form():
     assert cal2.target == pytest.approx(0.4, rel=1e-5) and cal2.n == 3
     with pytest.raises(ConfigError):
         calibrate_gain_target([])
+
+
+def test_calibration_frames_cycle_photos_with_fresh_draws(tiny_data):
+    """More frames than photos: every photo again with a new camera/ratio/noise draw; frame j never depends on the
+    count. (The first shipped weights used one frame per photo, 64 in all: a median off by 8%.)"""
+    photos_dir, noise = tiny_data
+    photos = CleanImageDataset(photos_dir, augment=False)
+    synth = PairSynthesizer(SynthConfig(noise, ratio_range=(100.0, 300.0)))
+    frames = list(synthetic_calibration_pairs(photos, synth, seed=0, count=7))
+    assert len(frames) == 7 and len(photos) == 3
+    assert frames[3][0].shape == frames[0][0].shape == (1, 1, 64, 96)  # photo 0 again, whole frame
+    assert float(frames[3][1]) != float(frames[0][1]) and not torch.equal(frames[3][0], frames[0][0])
+    again = list(synthetic_calibration_pairs(photos, synth, seed=0, count=4))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(again, frames))
+    other_seed = next(iter(synthetic_calibration_pairs(photos, synth, seed=1, count=1)))
+    assert not torch.equal(other_seed[0], frames[0][0])
+    assert TrainConfig(out_dir=Path("x"), train_dirs=(photos_dir,), noise_params=noise).calib_count >= 1024
+
+
+def _weights_with_calibration(path: Path, target: float) -> Path:
+    from redi_stream.model.weights import WeightsMeta, save_weights
+
+    torch.manual_seed(0)
+    model = RediNet().fold().eval()
+    meta = WeightsMeta(gain_target=target, version="v1",
+                       provenance={"gain_calibration": {"target": target, "n": 1}, "eval": {"result": {"x": 1}},
+                                   "iterations": 5})
+    save_weights(model, path, meta)
+    return path
+
+
+def test_recalibrate_weights_changes_only_the_constant(tmp_path, tiny_data):
+    from redi_stream.model.weights import load_weights
+
+    photos, noise = tiny_data
+    src = _weights_with_calibration(tmp_path / "w.pt", 0.5)
+    cal, info = calibrate_synthetic([photos, photos], noise, count=5, seed=3)
+    assert cal.n == 5 and info["photos"].startswith("3 from") and info["frames"] == 5  # duplicates dropped
+    assert cal == calibrate_synthetic([photos], noise, count=5, seed=3)[0]  # reproducible
+    out = recalibrate_weights(src, tmp_path / "w2.pt", cal, info, version="v2")
+    old, new = load_weights(src), load_weights(out)
+    assert new.meta.gain_target == cal.target != old.meta.gain_target and new.meta.version == "v2"
+    sa, sb = old.state_dict(), new.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    prov = new.meta.provenance
+    assert prov["gain_calibration"]["target"] == cal.target and prov["gain_calibration"]["frames"] == 5
+    assert "eval" not in prov and prov["eval_before_recalibration"]["gain_target"] == 0.5  # stale eval set aside
+    assert prov["iterations"] == 5
+    # record-eval accepts only a result measured with the weights' constant
+    with pytest.raises(WeightsError, match="gain_target"):
+        record_eval(out, {"config": {"gain_target": 0.5}})
+    record_eval(out, {"config": {"gain_target": cal.target}, "gain": {"auto_over_true_median": 1.0}}, "cmd")
+    assert load_weights(out).meta.provenance["eval"]["command"] == "cmd"
+
+
+def test_cli_calibrate_and_record_eval(tmp_path, tiny_data, capsys):
+    from redi_stream.model.weights import load_weights
+
+    photos, noise = tiny_data
+    w = _weights_with_calibration(tmp_path / "w.pt", 0.5)
+    assert main(["calibrate", str(w), "--data", str(photos), "--noise-params", str(noise),
+                 "--calib-count", "4"]) == 0
+    target = load_weights(w).meta.gain_target
+    assert target != 0.5 and f"gain_target {target:.6g}" in capsys.readouterr().out
+    assert "calibrate" in load_weights(w).meta.provenance["gain_calibration"]["command"]
+    res = tmp_path / "eval.json"
+    res.write_text(json.dumps({"config": {"gain_target": target}}))
+    assert main(["record-eval", str(w), str(res), "--command", "redi-stream eval ..."]) == 0
+    assert load_weights(w).meta.provenance["eval"]["command"] == "redi-stream eval ..."
+    assert main(["calibrate", str(w), "--data", str(photos), "--noise-params", str(noise),
+                 "--calib-count", "0"]) == 2
 
 
 # --- datasets ---------------------------------------------------------------------------------------------------
