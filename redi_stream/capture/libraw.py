@@ -148,12 +148,28 @@ def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
         FrameError: unreadable, truncated, corrupt, or inconsistent levels.
         UnsupportedSensorError: not a 2x2 Bayer mosaic.
     """
+    data, meta, _ = read_libraw_with_margins(path, index)
+    return data, meta
+
+
+def read_libraw_with_margins(path: Path, index: int) -> tuple[np.ndarray, RawMeta, tuple[int, int]]:
+    """:func:`read_libraw`, plus where the visible area lies in the stored raw image.
+
+    Returns:
+        ``(data, meta, (top, left))``: data and meta as from :func:`read_libraw`; ``top``/``left`` are LibRaw's
+        ``sizes.top_margin``/``left_margin``, so ``data`` is ``raw_image[top:top + H, left:left + W]``. (For a DNG
+        LibRaw rounds an odd ``ActiveArea`` origin up to even, so the tag alone does not give them.)
+
+    Raises:
+        as :func:`read_libraw`.
+    """
     if path.suffix.lower() == ".x3f":
         raise UnsupportedSensorError(f"{path}: Foveon X3F sensors are not supported; redi-stream needs a 2x2 Bayer raw")
     try:
         with rawpy.imread(str(path)) as raw:
             cfa = bayer_cfa(raw, path)
             data = np.array(raw.raw_image_visible, dtype=np.uint16, order="C", copy=True)
+            margins = (int(raw.sizes.top_margin), int(raw.sizes.left_margin))
             pattern = np.asarray(raw.raw_pattern)
             black_by_colour = [float(b) for b in raw.black_level_per_channel]
             white = float(raw.white_level)
@@ -195,4 +211,4 @@ def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
         )
     except ValueError as exc:
         raise FrameError(f"frame {index} ({path}): bad metadata: {exc}", index=index, name=path.name) from exc
-    return data, meta
+    return data, meta, margins
