@@ -26,6 +26,9 @@ true ratio, per-frame automatic gain, smoothed automatic gain (``GainSmoother``)
 
 Also checked: the torch twin of Eq. 5 used for calibration in training (``model.synth.estimate_gain_torch``) agrees
 with the production kernel (``kernels.estimate_gain``) on every evaluated frame.
+
+``--real-data FILES`` adds (or, without ``--test-data``, runs alone) the real-data sanity check of
+:mod:`redi_stream.evaluate_real`: real raw frames darkened in the raw domain with ELD noise, before/after figures.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import numpy as np
 import torch
 
 from redi_stream import kernels
-from redi_stream.errors import ConfigError, WeightsError
+from redi_stream.errors import CaptureError, ConfigError, WeightsError
 from redi_stream.frames import CFA, RawFrame, RawMeta
 from redi_stream.model.data import CleanImageDataset
 from redi_stream.model.net import RediNet
@@ -165,7 +168,7 @@ def _reference(batch: SynthBatch, i: int) -> np.ndarray:
     return out
 
 
-def _psnr_ssim(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+def psnr_ssim(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     psnr = float(peak_signal_noise_ratio(ref, out, data_range=255))
@@ -252,13 +255,13 @@ def evaluate(config: EvalConfig, *, model: RediNet | None = None, progress: bool
         ref = _reference(batch, 0)
         if k == 0:
             photo8 = np.rint(clean[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-            ref_vs_photo.append(_psnr_ssim(ref, photo8)[0])
+            ref_vs_photo.append(psnr_ssim(ref, photo8)[0])
         a_kernel, a_torch = _gain_twin(frame, meta.gain_target)
         twin_diffs.append(abs(a_kernel - a_torch) / a_kernel)
         for name, make in methods.items():
             with make(ratio) as enh:
                 out = enh.process(frame)
-            scores[name][ratio].append(_psnr_ssim(out.rgb, ref))
+            scores[name][ratio].append(psnr_ssim(out.rgb, ref))
             if name == "redi_auto_gain":
                 gain_ratios.append(out.gain / ratio)
                 auto_gains.append(out.gain)
@@ -331,7 +334,7 @@ def _evaluate_video(config: EvalConfig, photos: CleanImageDataset, runner: Torch
                 o = enh.process(_raw_frame(clip, t, index=t))
                 frames.append(o.rgb.astype(np.float32))
                 gains.append(o.gain)
-                psnrs.append(_psnr_ssim(o.rgb, ref)[0])
+                psnrs.append(psnr_ssim(o.rgb, ref)[0])
         stack = np.stack(frames)
         g = np.asarray(gains)
         out["methods"][name] = {
@@ -375,7 +378,7 @@ def format_table(result: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="redi-stream eval", description=__doc__.split("\n\n")[0])
     p.add_argument("weights", help="our weights (.pt) or a training checkpoint")
-    p.add_argument("--test-data", nargs="+", required=True, help="held-out clean photos (e.g. BSDS500/test)")
+    p.add_argument("--test-data", nargs="+", help="held-out clean photos (e.g. BSDS500/test)")
     p.add_argument("--noise-params", required=True, help="ELD noise parameters JSON")
     p.add_argument("--cameras", nargs="*", default=["SonyA7S2"])
     p.add_argument("--official", help="official REDI checkpoint to compare (never shipped)")
@@ -387,24 +390,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-classic", action="store_true")
     p.add_argument("--json", help="write the result here")
+    r = p.add_argument_group("real-data sanity check (redi_stream.evaluate_real; runs alone without --test-data)")
+    r.add_argument("--real-data", nargs="+", help="real raw files or folders, darkened with synthetic noise")
+    r.add_argument("--raw-params", help="JSON {file name: headerless parameters} for .raw files without a sidecar")
+    r.add_argument("--real-ratios", nargs="+", type=float, default=[50.0, 100.0, 200.0])
+    r.add_argument("--real-camera", default=None, help="noise profile (default: the first of --cameras)")
+    r.add_argument("--real-k", type=float, default=None, help="system gain K (default: middle of the camera's range)")
+    r.add_argument("--real-denoise", default="bilateral", choices=["bilateral", "nlm"])
+    r.add_argument("--figures-dir", help="write a before/after JPEG per file here")
+    r.add_argument("--figure-ratio", type=float, default=100.0, help="the ratio shown in the figures")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m redi_stream.evaluate WEIGHTS --test-data DIR --noise-params JSON [--json out.json]``."""
+    """``python -m redi_stream.evaluate WEIGHTS --test-data DIR --noise-params JSON [--json out.json]``, and/or
+    ``--real-data FILES [--raw-params JSON] [--figures-dir DIR]`` (:mod:`redi_stream.evaluate_real`)."""
+    from redi_stream.evaluate_real import RealDataConfig, format_real_table, real_data_check
+
     args = build_parser().parse_args(argv)
+    result: dict[str, Any] = {}
     try:
-        config = EvalConfig(
-            test_dirs=tuple(args.test_data), noise_params=args.noise_params, cameras=tuple(args.cameras),
-            weights=args.weights, official=args.official, ratios=tuple(args.ratios), count=args.count,
-            video_frames=args.video_frames, video_ratio=args.video_ratio, seed=args.seed, device=args.device,
-            classic=not args.no_classic,
-        )
-        result = evaluate(config, progress=True)
-    except (ConfigError, WeightsError) as exc:
+        if not args.test_data and not args.real_data:
+            raise ConfigError("give --test-data (held-out photos) and/or --real-data (real raw files)")
+        real_config = None
+        if args.real_data:
+            real_config = RealDataConfig(
+                sources=tuple(args.real_data), noise_params=args.noise_params,
+                camera=args.real_camera or (args.cameras[0] if args.cameras else "SonyA7S2"), k=args.real_k,
+                raw_params=args.raw_params, ratios=tuple(args.real_ratios), figure_ratio=args.figure_ratio,
+                figures_dir=args.figures_dir, denoise=args.real_denoise, seed=args.seed, device=args.device,
+            )
+        if args.test_data:
+            config = EvalConfig(
+                test_dirs=tuple(args.test_data), noise_params=args.noise_params, cameras=tuple(args.cameras),
+                weights=args.weights, official=args.official, ratios=tuple(args.ratios), count=args.count,
+                video_frames=args.video_frames, video_ratio=args.video_ratio, seed=args.seed, device=args.device,
+                classic=not args.no_classic,
+            )
+            result = evaluate(config, progress=True)
+            print(format_table(result))
+        if real_config is not None:
+            result["real_data"] = real_data_check(real_config, load_model_for_eval(args.weights), progress=True)
+            print(format_real_table(result["real_data"]))
+    except (ConfigError, WeightsError, CaptureError) as exc:
         print(f"redi-stream eval: error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")

@@ -443,6 +443,49 @@ class PairSynthesizer:
             color_bias=t.color_bias[cam, iso],
         )
 
+    def params_at(self, camera: str, k: float, ratio: float, *, iso: int | None = None) -> SynthParams:
+        """One sample's parameters with nothing random: ``camera``'s noise at system gain ``k``.
+
+        The read- and row-noise scales are their log-linear fits' central values at ``k`` (no scatter); the
+        Tukey-lambda shape and the channel bias are those of calibrated ISO ``iso`` (default: the middle one).
+        White balance 1 and the identity colour matrix: meant for :meth:`add_noise` on real raw data (darkening a
+        real frame), whose colour its file states.
+
+        Raises:
+            ConfigError: unknown camera, ``k`` <= 0, ``ratio`` < 1 or ``iso`` out of range.
+        """
+        if camera not in self.camera_names:
+            raise ConfigError(f"unknown noise camera {camera!r}; valid: {', '.join(self.camera_names)}")
+        if not (math.isfinite(k) and k > 0) or not (math.isfinite(ratio) and ratio >= 1):
+            raise ConfigError(f"need k > 0 and ratio >= 1, got k={k}, ratio={ratio}")
+        t, dev = self._table, self.device
+        c = self.camera_names.index(camera)
+        n_iso = int(t.n_iso[c])
+        iso = n_iso // 2 if iso is None else int(iso)
+        if not 0 <= iso < n_iso:
+            raise ConfigError(f"iso index must be in [0, {n_iso}) for {camera}, got {iso}")
+        log_k = math.log(k)
+        gs, rs = t.g_scale[c], t.r_scale[c]
+        one = torch.ones(1, device=dev)
+        return SynthParams(
+            ratio=one * float(ratio),
+            wb=torch.ones(1, 3, device=dev),
+            rgb_to_cam=torch.eye(3, device=dev)[None],
+            camera=torch.tensor([c], dtype=torch.int64, device=dev),
+            k=one * float(k),
+            tl_shape=t.g_shape[c, iso].view(1),
+            tl_scale=torch.exp(gs[0] * log_k + gs[1]).view(1),
+            row_scale=torch.exp(rs[0] * log_k + rs[1]).view(1),
+            color_bias=t.color_bias[c, iso].view(1, 4),
+        )
+
+    def k_range(self, camera: str) -> tuple[float, float]:
+        """``(Kmin, Kmax)`` of ``camera``'s system gain (DN per electron)."""
+        if camera not in self.camera_names:
+            raise ConfigError(f"unknown noise camera {camera!r}; valid: {', '.join(self.camera_names)}")
+        c = self.camera_names.index(camera)
+        return math.exp(float(self._table.log_k_min[c])), math.exp(float(self._table.log_k_max[c]))
+
     # -- the stages ---------------------------------------------------------------------------------------------
     def unprocess(self, srgb: Tensor, params: SynthParams) -> Tensor:
         """(N, 3, H, W) sRGB in [0, 1] -> (N, 3, H, W) linear raw camera RGB in [0, 1] (the training target)."""
