@@ -31,6 +31,7 @@ from .config import (
 )
 from .errors import ConfigError, Interrupted, RediStreamError
 from .frames import CFA
+from .glibc import limit_arenas
 
 log = logging.getLogger("redi_stream")
 
@@ -208,6 +209,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before any thread allocates: later the arena limit no longer applies (redi_stream.glibc).
+    limit_arenas(1)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         return _subcommand(argv[0], argv[1:])

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from redi_stream.errors import ConfigError, RediStreamError
+from redi_stream.glibc import keep_freed_memory
 from redi_stream.model.fast import FastRediNet
 from redi_stream.model.net import SIZE_MULTIPLE, RediNet, check_input
 
@@ -95,49 +96,6 @@ def check_host_input(x: np.ndarray) -> np.ndarray:
     if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h == 0 or w == 0:
         raise ConfigError(f"runner input height and width must be positive multiples of {SIZE_MULTIPLE}, got {h}x{w}")
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-#: glibc ``mallopt`` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-#: glibc's documented defaults, restored by ``keep_freed_memory(False)``.
-_DEFAULT_MMAP_THRESHOLD = _DEFAULT_TRIM_THRESHOLD = 128 * 1024
-_KEEP_MMAP_THRESHOLD = 1 << 30
-_KEEP_TRIM_THRESHOLD = 1 << 31 - 1
-
-
-def keep_freed_memory(enable: bool = True, *, single_arena: bool = True) -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the OS (process-wide).
-
-    Every CPU forward allocates tens of MB of activations per frame (conv outputs: torch's CPU allocator does not
-    cache). With glibc's defaults each allocation over 128 KiB (or over the dynamic threshold) is a fresh ``mmap`` and
-    every page of it is zero-filled on first touch, then ``munmap``-ed on free: measured at 1088x1920 on the 2-core
-    development machine, those page faults were ~25% of :class:`FastRediNet`'s time (217 -> 161 ms, best of 10).
-    Enabled: allocations below 1 GiB come from the heap, freed memory is not trimmed (the process keeps its peak
-    footprint, ~0.3 GB at 1080p, ~1.2 GB at 4K), and with ``single_arena`` all threads share the main heap (glibc
-    gives each thread an arena whose heaps are capped at 64 MiB, so a 4K activation made on the infer thread would
-    be ``mmap``-ed again).
-
-    ``enable=False`` restores glibc's default thresholds and returns the kept memory (``malloc_trim``); the arena
-    limit stays (arenas cannot be removed). Returns False (and does nothing) where the C library is not glibc.
-    Any thread may call it; it affects the whole process (like ``torch.set_num_threads``), so the caller that owns
-    the process decides (``TorchRunner(reuse_memory=...)``).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
-        return False
-    if enable:
-        ok = mallopt(_M_MMAP_THRESHOLD, _KEEP_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _KEEP_TRIM_THRESHOLD)
-        if single_arena:
-            ok = ok and mallopt(_M_ARENA_MAX, 1)
-        return bool(ok)
-    ok = mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-    malloc_trim(0)
-    return bool(ok)
 
 
 class ThreadTuner:
@@ -234,10 +192,10 @@ class TorchRunner:
     Threads: create, ``warm_up``, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a
     context manager.
 
-    ``cpu_gate`` (attribute, default None): an object whose ``exclusive()`` context manager keeps the caller's
-    other CPU work (the pipeline's decode and encode: ``stream.cpugate.CpuGate``) out of a CPU forward. It is
-    taken only for forwards that use every core (``os.cpu_count()`` threads), and the tuner's timing starts after
-    it is acquired.
+    ``cpu_gate`` (attribute, default None): an object whose ``forward(exclusive)`` context manager wraps every CPU
+    forward (``stream.cpugate.CpuGate``: it keeps the pipeline's decode and encode out of forwards that use every
+    core, ``exclusive=True`` when the forward runs on ``os.cpu_count()`` threads). The tuner's timing starts after
+    it is entered.
 
     CPU: runs :class:`FastRediNet` (NHWC, H/2 convs moved to H/4, fewer copies). ``redi-stream bench`` and
     ``python -m redi_stream.model.bench`` measure it against the plain forward on the machine at hand; the figures
@@ -333,8 +291,8 @@ class TorchRunner:
             if self._fixed_threads is not None and torch.get_num_threads() != self._fixed_threads:
                 torch.set_num_threads(self._fixed_threads)  # process-wide: someone else may have changed it
             threads = torch.get_num_threads()
-        gate = self.cpu_gate if threads >= (os.cpu_count() or 1) else None
-        with gate.exclusive() if gate is not None else contextlib.nullcontext():
+        gate = self.cpu_gate
+        with gate.forward(threads >= (os.cpu_count() or 1)) if gate is not None else contextlib.nullcontext():
             t0 = time.perf_counter()
             with torch.inference_mode():
                 self._fast(torch.from_numpy(x).to(self.precision.dtype), out=torch.from_numpy(out))

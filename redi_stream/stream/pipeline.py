@@ -275,6 +275,15 @@ class _Item:
     decode_ns: int | None
 
 
+@dataclass
+class _Enhanced:
+    """An enhanced frame on its way to the encode stage; ``epoch``: the CPU gate's forward count when it was made
+    (None without a gate)."""
+
+    frame: EnhancedFrame
+    epoch: int | None
+
+
 class _StageState:
     """What the watchdog knows about a stage. Written by the stage's thread, read by the caller's."""
 
@@ -525,9 +534,14 @@ class Pipeline:
             frame = self.source.read(i)
             return frame, time.perf_counter_ns() - t0
 
-    def _cpu_shared(self):
-        """A decode or encode chunk: waits while an all-core forward holds the CPU gate (if there is one)."""
-        return self._gate.shared() if self._gate is not None else contextlib.nullcontext()
+    def _cpu_shared(self, after_epoch: int | None = None):
+        """A decode or encode chunk: waits while an all-core forward holds the CPU gate (if there is one); an encode
+        (``after_epoch``) also waits for the next forward to start (:mod:`.cpugate`)."""
+        return self._gate.shared(after_epoch) if self._gate is not None else contextlib.nullcontext()
+
+    def _infer_waiting(self):
+        """The infer thread waits on a channel: encodes need not wait for its next forward."""
+        return self._gate.waiting() if self._gate is not None else contextlib.nullcontext()
 
     def _skip_or_raise(self, index: int, name: str, exc: BaseException) -> None:
         if isinstance(exc, FrameError) and self.config.on_error is OnError.SKIP:
@@ -637,7 +651,8 @@ class Pipeline:
         warmed = False
         try:
             while True:
-                item = self._cap_ch.get()
+                with self._infer_waiting():
+                    item = self._cap_ch.get()
                 if item is END:
                     break
                 self._holding["infer"] = True
@@ -666,12 +681,17 @@ class Pipeline:
                     out.timings_ns.setdefault("decode", item.decode_ns)
                 if self._preview_from_infer:
                     self._preview_ch.put(out)  # LATEST: never waits
-                if not self._enc_ch.put(out):
+                epoch = self._gate.epoch if self._gate is not None else None
+                with self._infer_waiting():
+                    accepted = self._enc_ch.put(_Enhanced(out, epoch))
+                if not accepted:
                     self._refused += 1  # encode is gone (it failed or was abandoned): counted as discarded
                     self._holding["infer"] = False
                     break
                 self._holding["infer"] = False
         finally:
+            if self._gate is not None:
+                self._gate.infer_done()
             self._enc_ch.close()
             self._cap_ch.cancel()  # wake capture if it waits on a full channel we no longer read
             if self._preview_from_infer:
@@ -681,13 +701,14 @@ class Pipeline:
         st = self._states["encode"]
         try:
             while True:
-                out = self._enc_ch.get()
-                if out is END:
+                item = self._enc_ch.get()
+                if item is END:
                     break
+                out = item.frame
                 self._holding["encode"] = True
                 st.busy(out.index, out.name)
                 try:
-                    with self._cpu_shared():
+                    with self._cpu_shared(item.epoch):
                         t0 = time.perf_counter_ns()
                         for sink in self.sinks:
                             sink.write(out)
@@ -798,6 +819,8 @@ class Pipeline:
             self._halt("preview")
 
     def _on_stall(self, stage: str, st: _StageState, busy_s: float) -> None:
+        if self._gate is not None:
+            self._gate.disable()  # a forward stuck holding the CPU must not keep encode from finishing
         what = "warming up" if st.phase == "warm-up" else "on"
         where = f"frame {st.index}" + (f" ({st.name_of_frame})" if st.name_of_frame else "")
         detail = f"{stage} stalled: no progress for {busy_s:.1f} s {what} {where}"

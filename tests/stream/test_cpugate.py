@@ -81,15 +81,19 @@ class _Intervals:
 class _GatedEnhancer(FakeEnhancer):
     """A FakeEnhancer whose 'forward' takes the pipeline's gate, as TorchRunner does on all cores."""
 
-    def __init__(self, rec: _Intervals) -> None:
-        super().__init__()
+    def __init__(self, rec: _Intervals, *, stall_in_forward_at: int | None = None,
+                 release: threading.Event | None = None) -> None:
+        super().__init__(release=release)
         self.cpu_gate = None
         self.rec = rec
+        self.stall_in_forward_at = stall_in_forward_at
 
     def process(self, frame):
         with self.cpu_gate.exclusive():
             t0 = time.perf_counter()
             time.sleep(0.004)
+            if frame.index == self.stall_in_forward_at:
+                self.release.wait(30)
             self.rec.add("exclusive", t0, time.perf_counter())
         return super().process(frame)
 
@@ -147,12 +151,12 @@ def test_pipeline_without_the_gate_leaves_the_enhancer_alone() -> None:
 
 class _CountingGate:
     def __init__(self) -> None:
-        self.taken = 0
+        self.forwards: list[bool] = []
 
-    def exclusive(self):
+    def forward(self, exclusive: bool):
         import contextlib
 
-        self.taken += 1
+        self.forwards.append(exclusive)
         return contextlib.nullcontext()
 
 
@@ -166,12 +170,74 @@ def test_torch_runner_takes_the_gate_only_for_all_core_forwards() -> None:
     x = np.zeros((1, 1, 32, 32), np.float32)
     threads_before = torch.get_num_threads()
     try:
-        for threads, want in ((1, 0), (os.cpu_count(), 2)):
+        for threads, exclusive in ((1, False), (os.cpu_count(), True)):
             with TorchRunner(net, "cpu", "fp32", num_threads=threads) as runner:
                 gate = _CountingGate()
                 runner.cpu_gate = gate
                 runner.run(x)
                 runner.run(x)
-                assert gate.taken == want, threads
+                assert gate.forwards == [exclusive, exclusive], threads
     finally:
         torch.set_num_threads(threads_before)
+
+
+def test_encode_of_a_frame_waits_for_the_next_forward_or_an_idle_infer() -> None:
+    gate = CpuGate()
+    with gate.exclusive():
+        pass
+    made_in = gate.epoch
+    started = threading.Event()
+
+    def encode() -> None:
+        with gate.shared(after_epoch=made_in):
+            started.set()
+
+    t = threading.Thread(target=encode)
+    t.start()
+    assert not started.wait(0.1)  # the infer thread is busy (ISP, pack): the next forward comes first
+    with gate.exclusive():
+        assert not started.wait(0.05)  # and runs alone
+    assert started.wait(5)  # then the encode runs, beside the next frame's ISP
+    t.join(5)
+
+    started.clear()
+    t = threading.Thread(target=encode_after(gate, gate.epoch, started))
+    t.start()
+    assert not started.wait(0.1)
+    with gate.waiting():  # the infer thread waits on a channel: nothing to wait for
+        assert started.wait(5)
+    t.join(5)
+
+
+def encode_after(gate: CpuGate, epoch: int, started: threading.Event):
+    def body() -> None:
+        with gate.shared(after_epoch=epoch):
+            started.set()
+    return body
+
+
+def test_without_an_exclusive_forward_encodes_never_wait_for_epochs() -> None:
+    gate = CpuGate()
+    with gate.forward(exclusive=False):  # e.g. the tuner chose 1 thread: cores are free
+        pass
+    done = threading.Event()
+    t = threading.Thread(target=encode_after(gate, gate.epoch, done))
+    t.start()
+    assert done.wait(5)
+    t.join(5)
+
+
+def test_forward_stalled_inside_the_gate_still_finalises_encoded_frames() -> None:
+    from redi_stream.errors import PipelineError
+
+    release = threading.Event()
+    rec = _Intervals()
+    sink = RecordingSink()
+    try:
+        with pytest.raises(PipelineError, match="infer stalled"):
+            cfg = PipelineConfig(stall_timeout_s=0.5, handle_signals=False)
+            Pipeline(FakeFileSource(20), _GatedEnhancer(rec, stall_in_forward_at=5, release=release), [sink], cfg,
+                     progress=False).run()
+        assert sink.indices == [0, 1, 2, 3, 4] and sink.close_calls == 1
+    finally:
+        release.set()
