@@ -62,3 +62,11 @@ def test_bench_option_errors(argv, match):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
 def test_bench_cuda_without_cuda():
     assert cli_main(["bench", "--device", "cuda", "--sizes", "32x32"]) == 2
+
+
+def test_steady_rate_ignores_the_fast_drain_at_the_end() -> None:
+    from redi_stream.bench import steady_rate
+
+    t = [0.0, 0.64, 1.28, 1.92, 2.56, 2.635]  # the last frame encoded right after the one before it
+    assert steady_rate(t) == pytest.approx(1 / 0.64)
+    assert steady_rate([1.0]) != steady_rate([1.0])  # nan
