@@ -224,6 +224,17 @@ KR, KB = 0.2126, 0.0722
 KG = 1.0 - KR - KB
 
 
+#: float32 constants of the yuv420p kernels: Kr, Kg, Kb, the luma and chroma scales of limited range, and the Y and
+#: C offsets with the 0.5 of rounding by truncation added (values are >= 0).
+_BT709_F32 = (
+    np.float32(KR), np.float32(KG), np.float32(KB),
+    np.float32(219.0 / 255.0),
+    np.float32(224.0 / 255.0 / (2.0 * (1.0 - KB))),
+    np.float32(224.0 / 255.0 / (2.0 * (1.0 - KR))),
+    np.float32(16.5), np.float32(128.5),
+)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _luma(row, x, kr, kg, kb):
     """BT.709 luma of pixel ``row[x]`` (uint8 RGB) in code values 0..255, float32."""
@@ -240,15 +251,8 @@ def _block_sum(s0, s1, x, c):
 def _rgb_to_yuv420p(rgb, y_out, u_out, v_out):
     """See :func:`rgb_to_yuv420p`."""
     h, w, _ = rgb.shape
-    kr = np.float32(KR)
-    kg = np.float32(KG)
-    kb = np.float32(KB)
-    sy = np.float32(219.0 / 255.0)
-    su = np.float32(224.0 / 255.0 / (2.0 * (1.0 - KB)))
-    sv = np.float32(224.0 / 255.0 / (2.0 * (1.0 - KR)))
+    kr, kg, kb, sy, su, sv, off_y, off_c = _BT709_F32
     quarter = np.float32(0.25)
-    off_y = np.float32(16.5)  # 16 + 0.5 for rounding by truncation (values are >= 0)
-    off_c = np.float32(128.5)
     for j in range(h // 2):
         s0 = rgb[2 * j]
         s1 = rgb[2 * j + 1]
@@ -278,15 +282,8 @@ def _apply_isp_yuv420p(lin, wb, m, lut, out, y_out, u_out, v_out):
     planar = np.empty((3, w), np.float32)
     idx = np.empty((3, w), np.int32)
     codes = np.empty((2, 3, w), np.uint8)
-    kr = np.float32(KR)
-    kg = np.float32(KG)
-    kb = np.float32(KB)
-    sy = np.float32(219.0 / 255.0)
-    su = np.float32(224.0 / 255.0 / (2.0 * (1.0 - KB)))
-    sv = np.float32(224.0 / 255.0 / (2.0 * (1.0 - KR)))
+    kr, kg, kb, sy, su, sv, off_y, off_c = _BT709_F32
     quarter = np.float32(0.25)
-    off_y = np.float32(16.5)
-    off_c = np.float32(128.5)
     lo = np.float32(0.0)
     hi = np.float32(255.0)
     for j in range(h // 2):
