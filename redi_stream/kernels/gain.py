@@ -3,59 +3,24 @@
 Eq. 5 weighs every normalised pixel ``r`` by the weight of its histogram bin (darkest bin 1, brightest 1e-5,
 saturated pixels 0) and returns ``A = clamp(target * sum(w) / sum(w * r), lo, hi)``. Since ``w`` and ``w * r`` depend
 only on the pixel's raw value and its 2x2 position, they are tabulated once per (black levels, white level) in a
-lookup table (LUT) built with NumPy (``np.searchsorted`` on the float64 bin edges, the same arithmetic the NumPy twin
-uses per pixel, so both put every value in the same bin); the numba kernel then only gathers and sums.
+lookup table (LUT) built with NumPy (:func:`redi_stream.amplifier.gain_lut`: ``np.searchsorted`` on the float64 bin
+edges, the same arithmetic the NumPy twin uses per pixel, so both put every value in the same bin); the numba kernel
+then only gathers and sums. The bins and the table live in :mod:`redi_stream.amplifier`, shared with ``model``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 from numba import njit
 
+from redi_stream.amplifier import BIN_EDGES, BIN_WEIGHTS, N_BINS, gain_lut, weights_of  # noqa: F401 (re-exported)
 from redi_stream.kernels.pack import _check_levels, _check_raw
-
-N_BINS = 127
-#: Bin edges ``b_i = (2^(8 i / 127) - 1) / 255``, i = 0..127 (float64; b_0 = 0, b_127 = 1 exactly).
-BIN_EDGES = np.array([(2.0 ** (8.0 * i / N_BINS) - 1.0) / 255.0 for i in range(N_BINS + 1)])
-#: Bin weights ``w_j = 10^(-5 j / 126)``, j = 0..126: darkest bin 1, brightest 1e-5.
-BIN_WEIGHTS = np.array([10.0 ** (-5.0 * j / (N_BINS - 1)) for j in range(N_BINS)])
-
-
-def weights_of(r: np.ndarray) -> np.ndarray:
-    """Eq. 5 weight of normalised values ``r`` in [0, 1] (float64): ``w_j`` for ``b_j <= r < b_{j+1}``, 0 for r >= 1."""
-    j = np.searchsorted(BIN_EDGES, r, side="right") - 1
-    w = np.zeros(r.shape, dtype=np.float64)
-    inside = j < N_BINS
-    w[inside] = BIN_WEIGHTS[j[inside]]
-    return w
-
-
-@functools.lru_cache(maxsize=8)
-def _gain_lut(black: tuple[float, float, float, float], white: float) -> np.ndarray:
-    """(4, L + 1, 2) float64 table of ``(w(r), w(r) * r)`` per 2x2 position and raw value 0..L-1, L = floor(white)+1.
-
-    Raw values >= L exceed the white level, so they are saturated and weigh 0: entry L holds (0, 0) and the kernel
-    clamps indices to L. Read-only; cached per levels (the capture thread calls this once per stream in practice).
-    """
-    n = int(min(math.floor(white) + 1, 65536))
-    v = np.arange(n, dtype=np.float64)
-    lut = np.zeros((4, n + 1, 2), dtype=np.float64)
-    for p in range(4):
-        b = np.float64(np.float32(black[p]))
-        r = np.clip((v - b) / (white - b), 0.0, 1.0)
-        w = weights_of(r)
-        lut[p, :n, 0] = w
-        lut[p, :n, 1] = w * r
-    lut.setflags(write=False)
-    return lut
-
 
 @njit(cache=True, nogil=True)
 def _gain_sums(raw, lut):
-    """(sum w, sum w*r) in float64 over an (H, W) uint16 frame, gathering from a (4, L+1, 2) LUT (see ``_gain_lut``).
+    """(sum w, sum w*r) in float64 over an (H, W) uint16 frame, gathering from a (4, L+1, 2) LUT (``amplifier.gain_lut``).
 
     Four accumulators (one per column parity and quantity) shorten the float64 add chains.
     """
@@ -132,7 +97,7 @@ def estimate_gain(
     _check_levels(black, white)
     target, lo, hi = float(target), float(lo), float(hi)
     _check_gain_args(target, lo, hi)
-    lut = _gain_lut(tuple(float(b) for b in black), white)
+    lut = gain_lut(tuple(float(b) for b in black), white)
     sum_w, sum_wr = _gain_sums(raw, lut)
     return gain_from_sums(sum_w, sum_wr, target, lo, hi)
 

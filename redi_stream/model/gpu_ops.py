@@ -15,18 +15,19 @@ repeated for pads wider than the frame).
 torch has only limited uint16 support, so raw frames travel as int16 tensors with the same bits
 (``torch.from_numpy(raw.view(np.int16))``); :func:`raw_to_float` reads them back as unsigned values.
 
-``model`` layering: torch and :mod:`redi_stream.frames` only; no kernels, capture or stream imports.
+``model`` layering: torch, :mod:`redi_stream.frames` and :mod:`redi_stream.amplifier` only; no kernels, capture or
+stream imports.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from redi_stream.amplifier import gain_lut
 from redi_stream.frames import CFA
 
 #: sRGB transfer curve breakpoints (IEC 61966-2-1).
@@ -102,27 +103,6 @@ class BayerPacker:
         return net_out[..., dy : dy + h, dx : dx + w, :]
 
 
-@functools.lru_cache(maxsize=4)
-def _gain_lut_np(black: tuple[float, ...], white: float) -> np.ndarray:
-    """(4, L + 1, 2) float64 (w(r), w(r) r) per position and raw value; as ``kernels.gain._gain_lut``."""
-    n_bins = 127
-    edges = np.array([(2.0 ** (8.0 * i / n_bins) - 1.0) / 255.0 for i in range(n_bins + 1)])
-    weights = np.array([10.0 ** (-5.0 * j / (n_bins - 1)) for j in range(n_bins)])
-    n = int(min(math.floor(white) + 1, 65536))
-    v = np.arange(n, dtype=np.float64)
-    lut = np.zeros((4, n + 1, 2), dtype=np.float64)
-    for p in range(4):
-        b = np.float64(np.float32(black[p]))
-        r = np.clip((v - b) / (white - b), 0.0, 1.0)
-        j = np.searchsorted(edges, r, side="right") - 1
-        w = np.zeros(n)
-        inside = j < n_bins
-        w[inside] = weights[j[inside]]
-        lut[p, :n, 0] = w
-        lut[p, :n, 1] = w * r
-    return lut
-
-
 class GainSums:
     """Eq. 5's two sums (``sum w``, ``sum w r``, float64) of a raw frame on the device: ``kernels.estimate_gain``
     without the final division, so the gain can be formed without copying the frame back to the host.
@@ -133,7 +113,7 @@ class GainSums:
 
     def __init__(self, shape: tuple[int, int], black, white: float, device: str | torch.device = "cpu") -> None:
         h, w = (int(s) for s in shape)
-        lut = _gain_lut_np(tuple(float(b) for b in np.asarray(black, np.float32).reshape(-1)), float(white))
+        lut = gain_lut(tuple(float(b) for b in np.asarray(black, np.float32).reshape(-1)), float(white))
         dev = torch.device(device)
         self.last = lut.shape[1] - 1
         self.lut = torch.from_numpy(lut.reshape(-1, 2)).to(dev)  # row p * (L + 1) + value

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from redi_stream.amplifier import BIN_EDGES, BIN_WEIGHTS
 from redi_stream.errors import ConfigError
 
 # --- colour data --------------------------------------------------------------------------------------------------
@@ -599,10 +600,10 @@ def synth_video_frames(
 
 # --- SPEC §3 Eq. 5, torch twin ------------------------------------------------------------------------------------
 
-#: Histogram edges b_i = (2^(8i/127) - 1) / 255, i = 0..127 (127 bins; b_0 = 0, b_127 = 1).
-GAIN_BIN_EDGES = tuple((2.0 ** (8.0 * i / 127.0) - 1.0) / 255.0 for i in range(128))
-#: Bin weights 10^(5j/126) normalised to max 1 and reversed: the darkest bin weighs 1, the brightest 1e-5.
-GAIN_BIN_WEIGHTS = tuple(10.0 ** (-5.0 * j / 126.0) for j in range(127))
+#: Histogram edges b_i = (2^(8i/127) - 1) / 255, i = 0..127 (``amplifier.BIN_EDGES``).
+GAIN_BIN_EDGES = tuple(float(b) for b in BIN_EDGES)
+#: Bin weights: the darkest bin weighs 1, the brightest 1e-5 (``amplifier.BIN_WEIGHTS``).
+GAIN_BIN_WEIGHTS = tuple(float(w) for w in BIN_WEIGHTS)
 
 
 def gain_statistic(dark: Tensor) -> Tensor:
