@@ -40,10 +40,8 @@ import csv
 import enum
 import json
 import math
-import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -65,6 +63,7 @@ from redi_stream.model.synth import (
     linear_to_srgb,
     render_srgb,
 )
+from redi_stream.model.weights import atomic_torch_save
 
 CHECKPOINT_FORMAT = "redi-stream-train"
 CHECKPOINT_VERSION = 1
@@ -666,18 +665,6 @@ def _set_rng_states(states: Mapping[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state_all(states["torch_cuda"])
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (a trusted pickle) on the CPU.
 
@@ -866,7 +853,7 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
 
     def save(it: int) -> Path:
         path = out_dir / f"ckpt_{it:07d}.pt"
-        _atomic_torch_save(
+        atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
                 "version": CHECKPOINT_VERSION,

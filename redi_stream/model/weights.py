@@ -297,16 +297,23 @@ def save_weights(model: RediNet, path: str | os.PathLike[str], meta: WeightsMeta
     }
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_torch_save(payload, path)
     except OSError as exc:
         raise WeightsError(f"cannot write weights file {path}: {exc}") from exc
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``: a reader (or a crash) never
+    sees half a file. The temporary file is removed if anything fails; the error propagates."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def default_weights_path() -> Path | None:
