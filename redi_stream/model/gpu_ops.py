@@ -116,7 +116,8 @@ class GainSums:
         lut = gain_lut(tuple(float(b) for b in np.asarray(black, np.float32).reshape(-1)), float(white))
         dev = torch.device(device)
         self.last = lut.shape[1] - 1
-        self.lut = torch.from_numpy(lut.reshape(-1, 2)).to(dev)  # row p * (L + 1) + value
+        # A copy: the shared table is read-only. Row p * (L + 1) + value.
+        self.lut = torch.tensor(lut.reshape(-1, 2), device=dev)
         pos = 2 * (np.arange(h)[:, None] & 1) + (np.arange(w)[None, :] & 1)
         self.base = torch.from_numpy((pos * (self.last + 1)).astype(np.int64)).to(dev)
         self.shape = (h, w)
