@@ -204,6 +204,14 @@ class FastRediNet(nn.Module):
         self.register_buffer("lse_fb2_bias", (w_l.double().sum((2, 3)) @ self.lse_bias.double()).float())
         self._scratch_key: tuple | None = None
         self._scratch: dict[str, Tensor] = {}
+        #: Called between the forward's convolutions (~30 points per forward), or None. ``TorchRunner`` uses it to
+        #: change the intra-op thread count in the middle of a forward (``stream.cpugate``: fewer threads while the
+        #: pipeline's encode thread has a core, all of them once it is done). It must not touch the tensors.
+        self.between_ops: Callable[[], None] | None = None
+
+    def _tick(self) -> None:
+        if self.between_ops is not None:
+            self.between_ops()
 
     def _scratch_for(self, x: Tensor) -> dict[str, Tensor]:
         n, _, h, w = x.shape
@@ -237,7 +245,9 @@ class FastRediNet(nn.Module):
             lo = c + 32 * i
             # Layer 0 reads the block input itself; later layers a channel prefix of the buffer.
             inp = x if i == 0 else _nchw(buf[..., :lo])
+            self._tick()
             buf[..., lo : lo + 32].copy_(_nhwc(layer.conv(layer.act(inp))))
+        self._tick()
         return rdb.conv1x1(_nchw(buf)).add_(x)
 
     def _hse(self, x: Tensor, bufs: dict[str, Tensor]) -> Tensor:
@@ -245,18 +255,23 @@ class FastRediNet(nn.Module):
         net = self.net
         # pixel_unshuffle(pixel_unshuffle(x, 2), 16): channel = (py*2 + px)*256 + qy*16 + qx
         t32 = x.view(n, h // 32, 16, 2, w // 32, 16, 2).permute(0, 1, 4, 3, 6, 2, 5).reshape(n, h // 32, w // 32, 1024)
+        self._tick()
         y = F.conv2d(_nchw(t32), self.stem_dw_weight, None, padding=1, groups=1024)
         y = _nhwc(y).reshape(n, h // 32, w // 32, 128, 8).sum(-1).add_(self.stem_bias)
+        self._tick()
         stem = net.conv32x[1](_nchw(y))
         cat = bufs["rdball"]
         r = stem
         for k, (rdb, buf) in enumerate(((net.rdb1, bufs["rdb4"]), (net.rdb2, bufs["rdb5"]), (net.rdb3, bufs["rdb5"]))):
             r = self._rdb(rdb, r, buf)
             cat[..., 64 * k : 64 * (k + 1)].copy_(_nhwc(r))
+        self._tick()
         z = net.rdball(_nchw(cat)).add_(stem)
+        self._tick()
         return net.conv_rdb8x(_cl(F.pixel_shuffle(z, 4)))
 
     def forward(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        self._tick()  # before the input's first read (the H/32 rearrangement alone takes ~6 ms at 1080p)
         check_input(x)
         net = self.net
         n, _, h, w = x.shape
@@ -272,19 +287,26 @@ class FastRediNet(nn.Module):
         # MSE on pixel_unshuffle(s2, 4): channel = (py*2 + px)*16 + qy*4 + qx
         t8 = x.view(n, h8, 4, 2, w8, 4, 2).permute(0, 1, 4, 3, 6, 2, 5).reshape(n, h8, w8, 64)
         rb = net.resblock8x
-        m = _nhwc(rb.conv2(rb.act(rb.conv1(_nchw(t8)))))
+        self._tick()
+        m = rb.act(rb.conv1(_nchw(t8)))
+        self._tick()
+        m = _nhwc(rb.conv2(m))
         torch.add(m.reshape(n, h8, w8, 4, 16), t8.view(n, h8, w8, 4, 16), out=fb1_in[..., 0, :])
 
         # FB1 -> (N, h8, w8, [i1, j1, 48]) -> 2x2 depth-to-space into FB2's H/4 FB1 half (runs of 48 floats).
         fb1_4 = bufs["fb1_4"]
+        self._tick()
         y = F.conv2d(_nchw(fb1_in.view(n, h8, w8, 128)), self.fb1_weight, net.conv32_8_cat[0].bias, padding=1, groups=4)
+        self._tick()
         z = _nhwc(net.conv32_8_cat[1](y))
         F.leaky_relu_(z, LEAKY_SLOPE)
         fb1_4.copy_(z.view(n, h8, w8, 2, 2, 48).permute(0, 1, 3, 2, 4, 5))
+        self._tick()
         o4 = _nhwc(F.conv2d(_nchw(fb1_4.view(n, h4, w4, 48)), self.fb2f_weight, self.fb2_bias, padding=1))
 
         # LSE and FB2's LSE half as one 5x5 conv at H/4 on pixel_unshuffle(x, 4) (channel = row_phase*4 + col_phase).
         s4 = _nchw(x.view(n, h4, 4, w4, 4).permute(0, 1, 3, 2, 4).reshape(n, h4, w4, 16))
+        self._tick()
         c4 = _nhwc(F.conv2d(s4, self.lse_fb2_weight, self.lse_fb2_bias, padding=2))
         kh, kw = min(4, h4), min(4, w4)
         c4[:, :1].copy_(self._lse_fb2_exact(s4[:, :, :kh])[:, :1])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -96,6 +97,14 @@ def check_host_input(x: np.ndarray) -> np.ndarray:
     if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or h == 0 or w == 0:
         raise ConfigError(f"runner input height and width must be positive multiples of {SIZE_MULTIPLE}, got {h}x{w}")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _follow_gate(gate, threads: int) -> None:
+    """Between two ops of a gated forward: use as many of ``threads`` as the gate allows now (``CpuGate.threads``:
+    one fewer while a decode/encode chunk that started before the forward still runs)."""
+    n = gate.threads(threads)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 class ThreadTuner:
@@ -192,10 +201,12 @@ class TorchRunner:
     Threads: create, ``warm_up``, ``run`` and ``close`` on one thread. ``close()`` is idempotent; the runner is a
     context manager.
 
-    ``cpu_gate`` (attribute, default None): an object whose ``forward(exclusive)`` context manager wraps every CPU
-    forward (``stream.cpugate.CpuGate``: it keeps the pipeline's decode and encode out of forwards that use every
-    core, ``exclusive=True`` when the forward runs on ``os.cpu_count()`` threads). The tuner's timing starts after
-    it is entered.
+    ``cpu_gate`` (attribute, default None): an object whose ``forward(exclusive, shrink=True)`` context manager wraps
+    every CPU forward (``stream.cpugate.CpuGate``: it keeps new decode and encode chunks out of forwards that use
+    every core, ``exclusive=True`` when the forward runs on ``os.cpu_count()`` threads), and whose ``threads(n)`` the
+    forward asks between its ops (``FastRediNet.between_ops``) how many threads to use while chunks that started
+    before it still run. The thread count is back to the chosen one after each forward. The tuner's timing starts
+    after the gate is entered.
 
     CPU: runs :class:`FastRediNet` (NHWC, H/2 convs moved to H/4, fewer copies). ``redi-stream bench`` and
     ``python -m redi_stream.model.bench`` measure it against the plain forward on the machine at hand; the figures
@@ -292,10 +303,18 @@ class TorchRunner:
                 torch.set_num_threads(self._fixed_threads)  # process-wide: someone else may have changed it
             threads = torch.get_num_threads()
         gate = self.cpu_gate
-        with gate.forward(threads >= (os.cpu_count() or 1)) if gate is not None else contextlib.nullcontext():
+        all_cores = threads >= (os.cpu_count() or 1)
+        with gate.forward(all_cores, shrink=True) if gate is not None else contextlib.nullcontext():
             t0 = time.perf_counter()
-            with torch.inference_mode():
-                self._fast(torch.from_numpy(x).to(self.precision.dtype), out=torch.from_numpy(out))
+            if gate is not None and all_cores:
+                self._fast.between_ops = functools.partial(_follow_gate, gate, threads)
+            try:
+                with torch.inference_mode():
+                    self._fast(torch.from_numpy(x).to(self.precision.dtype), out=torch.from_numpy(out))
+            finally:
+                self._fast.between_ops = None
+                if torch.get_num_threads() != threads:
+                    torch.set_num_threads(threads)
             seconds = time.perf_counter() - t0
         if tuner is not None:
             tuner.end(seconds)

@@ -7,16 +7,21 @@ a forward costs the forward a full millisecond of wall time on *all* cores, inst
 on the 2-core development machine (1080p DNG -> MP4, docs/PERF_NOTES.md): the forward took 141 ms alone and
 160-200 ms inside the pipeline, about its own time plus all of decode + encode.
 
-:class:`CpuGate` is a writer-preferring readers-writer lock over "the CPU" with two additions:
+:class:`CpuGate` is a writer-preferring readers-writer lock over "the CPU" with three additions:
 
 * **exclusive forwards**: an all-core forward (``forward(exclusive=True)``) stops new decode/encode chunks
   (``shared()``) from starting and waits for the running ones to finish (one chunk: a frame's decode or encode);
+* **shrinking instead of waiting** (``forward(True, shrink=True)``, for a forward that can change its thread count
+  between its ops: ``TorchRunner`` with ``FastRediNet.between_ops``): the forward does not wait for the running
+  chunks; it starts at once on ``threads(n)`` = n minus the running chunks (at least 1) and grows back to n at the
+  first op boundary after they end. The waiting core is no longer idle: a forward that waited for a 21 ms encode
+  now runs its first ops on one thread beside it (1080p on 2 cores, docs/PERF_NOTES.md "third round");
 * **encode one forward behind**: every forward (exclusive or not) advances ``epoch``. The pipeline tags each
   enhanced frame with the epoch that made it, and its encode chunk (``shared(after_epoch=e)``) starts only once the
   *next* forward has started (and, if exclusive, ended), or the infer thread is waiting for work (``waiting()``).
   Without this, a frame's encode starts the moment its ISP ends, and the next forward then waits for that whole
   encode: per frame ``forward + ISP + encode``. With it, frame i is encoded while the infer thread runs the ISP of
-  frame i + 1: per frame ``forward + max(ISP, encode)``.
+  frame i + 1: per frame ``forward + max(ISP, encode)``, or with shrinking about ``forward + (ISP + encode) / 2``.
 
 Only an all-core forward is exclusive (``TorchRunner`` asks with the thread count it is about to use): a forward on
 fewer threads leaves cores free, and decode/encode run beside it. The one-behind rule applies only once an
@@ -44,6 +49,7 @@ class CpuGate:
         epoch: forwards started so far (read by the infer thread after a frame is enhanced).
         exclusive_count: forwards that held the CPU alone.
         exclusive_wait_s: total time those forwards waited for running chunks to finish.
+        shrunk_count: shrinking forwards that started beside a running chunk.
     """
 
     def __init__(self) -> None:
@@ -56,10 +62,13 @@ class CpuGate:
         self.epoch = 0
         self.exclusive_count = 0
         self.exclusive_wait_s = 0.0
+        self.shrunk_count = 0
 
     @contextmanager
-    def forward(self, exclusive: bool) -> Iterator[None]:
-        """One network forward: advances ``epoch``; with ``exclusive`` holds the CPU alone for its duration."""
+    def forward(self, exclusive: bool, shrink: bool = False) -> Iterator[None]:
+        """One network forward: advances ``epoch``; with ``exclusive`` holds the CPU alone for its duration (no
+        chunk starts during it). With ``shrink`` as well, it does not wait for the chunks already running: the
+        caller asks :meth:`threads` between its ops how many threads it may use."""
         t0 = time.perf_counter()
         with self._cond:
             self.epoch += 1
@@ -67,12 +76,13 @@ class CpuGate:
             if exclusive and not self._disabled:
                 self._waiting_exclusive += 1
                 try:
-                    while (self._exclusive or self._shared) and not self._disabled:
+                    while (self._exclusive or (self._shared and not shrink)) and not self._disabled:
                         self._cond.wait()
                 finally:
                     self._waiting_exclusive -= 1
                 self._exclusive = True
                 self.exclusive_count += 1
+                self.shrunk_count += bool(self._shared)
                 self.exclusive_wait_s += time.perf_counter() - t0
             else:
                 exclusive = False
@@ -83,6 +93,13 @@ class CpuGate:
                 with self._cond:
                     self._exclusive = False
                     self._cond.notify_all()
+
+    def threads(self, n: int) -> int:
+        """How many of ``n`` threads a shrinking forward may use now: one fewer per running chunk, at least 1 (and
+        ``n`` once the gate is disabled). Lock-free read: a stale answer only lasts until the next op boundary."""
+        if self._disabled:
+            return n
+        return max(1, n - self._shared)
 
     def exclusive(self):
         """``forward(exclusive=True)``."""

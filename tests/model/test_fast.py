@@ -85,3 +85,31 @@ def test_fast_equals_spec_at_the_smallest_sizes(net, shape):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(6)) * 2
     with torch.inference_mode():
         torch.testing.assert_close(FastRediNet(net)(x), net(x).permute(0, 2, 3, 1), rtol=0, atol=1e-5)
+
+
+def test_between_ops_runs_between_the_convolutions_and_may_change_the_thread_count(net):
+    """The hook TorchRunner uses to follow the CPU gate: called at every conv boundary, and switching torch's
+    thread count there (1 <-> 2 alternately) leaves the result the spec forward's."""
+    x = torch.rand(1, 1, 64, 96, generator=torch.Generator().manual_seed(7)) * 2
+    fast = FastRediNet(net).eval()
+    calls: list[int] = []
+    before = torch.get_num_threads()
+
+    def hook() -> None:
+        calls.append(torch.get_num_threads())
+        torch.set_num_threads(1 if len(calls) % 2 else 2)
+
+    fast.between_ops = hook
+    try:
+        with torch.inference_mode():
+            got = fast(x)
+            ref = net(x).permute(0, 2, 3, 1)
+    finally:
+        torch.set_num_threads(before)
+    # start + stem (2) + rdb1 (4 layers + 1x1) + rdb2, rdb3 (5 + 1 each) + rdball, conv_rdb8x + MSE (2) + FB1 (2) + FB2 (2)
+    assert len(calls) == 28
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    fast.between_ops = None
+    with torch.inference_mode():
+        fast(x)
+    assert len(calls) == 28

@@ -1,4 +1,5 @@
-"""CpuGate: an all-core forward runs alone; decode reads and sink writes run between forwards, never inside one."""
+"""CpuGate: an all-core forward runs alone or (shrinking) beside only the chunks that started before it; decode reads
+and sink writes never start inside one."""
 
 from __future__ import annotations
 
@@ -51,6 +52,41 @@ def test_exclusive_waits_for_running_chunks_and_blocks_new_ones() -> None:
     assert gate.exclusive_count == 1 and gate.exclusive_wait_s > 0.04
 
 
+def test_shrinking_forward_starts_beside_running_chunks_with_fewer_threads() -> None:
+    gate = CpuGate()
+    chunk_running = threading.Event()
+    release_chunk = threading.Event()
+    events: list[str] = []
+
+    def chunk(name: str, hold: threading.Event | None = None) -> None:
+        with gate.shared():
+            events.append(f"{name} start")
+            if hold is not None:
+                chunk_running.set()
+                hold.wait(5)
+            events.append(f"{name} end")
+
+    a = threading.Thread(target=chunk, args=("a", release_chunk))
+    a.start()
+    assert chunk_running.wait(5)
+    with gate.forward(True, shrink=True):
+        events.append("forward start")  # at once: chunk a is still running
+        assert gate.threads(2) == 1 and gate.threads(4) == 3
+        b = threading.Thread(target=chunk, args=("b",))
+        b.start()
+        time.sleep(0.05)
+        assert events == ["a start", "forward start"]  # no new chunk starts inside the forward
+        release_chunk.set()
+        a.join(5)
+        assert gate.threads(2) == 2  # chunk a has ended: all threads again
+        events.append("forward end")
+    b.join(5)
+    assert events == ["a start", "forward start", "a end", "forward end", "b start", "b end"]
+    assert gate.exclusive_count == 1 and gate.shrunk_count == 1 and gate.exclusive_wait_s < 0.04
+    gate.disable()
+    assert gate.threads(2) == 2
+
+
 def test_shared_chunks_run_together() -> None:
     gate = CpuGate()
     inside = threading.Barrier(2, timeout=5)
@@ -82,14 +118,15 @@ class _GatedEnhancer(FakeEnhancer):
     """A FakeEnhancer whose 'forward' takes the pipeline's gate, as TorchRunner does on all cores."""
 
     def __init__(self, rec: _Intervals, *, stall_in_forward_at: int | None = None,
-                 release: threading.Event | None = None) -> None:
+                 release: threading.Event | None = None, shrink: bool = False) -> None:
         super().__init__(release=release)
         self.cpu_gate = None
         self.rec = rec
         self.stall_in_forward_at = stall_in_forward_at
+        self.shrink = shrink
 
     def process(self, frame):
-        with self.cpu_gate.exclusive():
+        with self.cpu_gate.forward(True, shrink=self.shrink):
             t0 = time.perf_counter()
             time.sleep(0.004)
             if frame.index == self.stall_in_forward_at:
@@ -122,18 +159,23 @@ class _TimedSink(RecordingSink):
         self.rec.add("shared", t0, time.perf_counter())
 
 
-@pytest.mark.parametrize("queue_size, workers", [(1, 1), (4, 3)])
-def test_pipeline_never_decodes_or_encodes_inside_a_gated_forward(queue_size: int, workers: int) -> None:
+@pytest.mark.parametrize("queue_size, workers, shrink", [(1, 1, False), (4, 3, False), (1, 1, True), (4, 3, True)])
+def test_pipeline_never_starts_a_decode_or_encode_inside_a_gated_forward(queue_size: int, workers: int,
+                                                                        shrink: bool) -> None:
     rec = _Intervals()
-    enh = _GatedEnhancer(rec)
+    enh = _GatedEnhancer(rec, shrink=shrink)
     sink = _TimedSink(rec)
     cfg = PipelineConfig(queue_size=queue_size, decode_workers=workers, handle_signals=False)
     summary = Pipeline(_TimedSource(30, rec), enh, [sink], cfg, progress=False).run()
     assert summary.frames_out == 30 and sink.indices == list(range(30))
     assert isinstance(enh.cpu_gate, CpuGate) and enh.cpu_gate.exclusive_count == 30
     assert len(rec.exclusive) == 30 and len(rec.shared) == 60
+    # A chunk never starts inside a forward; without shrinking, one never runs inside one at all.
+    started_inside = [(e, s) for e in rec.exclusive for s in rec.shared if e[0] < s[0] < e[1]]
     overlaps = [(e, s) for e in rec.exclusive for s in rec.shared if s[0] < e[1] and e[0] < s[1]]
-    assert overlaps == []
+    assert started_inside == []
+    if not shrink:
+        assert overlaps == [] and enh.cpu_gate.shrunk_count == 0
 
 
 def test_pipeline_without_the_gate_leaves_the_enhancer_alone() -> None:
@@ -152,12 +194,18 @@ def test_pipeline_without_the_gate_leaves_the_enhancer_alone() -> None:
 class _CountingGate:
     def __init__(self) -> None:
         self.forwards: list[bool] = []
+        self.asked: list[int] = []
 
-    def forward(self, exclusive: bool):
+    def forward(self, exclusive: bool, shrink: bool = False):
         import contextlib
 
+        assert shrink  # TorchRunner's forward can change its thread count between ops
         self.forwards.append(exclusive)
         return contextlib.nullcontext()
+
+    def threads(self, n: int) -> int:
+        self.asked.append(n)
+        return 1 if len(self.asked) <= 5 else n  # one thread for the first ops, as beside a running encode
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to tell an all-core forward from a 1-thread one")
@@ -177,6 +225,9 @@ def test_torch_runner_takes_the_gate_only_for_all_core_forwards() -> None:
                 runner.run(x)
                 runner.run(x)
                 assert gate.forwards == [exclusive, exclusive], threads
+                # Only all-core forwards follow the gate's thread count, and the count is restored after each.
+                assert (len(gate.asked) == 2 * 28) == exclusive and set(gate.asked) <= {threads}
+                assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(threads_before)
 
