@@ -15,19 +15,41 @@ from redi_stream.stream.cpugate import CpuGate
 from redi_stream.stream.pipeline import Pipeline, PipelineConfig
 
 
+class _Chunks:
+    """Decode/encode chunks on their own threads, logging start and end; ``held(name)`` starts one that stays inside
+    the gate until :meth:`release`."""
+
+    def __init__(self, gate: CpuGate) -> None:
+        self.gate = gate
+        self.events: list[str] = []
+        self._running = threading.Event()
+        self._release = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def _body(self, name: str, hold: bool) -> None:
+        with self.gate.shared():
+            self.events.append(f"{name} start")
+            if hold:
+                self._running.set()
+                self._release.wait(5)
+            self.events.append(f"{name} end")
+
+    def start(self, name: str, hold: bool = False) -> threading.Thread:
+        t = threading.Thread(target=self._body, args=(name, hold))
+        t.start()
+        self.threads.append(t)
+        if hold:
+            assert self._running.wait(5)
+        return t
+
+    def release(self) -> None:
+        self._release.set()
+
+
 def test_exclusive_waits_for_running_chunks_and_blocks_new_ones() -> None:
     gate = CpuGate()
-    events: list[str] = []
-    chunk_running = threading.Event()
-    release_chunk = threading.Event()
-
-    def chunk(name: str, hold: threading.Event | None = None) -> None:
-        with gate.shared():
-            events.append(f"{name} start")
-            if hold is not None:
-                chunk_running.set()
-                hold.wait(5)
-            events.append(f"{name} end")
+    chunks = _Chunks(gate)
+    events = chunks.events
 
     def forward() -> None:
         with gate.exclusive():
@@ -35,18 +57,15 @@ def test_exclusive_waits_for_running_chunks_and_blocks_new_ones() -> None:
             time.sleep(0.05)
             events.append("forward end")
 
-    a = threading.Thread(target=chunk, args=("a", release_chunk))
-    a.start()
-    assert chunk_running.wait(5)
+    chunks.start("a", hold=True)
     f = threading.Thread(target=forward)
     f.start()
     time.sleep(0.05)  # the forward now waits for chunk a
-    b = threading.Thread(target=chunk, args=("b",))
-    b.start()
+    chunks.start("b")
     time.sleep(0.05)  # chunk b must wait for the waiting forward (writer preference)
     assert events == ["a start"]
-    release_chunk.set()
-    for t in (a, f, b):
+    chunks.release()
+    for t in (*chunks.threads, f):
         t.join(5)
     assert events == ["a start", "a end", "forward start", "forward end", "b start", "b end"]
     assert gate.exclusive_count == 1 and gate.exclusive_wait_s > 0.04
@@ -54,29 +73,16 @@ def test_exclusive_waits_for_running_chunks_and_blocks_new_ones() -> None:
 
 def test_shrinking_forward_starts_beside_running_chunks_with_fewer_threads() -> None:
     gate = CpuGate()
-    chunk_running = threading.Event()
-    release_chunk = threading.Event()
-    events: list[str] = []
-
-    def chunk(name: str, hold: threading.Event | None = None) -> None:
-        with gate.shared():
-            events.append(f"{name} start")
-            if hold is not None:
-                chunk_running.set()
-                hold.wait(5)
-            events.append(f"{name} end")
-
-    a = threading.Thread(target=chunk, args=("a", release_chunk))
-    a.start()
-    assert chunk_running.wait(5)
+    chunks = _Chunks(gate)
+    events = chunks.events
+    a = chunks.start("a", hold=True)
     with gate.forward(True, shrink=True):
         events.append("forward start")  # at once: chunk a is still running
         assert gate.threads(2) == 1 and gate.threads(4) == 3
-        b = threading.Thread(target=chunk, args=("b",))
-        b.start()
+        b = chunks.start("b")
         time.sleep(0.05)
         assert events == ["a start", "forward start"]  # no new chunk starts inside the forward
-        release_chunk.set()
+        chunks.release()
         a.join(5)
         assert gate.threads(2) == 2  # chunk a has ended: all threads again
         events.append("forward end")

@@ -264,12 +264,19 @@ def test_preview_failure_is_a_pipeline_error_and_output_is_finalised():
 
 def test_keyboard_interrupt_without_handlers_still_stops_the_stages():
     import _thread
+    import signal
 
-    sink = RecordingSink()
-    p = Pipeline(FakeFileSource(10_000, delay_s=0.002), FakeEnhancer(), [sink],
-                 PipelineConfig(handle_signals=False, join_timeout_s=5), progress=False)
-    threading.Timer(0.2, _thread.interrupt_main).start()
-    t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        p.run()
-    assert time.monotonic() - t0 < 3 and redi_threads() == [] and sink.close_calls == 1
+    # Python's own SIGINT handler, as in an interactive run: a shell starts background jobs with SIGINT ignored,
+    # and interrupt_main() then does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sink = RecordingSink()
+        p = Pipeline(FakeFileSource(10_000, delay_s=0.002), FakeEnhancer(), [sink],
+                     PipelineConfig(handle_signals=False, join_timeout_s=5), progress=False)
+        threading.Timer(0.2, _thread.interrupt_main).start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            p.run()
+        assert time.monotonic() - t0 < 3 and redi_threads() == [] and sink.close_calls == 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
