@@ -102,8 +102,8 @@ class PipelineConfig:
         handle_signals: install SIGINT/SIGTERM handlers during ``run()`` (only effective on the main thread).
         cpu_gate: when the enhancer takes one (``enhancer.cpu_gate``, e.g. ``RediEnhancer`` on a CPU
             ``TorchRunner``), share a :class:`~.cpugate.CpuGate` between its all-core forwards (exclusive) and the
-            decode reads and sink writes (shared), so the pipeline's own CPU work runs between forwards instead of
-            stalling them (see :mod:`.cpugate`).
+            decode reads and sink writes (shared), so the pipeline's own CPU work starts between forwards instead of
+            stalling them, and a forward that starts beside a running chunk uses fewer threads (see :mod:`.cpugate`).
     """
 
     queue_size: int = 4
@@ -373,7 +373,8 @@ class Pipeline:
         # the encoder (files: after encoding, so the window shows what was written).
         self._preview_from_infer = preview is not None and self._live
 
-        # The CPU gate: an all-core CPU forward runs alone; decode reads and sink writes wait for it (.cpugate).
+        # The CPU gate: no decode read or sink write starts inside an all-core CPU forward, and a forward that
+        # starts beside one uses a thread fewer until it ends (.cpugate).
         self._gate: CpuGate | None = None
         if self.config.cpu_gate and hasattr(enhancer, "cpu_gate"):
             self._gate = CpuGate()
