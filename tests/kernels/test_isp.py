@@ -33,7 +33,8 @@ def test_identity_gives_the_srgb_curve(dtype: type) -> None:
     apply_isp(lin, ONES, EYE, out)
     exact = np.floor(srgb_encode(lin.astype(np.float64)) * maxval + 0.5)
     assert _max_abs_diff(out, exact) <= 1
-    assert np.mean(out != exact) < 0.01
+    # uint8: the polynomial is within 0.005 code, so only values that close to a rounding edge may differ.
+    assert np.mean(out != exact) < (0.002 if dtype == np.uint8 else 0.01)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
