@@ -150,7 +150,7 @@ def apply_isp(lin: Tensor, wb: Tensor, cam_to_srgb: Tensor, dtype: torch.dtype =
 
     Returns:
         (..., 3) tensor of ``dtype``: ``floor(maxval * srgb(clip(M @ (wb * lin), 0, 1)) + 0.5)``, the exact curve
-        (the CPU kernel's polynomial curve is within one code value of it).
+        (the CPU kernel's approximations, a polynomial for uint8 and a table for uint16, are within one code of it).
     """
     m = (cam_to_srgb.to(torch.float32) * wb.to(torch.float32)[None, :]).to(lin.device)
     v = torch.nan_to_num(lin.to(torch.float32) @ m.t(), nan=0.0).clamp_(0.0, 1.0)
