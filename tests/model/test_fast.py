@@ -106,7 +106,8 @@ def test_between_ops_runs_between_the_convolutions_and_may_change_the_thread_cou
             ref = net(x).permute(0, 2, 3, 1)
     finally:
         torch.set_num_threads(before)
-    # start + stem (2) + rdb1 (4 layers + 1x1) + rdb2, rdb3 (5 + 1 each) + rdball, conv_rdb8x + MSE (2) + FB1 (2) + FB2 (2)
+    # start + stem (2) + rdb1 (4 layers + 1x1) + rdb2, rdb3 (5 + 1 each) + rdball, conv_rdb8x
+    # + MSE (2) + FB1 (2) + FB2 (2)
     assert len(calls) == 28
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
     fast.between_ops = None
