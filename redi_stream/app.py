@@ -82,6 +82,8 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False):
     if cfg.model is ModelKind.CLASSIC:
         if cfg.tile is not None:
             log.warning("--tile applies to the network only; ignored with --model classic")
+        if cfg.temporal_denoise_frames:
+            log.warning("--temporal-denoise applies to the network only; ignored with --model classic")
         return stack.enter_context(ClassicEnhancer(denoise=cfg.denoise, gain_multiplier=cfg.gain_multiplier or 1.0,
                                                    **common))
     from .model import TorchRunner
@@ -89,7 +91,7 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False):
     net = load_network(cfg)
     device, precision = resolve_device(cfg)
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
-    if device == "cuda" and cfg.tile is None:
+    if device == "cuda" and cfg.tile is None and not cfg.temporal_denoise_frames:
         # The GPU path: raw uint16 uploaded from pinned double-buffered slots, pack/gain/ISP on the GPU, the three
         # branches on CUDA streams inside graphs (docs/PERF_NOTES.md). RGB out: the sinks take RGB frames.
         from .stream.gpu_enhance import CudaRediEnhancer
@@ -104,8 +106,9 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False):
                                              streams=not cfg.sequential, cuda_graph=cfg.cuda_graph, **cpu_opts))
     # gain_multiplier None: the checkpoint's own default multiplier (5 for the official weights, 1 for ours).
     # --tile: fixed tiles; without it whole frames, switching to tiles by itself if the device runs out of memory.
+    # --temporal-denoise runs on the host (kernels.temporal), so with it a GPU network goes through this path too.
     return stack.enter_context(RediEnhancer(runner, net.meta, gain_multiplier=cfg.gain_multiplier, tile=cfg.tile,
-                                            yuv420p=yuv420p, **common))
+                                            yuv420p=yuv420p, temporal_frames=cfg.temporal_denoise_frames, **common))
 
 
 def _is_image_dir(out: Path) -> bool:

@@ -59,6 +59,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", help="do not capture CUDA graphs")
     g.add_argument("--tile", type=_tile, help="process in overlapping HxW tiles (multiples of 32) to save memory")
     g.add_argument("--denoise", action="store_true", help="classic model: bilateral (edge-preserving) denoise")
+    g.add_argument("--temporal-denoise", type=float, default=0.0, metavar="FRAMES",
+                   help="still cameras: average each pixel over about FRAMES frames where the scene does not move "
+                        "(motion-adaptive; network only; 0 = off, the default)")
     g = p.add_argument_group("amplification")
     g.add_argument("--gain", type=float, help="fixed amplification (overrides the automatic amplifier)")
     g.add_argument("--gain-multiplier", type=float,
@@ -138,6 +141,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         gain=ns.gain,
         gain_multiplier=ns.gain_multiplier,
         gain_smoothing_frames=ns.gain_smoothing,
+        temporal_denoise_frames=ns.temporal_denoise,
         fps=ns.fps,
         codec=ns.codec,
         crf=ns.crf,

@@ -7,6 +7,7 @@ Built from argparse in exactly one place (:func:`redi_stream.cli.build_run_confi
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class RunConfig:
     gain: float | None = None
     gain_multiplier: float | None = None
     gain_smoothing_frames: float = 8.0
+    temporal_denoise_frames: float = 0.0
     fps: float | None = None
     codec: str = "libx264"
     crf: int = 18
@@ -134,6 +136,9 @@ class RunConfig:
             raise ConfigError(f"--gain-multiplier must be > 0, got {self.gain_multiplier}")
         if self.gain_smoothing_frames < 0:
             raise ConfigError(f"--gain-smoothing must be >= 0 frames, got {self.gain_smoothing_frames}")
+        t = self.temporal_denoise_frames
+        if not (t == 0 or (math.isfinite(t) and t >= 1)):
+            raise ConfigError(f"--temporal-denoise must be 0 (off) or >= 1 frames, got {t}")
         if self.fps is not None and not (0 < self.fps <= 1000):
             raise ConfigError(f"--fps must be in (0, 1000], got {self.fps}")
         if not 0 <= self.crf <= 51:

@@ -22,7 +22,8 @@ reference). Metrics: PSNR and SSIM (``skimage.metrics``, 8-bit, SSIM over colour
 
 Temporal stability: one photo as a static 60-frame clip (same camera / ratio, fresh noise per frame) -> mean over
 pixels of the per-pixel temporal standard deviation of the 8-bit output (lower is steadier) and mean PSNR, for the
-true ratio, per-frame automatic gain, smoothed automatic gain (``GainSmoother``) and classic.
+true ratio, per-frame automatic gain, smoothed automatic gain (``GainSmoother``), smoothed gain with
+``--temporal-denoise`` (``kernels.TemporalDenoiser``) and classic.
 
 Also checked: the torch twin of Eq. 5 used for calibration in training (``model.synth.estimate_gain_torch``) agrees
 with the production kernel (``kernels.estimate_gain``) on every evaluated frame.
@@ -75,6 +76,8 @@ class EvalConfig:
         device: network device (``cpu``, ``cuda``); the synthetic data are always made on the CPU so that every
             device sees identical inputs.
         smoothing_frames: ``GainSmoother`` time constant for the smoothed-gain clip.
+        temporal_frames: ``--temporal-denoise`` length for the clip's smoothed gain + temporal denoise row (0 skips
+            that row).
         classic: include the no-network baseline.
     """
 
@@ -90,6 +93,7 @@ class EvalConfig:
     seed: int = 0
     device: str = "cpu"
     smoothing_frames: float = 8.0
+    temporal_frames: float = 4.0
     classic: bool = True
 
     def __post_init__(self) -> None:
@@ -112,6 +116,8 @@ class EvalConfig:
             raise ConfigError(f"video_ratio must be in [1, 300], got {self.video_ratio}")
         if self.smoothing_frames < 0:
             raise ConfigError(f"smoothing_frames must be >= 0, got {self.smoothing_frames}")
+        if not (self.temporal_frames == 0 or self.temporal_frames >= 1):
+            raise ConfigError(f"temporal_frames must be 0 (skip) or >= 1, got {self.temporal_frames}")
 
 
 def load_model_for_eval(path: str | Path) -> RediNet:
@@ -323,10 +329,15 @@ def _evaluate_video(config: EvalConfig, photos: CleanImageDataset, runner: Torch
         "redi_auto_smoothed": lambda: RediEnhancer(runner, meta, gain_multiplier=1.0,
                                                    smoothing_frames=config.smoothing_frames),
     }
+    if config.temporal_frames:
+        makers["redi_auto_smoothed_tnr"] = lambda: RediEnhancer(
+            runner, meta, gain_multiplier=1.0, smoothing_frames=config.smoothing_frames,
+            temporal_frames=config.temporal_frames)
     if config.classic:
         makers["classic"] = lambda: ClassicEnhancer(gain=config.video_ratio)
     out: dict[str, Any] = {"frames": config.video_frames, "ratio": config.video_ratio,
-                           "smoothing_frames": config.smoothing_frames, "methods": {}}
+                           "smoothing_frames": config.smoothing_frames, "temporal_frames": config.temporal_frames,
+                           "methods": {}}
     for name, make in makers.items():
         frames, gains, psnrs = [], [], []
         with make() as enh:
@@ -386,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=50)
     p.add_argument("--video-frames", type=int, default=60)
     p.add_argument("--video-ratio", type=float, default=250.0)
+    p.add_argument("--temporal-frames", type=float, default=4.0,
+                   help="--temporal-denoise length for the static clip's extra row (0 skips it; default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-classic", action="store_true")
@@ -425,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 test_dirs=tuple(args.test_data), noise_params=args.noise_params, cameras=tuple(args.cameras),
                 weights=args.weights, official=args.official, ratios=tuple(args.ratios), count=args.count,
                 video_frames=args.video_frames, video_ratio=args.video_ratio, seed=args.seed, device=args.device,
-                classic=not args.no_classic,
+                temporal_frames=args.temporal_frames, classic=not args.no_classic,
             )
             result = evaluate(config, progress=True)
             print(format_table(result))

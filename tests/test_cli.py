@@ -56,6 +56,12 @@ def test_dng_folder_to_mp4_keeps_every_frame_and_the_fps(clip: Path, tmp_path: P
     assert _decoded_frames(out) == (8, 30.0)
 
 
+def test_temporal_denoise_runs_end_to_end(clip: Path, tmp_path: Path, weights: Path) -> None:
+    out = tmp_path / "tnr.mp4"
+    assert main([str(clip), "--out", str(out), "--weights", str(weights), "--temporal-denoise", "4", "-q"]) == 0
+    assert _decoded_frames(out) == (8, 30.0)
+
+
 def test_classic_model_to_png16_sequence(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "frames"
     assert main([str(clip), "--out", f"{out}/", "--model", "classic", "-q"]) == 0
@@ -170,6 +176,7 @@ def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
         ([], "exactly one input"),
         (["x", "--camera", "0"], "exactly one input"),
         (["x", "--out", "o.mp4", "--device", "cpu", "--precision", "fp16"], "fp16"),
+        (["x", "--out", "o.mp4", "--temporal-denoise", "0.5"], "--temporal-denoise"),
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> None:

@@ -41,7 +41,8 @@ def test_evaluate_emits_all_keys(tiny):
             "twin_max_rel_diff", "twin_agree"} <= set(g)
     assert g["twin_agree"], g["twin_max_rel_diff"]  # torch twin of Eq. 5 == production kernel
     v = result["video"]
-    assert set(v["methods"]) == {"redi_true_ratio", "redi_auto_per_frame", "redi_auto_smoothed", "classic"}
+    assert set(v["methods"]) == {"redi_true_ratio", "redi_auto_per_frame", "redi_auto_smoothed",
+                                 "redi_auto_smoothed_tnr", "classic"}
     assert all(m["temporal_std"] >= 0 for m in v["methods"].values())
     assert v["methods"]["redi_true_ratio"]["gain_cv"] == 0.0
     assert np.isfinite(result["reference_vs_photo_psnr"])

@@ -8,19 +8,23 @@ first frame. They release the GIL (``nogil``) and are single-threaded, so any th
 from redi_stream.kernels.gain import GainSmoother, estimate_gain
 from redi_stream.kernels.isp import apply_isp, apply_isp_yuv420p, float_to_uint, rgb_to_yuv420p
 from redi_stream.kernels.pack import mosaic_rgb, pack_raw, padded_shape, unpack_crop
+from redi_stream.kernels.temporal import TemporalDenoiser, noise_scale, temporal_denoise
 from redi_stream.kernels.unpack import unpack_raw10, unpack_raw12
 from redi_stream.kernels.warmup import warm_up
 
 __all__ = [
     "GainSmoother",
+    "TemporalDenoiser",
     "apply_isp",
     "apply_isp_yuv420p",
     "estimate_gain",
     "float_to_uint",
     "mosaic_rgb",
+    "noise_scale",
     "pack_raw",
     "padded_shape",
     "rgb_to_yuv420p",
+    "temporal_denoise",
     "unpack_crop",
     "unpack_raw10",
     "unpack_raw12",

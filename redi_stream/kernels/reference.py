@@ -11,6 +11,7 @@ import numpy as np
 from redi_stream.frames import CFA
 from redi_stream.kernels.gain import BIN_EDGES, BIN_WEIGHTS, N_BINS
 from redi_stream.kernels.isp import KB, KG, KR, srgb_encode
+from redi_stream.kernels.temporal import HI, LEVEL_EPS, LO, ROW_STEP
 
 
 def _per_position(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -101,3 +102,25 @@ def unpack_raw12(packed: np.ndarray, width: int) -> np.ndarray:
     shifts = np.array([0, 4], dtype=np.uint16)
     px = (g[:, :, :2] << 4) | ((g[:, :, 2:3] >> shifts) & 15)
     return px.reshape(h, 2 * pairs)[:, :width].copy()
+
+
+def noise_scale(lin: np.ndarray) -> float:
+    """Twin of ``kernels.temporal.noise_scale`` (float64 arithmetic)."""
+    m = lin[::ROW_STEP].astype(np.float64).mean(axis=2)
+    level = np.maximum(0.5 * (m[:, 1:] + m[:, :-1]), 0.0) + LEVEL_EPS
+    d = (np.abs(np.diff(m, axis=1)) / np.sqrt(level)).ravel()
+    d = d[~np.isnan(d)]
+    return float(1.4826 * np.median(d) / np.sqrt(2.0)) if d.size else 0.0
+
+
+def temporal_denoise(lin: np.ndarray, state: np.ndarray, frames: float, sigma: float) -> np.ndarray:
+    """Twin of ``kernels.temporal.temporal_denoise``: returns the new state (float32), ``state`` untouched."""
+    x = lin.astype(np.float64)
+    s = state.astype(np.float64)
+    k_min = 1.0 / frames
+    level = np.maximum(s.mean(axis=2), 0.0) + LEVEL_EPS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.abs(x - s).mean(axis=2) / (sigma if sigma > 0 else 0.0) / np.sqrt(level)
+        k = k_min + (1.0 - k_min) * np.clip((d - LO) / (HI - LO), 0.0, 1.0)
+    k = np.where(k >= k_min, k, 1.0)[..., None]  # NaN: take the new value
+    return np.where(k >= 1.0, x, s + k * (x - s)).astype(np.float32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from redi_stream.frames import CFA
-from redi_stream.kernels import gain, isp, pack, unpack
+from redi_stream.kernels import gain, isp, pack, temporal, unpack
 
 
 def dispatchers() -> dict[str, object]:
@@ -27,6 +27,8 @@ def dispatchers() -> dict[str, object]:
         "apply_isp_yuv420p": isp._apply_isp_yuv420p,
         "unpack_raw10": unpack._unpack_raw10,
         "unpack_raw12": unpack._unpack_raw12,
+        "noise_scale": temporal._noise_scale,
+        "temporal_denoise": temporal._temporal_denoise,
     }
 
 
@@ -35,9 +37,10 @@ def warm_up() -> None:
 
     Covers: ``pack_raw`` and ``estimate_gain`` on C-contiguous uint16 frames; ``apply_isp`` and ``float_to_uint``
     with a C-contiguous input and with a strided view (``unpack_crop`` of a padded output), into C-contiguous
-    uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``rgb_to_yuv420p``; ``unpack_raw10/12``; ``mosaic_rgb``. Takes seconds on a cold
-    cache, well under one on a warm one. Call from the thread that will run the kernels, or any thread: compiled
-    code is shared by all threads.
+    uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``noise_scale`` and
+    ``temporal_denoise`` on both input layouts; ``rgb_to_yuv420p``; ``unpack_raw10/12``; ``mosaic_rgb``. Takes
+    seconds on a cold cache, well under one on a warm one. Call from the thread that will run the kernels, or any
+    thread: compiled code is shared by all threads.
     """
     raw = np.full((4, 6), 600, dtype=np.uint16)
     black = np.array([512.0, 512.0, 512.0, 512.0], dtype=np.float32)
@@ -58,6 +61,7 @@ def warm_up() -> None:
             isp.float_to_uint(lin, out)
         isp.apply_isp_yuv420p(lin, wb, m, np.empty(lin.shape, np.uint8), np.empty((4, 6), np.uint8),
                               np.empty((2, 3), np.uint8), np.empty((2, 3), np.uint8))
+        temporal.temporal_denoise(lin, np.ascontiguousarray(views[0]), 4.0, temporal.noise_scale(lin))
     rgb8 = np.zeros((4, 6, 3), dtype=np.uint8)
     isp.rgb_to_yuv420p(rgb8, np.empty((4, 6), np.uint8), np.empty((2, 3), np.uint8), np.empty((2, 3), np.uint8))
     unpack.unpack_raw10(np.zeros((2, 10), dtype=np.uint8), 6, np.empty((2, 6), dtype=np.uint16))

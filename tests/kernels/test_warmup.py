@@ -47,5 +47,9 @@ def test_pipeline_calls_after_warm_up_compile_nothing(cfa: CFA) -> None:
     kernels.unpack_raw10(np.zeros((4, 80), np.uint8), 64, np.empty((4, 64), np.uint16))
     kernels.unpack_raw12(np.zeros((4, 96), np.uint8), 64, np.empty((4, 64), np.uint16))
     kernels.mosaic_rgb(net_out[0], cfa, np.empty((hp, wp), np.float32))
+    for view in (lin, full):  # --temporal-denoise on the strided crop and on a contiguous one
+        den = kernels.TemporalDenoiser(4.0)
+        den(view)
+        den(view)
 
     assert _signatures() == before
