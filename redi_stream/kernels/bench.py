@@ -18,9 +18,11 @@ from redi_stream.kernels import (
     apply_isp_yuv420p,
     estimate_gain,
     float_to_uint,
+    noise_scale,
     pack_raw,
     padded_shape,
     rgb_to_yuv420p,
+    temporal_denoise,
     unpack_crop,
     warm_up,
 )
@@ -54,6 +56,9 @@ def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 3
     rgb16 = np.empty((h, w, 3), dtype=np.uint16)
     he, we = h - h % 2, w - w % 2
     planes = tuple(np.empty(s, np.uint8) for s in ((he, we), (he // 2, we // 2), (he // 2, we // 2)))
+    # --temporal-denoise: last output = this frame plus noise, so pixels fall on every part of the blend's ramp.
+    state = np.ascontiguousarray(lin + rng.normal(0.0, 0.01, lin.shape).astype(np.float32))
+    sigma = noise_scale(lin)
     return {
         "pack_raw": _time_ms(lambda: pack_raw(raw, black, 16383.0, cfa, 100.0, packed), repeat),
         "estimate_gain": _time_ms(lambda: estimate_gain(raw, black, 16383.0), repeat),
@@ -63,6 +68,8 @@ def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 3
         "rgb_to_yuv420p": _time_ms(lambda: rgb_to_yuv420p(rgb8[:he, :we], *planes), repeat),
         "apply_isp_yuv420p": _time_ms(lambda: apply_isp_yuv420p(lin[:he, :we], wb, m, rgb8[:he, :we], *planes),
                                       repeat),
+        "noise_scale": _time_ms(lambda: noise_scale(lin), repeat),
+        "temporal_denoise": _time_ms(lambda: temporal_denoise(lin, state, 4.0, sigma), repeat),
     }
 
 
