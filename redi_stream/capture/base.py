@@ -58,4 +58,3 @@ class RandomAccessSource:
     def close(self) -> None:
         """Mark the source closed (no handles are held between reads). Safe to call more than once."""
         self._closed = True
-

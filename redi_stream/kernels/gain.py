@@ -20,7 +20,8 @@ from redi_stream.kernels.pack import _check_levels, _check_raw
 
 @njit(cache=True, nogil=True)
 def _gain_sums(raw, lut):
-    """(sum w, sum w*r) in float64 over an (H, W) uint16 frame, gathering from a (4, L+1, 2) LUT (``amplifier.gain_lut``).
+    """(sum w, sum w*r) in float64 over an (H, W) uint16 frame, gathering from a (4, L+1, 2) LUT
+    (``amplifier.gain_lut``).
 
     Four accumulators (one per column parity and quantity) shorten the float64 add chains.
     """

@@ -155,6 +155,21 @@ def _apply_isp_u16(lin, wb, m, lut, out):
     return out
 
 
+def _isp_args(
+    lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check the ISP's arguments; returns ``wb`` (3,) and ``cam_to_srgb`` (3, 3) as C-contiguous float32."""
+    if lin.dtype != np.float32 or lin.ndim != 3 or lin.shape[2] != 3 or out.shape != lin.shape:
+        raise ValueError(
+            f"need lin float32 (H, W, 3) and out of the same shape, got {lin.dtype} {lin.shape}, {out.shape}"
+        )
+    wb = np.ascontiguousarray(wb, dtype=np.float32)
+    m = np.ascontiguousarray(cam_to_srgb, dtype=np.float32)
+    if wb.shape != (3,) or m.shape != (3, 3):
+        raise ValueError(f"need wb (3,) and cam_to_srgb (3, 3), got {wb.shape}, {m.shape}")
+    return wb, m
+
+
 def apply_isp(lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Render linear camera RGB to display sRGB: ``round(maxval * srgb(clip(M @ (wb * lin), 0, 1)))``.
 
@@ -172,14 +187,7 @@ def apply_isp(lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, out: np.
     Warm specialisations (:func:`warm_up`): ``lin`` C-contiguous or any strided view, ``out`` C-contiguous.
     Single-threaded (prange measured 1.3x on 2 shared cores: not worth a thread pool next to the network).
     """
-    if lin.dtype != np.float32 or lin.ndim != 3 or lin.shape[2] != 3 or out.shape != lin.shape:
-        raise ValueError(
-            f"need lin float32 (H, W, 3) and out of the same shape, got {lin.dtype} {lin.shape}, {out.shape}"
-        )
-    wb = np.ascontiguousarray(wb, dtype=np.float32)
-    m = np.ascontiguousarray(cam_to_srgb, dtype=np.float32)
-    if wb.shape != (3,) or m.shape != (3, 3):
-        raise ValueError(f"need wb (3,) and cam_to_srgb (3, 3), got {wb.shape}, {m.shape}")
+    wb, m = _isp_args(lin, wb, cam_to_srgb, out)
     if out.dtype == np.uint8:
         return _apply_isp_u8(lin, wb, m, _srgb_poly_u8(), out)
     if out.dtype == np.uint16:
@@ -355,18 +363,11 @@ def apply_isp_yuv420p(
     Returns:
         ``(out, y, u, v)``.
     """
-    if lin.dtype != np.float32 or lin.ndim != 3 or lin.shape[2] != 3 or out.shape != lin.shape:
-        raise ValueError(
-            f"need lin float32 (H, W, 3) and out of the same shape, got {lin.dtype} {lin.shape}, {out.shape}"
-        )
+    wb, m = _isp_args(lin, wb, cam_to_srgb, out)
     if out.dtype != np.uint8:
         raise ValueError(f"out must be uint8 for yuv420p, got {out.dtype}")
     h, w, _ = lin.shape
     _check_yuv_planes(h, w, y, u, v)
-    wb = np.ascontiguousarray(wb, dtype=np.float32)
-    m = np.ascontiguousarray(cam_to_srgb, dtype=np.float32)
-    if wb.shape != (3,) or m.shape != (3, 3):
-        raise ValueError(f"need wb (3,) and cam_to_srgb (3, 3), got {wb.shape}, {m.shape}")
     _apply_isp_yuv420p(lin, wb, m, _srgb_poly_u8(), out, y, u, v)
     return out, y, u, v
 

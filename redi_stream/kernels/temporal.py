@@ -124,8 +124,12 @@ def temporal_denoise(lin: np.ndarray, state: np.ndarray, frames: float, sigma: f
     _check_lin(lin)
     if state.dtype != np.float32 or state.shape != lin.shape or not state.flags.c_contiguous:
         raise ValueError(f"state must be C-contiguous float32 {lin.shape}, got {state.dtype} {state.shape}")
-    if not (math.isfinite(frames) and frames >= 1.0):
-        raise ValueError(f"frames must be finite and >= 1, got {frames}")
+    _check_frames(frames)
+    return _step(lin, state, frames, sigma)
+
+
+def _step(lin: np.ndarray, state: np.ndarray, frames: float, sigma: float) -> np.ndarray:
+    """:func:`temporal_denoise` on arguments already checked."""
     inv_sigma = 1.0 / sigma if sigma > 0.0 and math.isfinite(sigma) else math.inf
     return _temporal_denoise(lin, state, np.float32(1.0 / frames), np.float32(inv_sigma), np.float32(LO),
                              np.float32(HI), np.float32(LEVEL_EPS))
@@ -136,6 +140,11 @@ def _check_lin(lin: np.ndarray) -> None:
         raise ValueError(f"need (H, W, 3) float32, got {lin.dtype} {lin.shape}")
 
 
+def _check_frames(frames: float) -> None:
+    if not (math.isfinite(frames) and frames >= 1.0):
+        raise ValueError(f"temporal denoise frames must be finite and >= 1, got {frames}")
+
+
 class TemporalDenoiser:
     """Holds the filter's state for a stream of frames of one size (a new size starts over).
 
@@ -144,19 +153,14 @@ class TemporalDenoiser:
     """
 
     def __init__(self, frames: float) -> None:
-        if not (math.isfinite(frames) and frames >= 1.0):
-            raise ValueError(f"temporal denoise frames must be finite and >= 1, got {frames}")
+        _check_frames(frames)
         self.frames = float(frames)
         self._state: np.ndarray | None = None
-        self.last_sigma = math.nan
-
-    def reset(self) -> None:
-        self._state = None
 
     def __call__(self, lin: np.ndarray) -> np.ndarray:
         _check_lin(lin)
         if self._state is None or self._state.shape != lin.shape:
             self._state = np.array(lin, dtype=np.float32, order="C", copy=True)
             return self._state
-        self.last_sigma = noise_scale(lin)
-        return temporal_denoise(lin, self._state, self.frames, self.last_sigma)
+        sigma = float(_noise_scale(lin, np.float32(LEVEL_EPS), ROW_STEP))
+        return _step(lin, self._state, self.frames, sigma)

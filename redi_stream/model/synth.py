@@ -455,12 +455,10 @@ class PairSynthesizer:
         Raises:
             ConfigError: unknown camera, ``k`` <= 0, ``ratio`` < 1 or ``iso`` out of range.
         """
-        if camera not in self.camera_names:
-            raise ConfigError(f"unknown noise camera {camera!r}; valid: {', '.join(self.camera_names)}")
+        c = self._camera_index(camera)
         if not (math.isfinite(k) and k > 0) or not (math.isfinite(ratio) and ratio >= 1):
             raise ConfigError(f"need k > 0 and ratio >= 1, got k={k}, ratio={ratio}")
         t, dev = self._table, self.device
-        c = self.camera_names.index(camera)
         n_iso = int(t.n_iso[c])
         iso = n_iso // 2 if iso is None else int(iso)
         if not 0 <= iso < n_iso:
@@ -482,10 +480,13 @@ class PairSynthesizer:
 
     def k_range(self, camera: str) -> tuple[float, float]:
         """``(Kmin, Kmax)`` of ``camera``'s system gain (DN per electron)."""
+        c = self._camera_index(camera)
+        return math.exp(float(self._table.log_k_min[c])), math.exp(float(self._table.log_k_max[c]))
+
+    def _camera_index(self, camera: str) -> int:
         if camera not in self.camera_names:
             raise ConfigError(f"unknown noise camera {camera!r}; valid: {', '.join(self.camera_names)}")
-        c = self.camera_names.index(camera)
-        return math.exp(float(self._table.log_k_min[c])), math.exp(float(self._table.log_k_max[c]))
+        return self.camera_names.index(camera)
 
     # -- the stages ---------------------------------------------------------------------------------------------
     def unprocess(self, srgb: Tensor, params: SynthParams) -> Tensor:

@@ -18,7 +18,6 @@ frame's Eq. 5 estimate (``kernels.estimate_gain``) is smoothed by ``kernels.Gain
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import numpy as np
@@ -146,9 +145,10 @@ class RediEnhancer(_LiveGain):
         self.out_dtype = _check_out_dtype(out_dtype)
         self.isp = isp
         self.yuv420p = bool(yuv420p)
-        if temporal_frames and not (math.isfinite(temporal_frames) and temporal_frames >= 1):
-            raise ConfigError(f"temporal_frames must be 0 (off) or >= 1, got {temporal_frames}")
-        self._temporal = kernels.TemporalDenoiser(temporal_frames) if temporal_frames else None
+        try:
+            self._temporal = kernels.TemporalDenoiser(temporal_frames) if temporal_frames else None
+        except ValueError as exc:
+            raise ConfigError(f"temporal_frames must be 0 (off) or >= 1: {exc}") from exc
         self._inputs: dict[tuple[int, int], np.ndarray] = {}  # packed network input per padded shape, reused
         self._closed = False
 
