@@ -121,6 +121,36 @@ def test_cuda_fp16_close_to_fp32_and_pipelined_order(net):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_process_close_to_cpu_enhancer(net, no_tf32, precision):
+    """One frame at a time (what the pipeline calls), at a size that needs no padding, against the CPU enhancer."""
+    fs = frames(CFA.RGGB, size=(64, 96), n=3)
+    with CudaRediEnhancer(net, None, precision=precision, gain=20.0) as enh:
+        for f in fs:
+            diff = np.abs(enh.process(f).rgb.astype(np.int64) - cpu_enhance(net, f, 20.0))
+            assert diff.mean() < (0.05 if precision == "fp32" else 1.0), (precision, f.index, diff.mean())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_cuda_pipelined_equals_one_at_a_time(net, no_tf32, cuda_graph):
+    """Two frames in flight (submit i+1 before collect i) give the frames that process() gives, in fp32."""
+    fs = frames(CFA.RGGB, size=(64, 96), n=5)
+    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0) as enh:
+        ref = [enh.process(f).rgb for f in fs]
+    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0) as enh:
+        out = []
+        for f in fs:
+            if len(enh._in_flight) == 2:
+                out.append(enh.collect())
+            enh.submit(f)
+        while (o := enh.collect()) is not None:
+            out.append(o)
+    for o, r in zip(out, ref):
+        assert np.abs(o.rgb.astype(np.int64) - r).max() <= 1, o.index
+
+
+@pytest.mark.gpu
 def test_cuda_pinned_slot_reuse_does_not_corrupt_frames(net):
     """Each returned frame owns its array; slots are reused only after their copies completed."""
     fs = frames(CFA.RGGB, size=(64, 96), n=4)
