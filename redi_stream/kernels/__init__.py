@@ -8,7 +8,7 @@ first frame. They release the GIL (``nogil``) and are single-threaded, so any th
 from redi_stream.kernels.gain import GainSmoother, estimate_gain
 from redi_stream.kernels.isp import apply_isp, apply_isp_yuv420p, float_to_uint, rgb_to_yuv420p
 from redi_stream.kernels.pack import mosaic_rgb, pack_raw, padded_shape, unpack_crop
-from redi_stream.kernels.temporal import TemporalDenoiser, noise_scale, temporal_denoise
+from redi_stream.kernels.temporal import TemporalDenoiser, noise_scale, temporal_denoise, temporal_noise_scale
 from redi_stream.kernels.unpack import unpack_raw10, unpack_raw12
 from redi_stream.kernels.warmup import warm_up
 
@@ -25,6 +25,7 @@ __all__ = [
     "padded_shape",
     "rgb_to_yuv420p",
     "temporal_denoise",
+    "temporal_noise_scale",
     "unpack_crop",
     "unpack_raw10",
     "unpack_raw12",

@@ -23,6 +23,7 @@ from redi_stream.kernels import (
     padded_shape,
     rgb_to_yuv420p,
     temporal_denoise,
+    temporal_noise_scale,
     unpack_crop,
     warm_up,
 )
@@ -69,6 +70,7 @@ def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 3
         "apply_isp_yuv420p": _time_ms(lambda: apply_isp_yuv420p(lin[:he, :we], wb, m, rgb8[:he, :we], *planes),
                                       repeat),
         "noise_scale": _time_ms(lambda: noise_scale(lin), repeat),
+        "temporal_noise_scale": _time_ms(lambda: temporal_noise_scale(lin, state), repeat),
         "temporal_denoise": _time_ms(lambda: temporal_denoise(lin, state, 4.0, sigma), repeat),
     }
 
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     h, w = (int(v) for v in args.size.lower().split("x"))
     print(f"{h}x{w} {args.cfa}, {args.repeat} runs, single thread: min / median ms")
     for name, (lo, med) in benchmark(h, w, CFA(args.cfa), args.repeat).items():
-        print(f"{name:18s} {lo:8.2f} {med:8.2f}")
+        print(f"{name:22s} {lo:8.2f} {med:8.2f}")
 
 
 if __name__ == "__main__":

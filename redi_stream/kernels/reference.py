@@ -113,6 +113,16 @@ def noise_scale(lin: np.ndarray) -> float:
     return float(1.4826 * np.median(d) / np.sqrt(2.0)) if d.size else 0.0
 
 
+def temporal_noise_scale(lin: np.ndarray, state: np.ndarray) -> float:
+    """Twin of ``kernels.temporal.temporal_noise_scale`` (float64 arithmetic)."""
+    m = lin[::ROW_STEP].astype(np.float64).mean(axis=2)
+    s = state[::ROW_STEP].astype(np.float64).mean(axis=2)
+    level = np.maximum(0.5 * (m + s), 0.0) + LEVEL_EPS
+    d = (np.abs(m - s) / np.sqrt(level)).ravel()
+    d = d[~np.isnan(d)]
+    return float(1.4826 * np.median(d)) if d.size else 0.0
+
+
 def temporal_denoise(lin: np.ndarray, state: np.ndarray, frames: float, sigma: float) -> np.ndarray:
     """Twin of ``kernels.temporal.temporal_denoise``: returns the new state (float32), ``state`` untouched."""
     x = lin.astype(np.float64)

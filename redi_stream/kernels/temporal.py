@@ -11,18 +11,23 @@ looks like noise, and 1 (take the new frame) where it looks like motion, with a 
 
 * the change ``d`` is the mean absolute difference over R, G, B divided by ``sqrt(level)`` (the output's noise grows
   with brightness, roughly as photon noise does) and by ``sigma``;
-* ``sigma`` is the frame's noise scale (:func:`noise_scale`): the median absolute horizontal difference of the
-  channel mean on a subset of rows, variance-stabilised the same way (1.4826 * MAD / sqrt(2));
+* ``sigma`` is the frame's noise scale, measured in time and bounded by one measured in space. In time
+  (:func:`temporal_noise_scale`): the median absolute difference between the frame and the filter's state, on the
+  channel mean of a subset of rows, variance-stabilised the same way (1.4826 * MAD). On a still scene that is the
+  noise the filter must remove; where a few things move, the median ignores them. In space (:func:`noise_scale`):
+  the same statistic of horizontal neighbour differences within the frame (divided by sqrt(2)), which motion cannot
+  inflate. ``sigma`` is the temporal scale when it lies between 1 and ``SPATIAL_CAP`` times the spatial one, else
+  the spatial one: the network smooths its residual noise spatially (the shipped weights leave 3.1-3.5x more noise
+  in time than their neighbour differences show), so the spatial scale alone would call that noise motion; above
+  the cap the typical pixel changed by more than noise can explain (a pan, a cut), and the spatial scale keeps such
+  changes from being averaged into trails;
 * ``k = k_min`` for ``d <= lo`` (2 sigma), 1 for ``d >= hi`` (4 sigma).
 
 A scene cut or a change of brightness moves every pixel by far more than the noise, so the filter follows it at
 once; there is no state to reset except on a change of frame size. A NaN in the input or state takes the new value.
 
-Measured: ``redi-stream eval`` reports it on its static clip (README: temporal std 16.66 -> 9.96 code values with
-4 frames, PSNR 14.11 -> 14.66 dB). While designing it, a scratch script ran BSDS500 test photo 0 at x250 with the
-true gain through the default weights, 40 frames: still, temporal std 2.72 -> 1.08 and PSNR 24.92 -> 25.07 dB;
-panning 2 px per frame, PSNR 21.04 -> 22.61 dB (no loss to trails). Not a test: ``tests/kernels/test_temporal.py``
-checks the behaviour on synthetic scenes instead.
+Measured: ``redi-stream eval`` reports it on its static clip (README). ``tests/kernels/test_temporal.py`` checks
+the behaviour on synthetic scenes: white and spatially smoothed noise, a moving edge, a cut.
 """
 
 from __future__ import annotations
@@ -36,8 +41,25 @@ from numba import njit
 LO, HI = 2.0, 4.0
 #: Added to the level before its square root (linear units; the network's output is in [0, 1]).
 LEVEL_EPS = 1e-3
-#: Rows used by :func:`noise_scale`: every ``ROW_STEP``-th one.
+#: Rows used by :func:`noise_scale` and :func:`temporal_noise_scale`: every ``ROW_STEP``-th one.
 ROW_STEP = 16
+#: The temporal noise scale is used up to this multiple of the spatial one (the shipped weights: about 3.1-3.5).
+SPATIAL_CAP = 5.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _stabilised_diff(a, b, eps):
+    """|a - b| / sqrt(level + eps), level = mean of a and b clipped at 0 (NaN if either is NaN)."""
+    level = max(np.float32(0.5) * (a + b), np.float32(0.0)) + eps
+    return abs(a - b) / np.sqrt(level)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mad_scale(d, n):
+    """1.4826 * median of the first ``n`` values (a robust sigma), 0.0 if there are none."""
+    if n == 0:
+        return 0.0
+    return 1.4826 * np.median(d[:n])
 
 
 @njit(cache=True, nogil=True)
@@ -48,22 +70,61 @@ def _noise_scale(lin, eps, step):
         return 0.0
     d = np.empty(rows * (w - 1), np.float32)
     third = np.float32(1.0 / 3.0)
-    zero = np.float32(0.0)
     n = 0
     for y in range(0, h, step):
         row = lin[y]
         prev = (row[0, 0] + row[0, 1] + row[0, 2]) * third
         for x in range(1, w):
             cur = (row[x, 0] + row[x, 1] + row[x, 2]) * third
-            level = max(np.float32(0.5) * (cur + prev), zero) + eps
-            v = abs(cur - prev) / np.sqrt(level)
+            v = _stabilised_diff(cur, prev, eps)
             if v == v:  # skip NaN
                 d[n] = v
                 n += 1
             prev = cur
-    if n == 0:
+    return _mad_scale(d, n) / math.sqrt(2.0)
+
+
+@njit(cache=True, nogil=True)
+def _temporal_noise_scale(lin, state, eps, step):
+    h, w, _ = lin.shape
+    rows = (h + step - 1) // step
+    if w == 0 or rows == 0:
         return 0.0
-    return 1.4826 * np.median(d[:n]) / math.sqrt(2.0)
+    d = np.empty(rows * w, np.float32)
+    third = np.float32(1.0 / 3.0)
+    n = 0
+    for y in range(0, h, step):
+        row = lin[y]
+        srow = state[y]
+        for x in range(w):
+            cur = (row[x, 0] + row[x, 1] + row[x, 2]) * third
+            old = (srow[x, 0] + srow[x, 1] + srow[x, 2]) * third
+            v = _stabilised_diff(cur, old, eps)
+            if v == v:  # skip NaN
+                d[n] = v
+                n += 1
+    return _mad_scale(d, n)
+
+
+def temporal_noise_scale(lin: np.ndarray, state: np.ndarray) -> float:
+    """The noise scale measured in time: ``1.4826 * median(|m[y, x] - s[y, x]| / sqrt(level + eps))`` over every
+    ``ROW_STEP``-th row, ``m`` and ``s`` the mean of R, G, B of the frame and of the filter's state and ``level``
+    their mean (clipped at 0); NaN differences are skipped; 0.0 if there are none.
+
+    Args:
+        lin, state: (H, W, 3) float32 linear RGB of one shape (any strides).
+    """
+    _check_lin(lin)
+    _check_lin(state)
+    if state.shape != lin.shape:
+        raise ValueError(f"state must have the frame's shape {lin.shape}, got {state.shape}")
+    return float(_temporal_noise_scale(lin, state, np.float32(LEVEL_EPS), ROW_STEP))
+
+
+def combined_noise_scale(temporal: float, spatial: float) -> float:
+    """The sigma :class:`TemporalDenoiser` uses: ``temporal`` where it lies in ``[spatial, SPATIAL_CAP *
+    spatial]``, else ``spatial`` (above the cap the typical pixel moved by more than noise does: a pan or a cut)."""
+    return temporal if spatial <= temporal <= SPATIAL_CAP * spatial else spatial
 
 
 def noise_scale(lin: np.ndarray) -> float:
@@ -162,5 +223,7 @@ class TemporalDenoiser:
         if self._state is None or self._state.shape != lin.shape:
             self._state = np.array(lin, dtype=np.float32, order="C", copy=True)
             return self._state
-        sigma = float(_noise_scale(lin, np.float32(LEVEL_EPS), ROW_STEP))
+        eps = np.float32(LEVEL_EPS)
+        spatial = float(_noise_scale(lin, eps, ROW_STEP))
+        sigma = combined_noise_scale(float(_temporal_noise_scale(lin, self._state, eps, ROW_STEP)), spatial)
         return _step(lin, self._state, self.frames, sigma)

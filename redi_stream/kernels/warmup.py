@@ -28,6 +28,7 @@ def dispatchers() -> dict[str, object]:
         "unpack_raw10": unpack._unpack_raw10,
         "unpack_raw12": unpack._unpack_raw12,
         "noise_scale": temporal._noise_scale,
+        "temporal_noise_scale": temporal._temporal_noise_scale,
         "temporal_denoise": temporal._temporal_denoise,
     }
 
@@ -37,8 +38,8 @@ def warm_up() -> None:
 
     Covers: ``pack_raw`` and ``estimate_gain`` on C-contiguous uint16 frames; ``apply_isp`` and ``float_to_uint``
     with a C-contiguous input and with a strided view (``unpack_crop`` of a padded output), into C-contiguous
-    uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``noise_scale`` and
-    ``temporal_denoise`` on both input layouts; ``rgb_to_yuv420p``; ``unpack_raw10/12``; ``mosaic_rgb``. Takes
+    uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``noise_scale``,
+    ``temporal_noise_scale`` and ``temporal_denoise`` on both input layouts; ``rgb_to_yuv420p``; ``unpack_raw10/12``; ``mosaic_rgb``. Takes
     seconds on a cold cache, well under one on a warm one. Call from the thread that will run the kernels, or any
     thread: compiled code is shared by all threads.
     """
@@ -61,7 +62,9 @@ def warm_up() -> None:
             isp.float_to_uint(lin, out)
         isp.apply_isp_yuv420p(lin, wb, m, np.empty(lin.shape, np.uint8), np.empty((4, 6), np.uint8),
                               np.empty((2, 3), np.uint8), np.empty((2, 3), np.uint8))
-        temporal.temporal_denoise(lin, np.ascontiguousarray(views[0]), 4.0, temporal.noise_scale(lin))
+        state = np.ascontiguousarray(views[0])
+        temporal.temporal_noise_scale(lin, state)
+        temporal.temporal_denoise(lin, state, 4.0, temporal.noise_scale(lin))
     rgb8 = np.zeros((4, 6, 3), dtype=np.uint8)
     isp.rgb_to_yuv420p(rgb8, np.empty((4, 6), np.uint8), np.empty((2, 3), np.uint8), np.empty((2, 3), np.uint8))
     unpack.unpack_raw10(np.zeros((2, 10), dtype=np.uint8), 6, np.empty((2, 6), dtype=np.uint16))
