@@ -67,10 +67,14 @@ from redi_stream.model.weights import atomic_torch_save
 
 CHECKPOINT_FORMAT = "redi-stream-train"
 CHECKPOINT_VERSION = 1
-CSV_COLUMNS = ("iter", "loss", "l1", "msssim", "lr", "val_psnr", "imgs_per_s", "elapsed_s")
+CSV_COLUMNS = ("iter", "loss", "l1", "msssim", "lr", "val_psnr", "imgs_per_s", "elapsed_s", "shift_l1")
 #: Seed offsets so that training batches, validation and calibration never share random streams.
 _VAL_SEED_OFFSET = 1_000_003
 _CALIB_SEED_OFFSET = 2_000_003
+#: Random stream (of ``_iteration_rng``) for the consistency term's moves; batches use stream 0.
+_SHIFT_STREAM = 2
+#: Seed offset of the consistency term's second synthesis (its noise).
+_SHIFT_SEED_OFFSET = 3_000_017
 
 
 class DataKind(enum.StrEnum):
@@ -100,6 +104,8 @@ _TRAJECTORY_FIELDS = (
     "msssim_weight",
     "seed",
     "amp",
+    "shift_consistency",
+    "init_from",
 )
 
 
@@ -121,6 +127,13 @@ class TrainConfig:
             than it give the largest multiple of 32 that fits, see :class:`~redi_stream.model.data.CleanImageDataset`).
         lr, lr_final, lr_drop_fraction: lr until ``lr_drop_fraction * iterations``, then ``lr_final``.
         msssim_weight: weight of ``1 - MS-SSIM`` in the loss.
+        shift_consistency: weight of :func:`shift_consistency_loss` (0 = off): the output for the scene moved by
+            a few pixels (synthetic data: re-mosaicked, so odd moves land the scene on other Bayer sites) must be
+            the output moved the same way, in 4x4 block means. REDI's 1/32-scale branch sees another arrangement
+            of pixels after a small move; without this term a trained model can shift its overall colour by a few
+            percent when the picture moves by one pixel or arrives in another Bayer phase. Needs a crop >= 64.
+        init_from: a training checkpoint whose network weights start this run (fine-tuning); optimiser, schedule
+            and iteration count start fresh.
         seed: all randomness derives from it.
         device: ``cpu``, ``cuda`` or ``cuda:N``; amp: float16 autocast + grad scaling (CUDA only).
         num_threads: ``torch.set_num_threads`` for the run (None: torch's default).
@@ -152,6 +165,8 @@ class TrainConfig:
     lr_final: float = 1e-5
     lr_drop_fraction: float = 0.5
     msssim_weight: float = 0.2
+    shift_consistency: float = 0.0
+    init_from: Path | None = None
     seed: int = 0
     device: str = "cpu"
     amp: bool = False
@@ -175,7 +190,7 @@ class TrainConfig:
             raise ConfigError(f"unknown data kind {self.data!r}; valid: {', '.join(k.value for k in DataKind)}") from None
         set_("train_dirs", tuple(Path(p) for p in self.train_dirs))
         set_("val_dirs", tuple(Path(p) for p in self.val_dirs))
-        for name in ("sid_root", "paired_dark", "paired_bright", "noise_params", "resume"):
+        for name in ("sid_root", "paired_dark", "paired_bright", "noise_params", "resume", "init_from"):
             value = getattr(self, name)
             set_(name, None if value is None else Path(value))
         set_("cameras", tuple(self.cameras))
@@ -205,6 +220,10 @@ class TrainConfig:
             raise ConfigError(f"lr_drop_fraction must be in (0, 1], got {self.lr_drop_fraction}")
         if not self.msssim_weight >= 0:
             raise ConfigError(f"msssim_weight must be >= 0, got {self.msssim_weight}")
+        if not (math.isfinite(self.shift_consistency) and self.shift_consistency >= 0):
+            raise ConfigError(f"shift_consistency must be >= 0, got {self.shift_consistency}")
+        if self.shift_consistency > 0 and self.crop < 2 * SHIFT_MARGIN:
+            raise ConfigError(f"shift_consistency needs crop >= {2 * SHIFT_MARGIN}, got {self.crop}")
         lo, hi = self.ratio_range
         if not 1 <= lo <= hi:
             raise ConfigError(f"ratio_range must satisfy 1 <= lo <= hi, got {self.ratio_range}")
@@ -322,6 +341,47 @@ def loss_terms(pred_lin: Tensor, target_lin: Tensor, msssim_weight: float = 0.2)
     l1 = (p - t).abs().mean()
     ms = ms_ssim(p, t) if msssim_weight > 0 else torch.ones((), device=p.device)
     return l1 + msssim_weight * (1.0 - ms), l1, ms
+
+
+#: The consistency term compares a crop ``SHIFT_MARGIN`` smaller on each side: moves of 2..SHIFT_MARGIN-2 rows/columns.
+SHIFT_MARGIN = 32
+#: ... on SHIFT_POOL x SHIFT_POOL block means: colour and shading must not move with the sampling grid; fine texture
+#: may (it is aliased by the 1/32 branch's pixel shuffle whatever the weights).
+SHIFT_POOL = 4
+
+
+def draw_shift(rng: np.random.Generator, *, even: bool = False) -> tuple[int, int]:
+    """A move ``(dy, dx)`` for :func:`shift_consistency_loss`: dy in 1..31, dx in 0..31; with ``even`` both even
+    (dy in 2..30), for data that can only be moved by cropping its mosaic (RGGB must stay RGGB)."""
+    if even:
+        return 2 * int(rng.integers(1, SHIFT_MARGIN // 2)), 2 * int(rng.integers(0, SHIFT_MARGIN // 2))
+    return int(rng.integers(1, SHIFT_MARGIN)), int(rng.integers(0, SHIFT_MARGIN))
+
+
+def shift_consistency_loss(forward, moved_input: Tensor, out: Tensor, dy: int, dx: int) -> Tensor:
+    """L1 between 4x4 block means (sRGB-curve-encoded) of ``forward(moved_input)`` and of ``out`` moved by
+    ``(dy, dx)``.
+
+    Args:
+        forward: the network, (N, 1, h, w) -> (N, 3, h, w) linear.
+        moved_input: (N, 1, H - 32, W - 32): the scene of ``out`` from row ``dy``, column ``dx`` on, as a fresh
+            mosaic (synthetic data: the clean crop moved and synthesised again with the same camera, WB and ratio,
+            so an odd move samples the scene on the other Bayer sites) or the batch's mosaic cropped (even moves).
+        out: (N, 3, H, W) the network's output for the batch, H and W >= 64 (treated as the target: no gradient).
+        dy, dx: in [0, SHIFT_MARGIN).
+
+    Both outputs are compared away from the moved crop's borders (8 px), where padding would differ anyway.
+    """
+    h, w = out.shape[-2] - SHIFT_MARGIN, out.shape[-1] - SHIFT_MARGIN
+    if h < SHIFT_MARGIN or w < SHIFT_MARGIN or not (0 <= dy < SHIFT_MARGIN and 0 <= dx < SHIFT_MARGIN):
+        raise ValueError(f"need an output of at least 64x64 and moves in [0, 32), got {tuple(out.shape)}, {dy}, {dx}")
+    if tuple(moved_input.shape[-2:]) != (h, w):
+        raise ValueError(f"moved input must be {(h, w)}, got {tuple(moved_input.shape[-2:])}")
+    moved = forward(moved_input)
+    m = SHIFT_MARGIN // 4
+    a = linear_to_srgb(moved[..., m : h - m, m : w - m].float())
+    b = linear_to_srgb(out.detach()[..., dy + m : dy + h - m, dx + m : dx + w - m].float())
+    return F.avg_pool2d(a - b, SHIFT_POOL).abs().mean()
 
 
 def forward_unclamped(model: RediNet, x: Tensor) -> Tensor:
@@ -546,6 +606,8 @@ class TrainBatch:
     ratio: Tensor
     wb: Tensor | None = None
     cam_to_srgb: Tensor | None = None
+    clean: Tensor | None = None  # synthetic: the clean sRGB crops (N, 3, c, c) on the synthesiser's device
+    params: Any = None  # synthetic: their SynthParams
 
 
 class _SyntheticBatches:
@@ -558,7 +620,16 @@ class _SyntheticBatches:
         clean = torch.stack([self.dataset.sample(int(i), rng) for i in idx])
         g = _iteration_torch_generator(self.seed, iteration, self.synth.device)
         b = self.synth.synthesize(clean.to(self.synth.device), g)
-        return TrainBatch(b.input, b.target, b.ratio, b.wb, b.cam_to_srgb)
+        return TrainBatch(b.input, b.target, b.ratio, b.wb, b.cam_to_srgb, b.clean_srgb, b.params)
+
+    even_moves = False
+
+    def moved(self, batch: TrainBatch, dy: int, dx: int, iteration: int) -> Tensor:
+        """The batch's clean crops from (dy, dx) on, ``SHIFT_MARGIN`` smaller, synthesised again with the same
+        per-sample parameters (fresh noise) -> network input (N, 1, c - 32, c - 32)."""
+        c = batch.clean.shape[-1] - SHIFT_MARGIN
+        g = _iteration_torch_generator(self.seed + _SHIFT_SEED_OFFSET, iteration, self.synth.device)
+        return self.synth.synthesize(batch.clean[..., dy : dy + c, dx : dx + c], g, batch.params).input
 
 
 class _RealBatches:
@@ -574,6 +645,13 @@ class _RealBatches:
             torch.stack([it[1] for it in items]).to(self.device),
             torch.tensor([it[2] for it in items], dtype=torch.float32, device=self.device),
         )
+
+    even_moves = True
+
+    def moved(self, batch: TrainBatch, dy: int, dx: int, iteration: int) -> Tensor:
+        """Real mosaics can only be cropped: (dy, dx) even, the input ``SHIFT_MARGIN`` smaller."""
+        h, w = batch.input.shape[-2] - SHIFT_MARGIN, batch.input.shape[-1] - SHIFT_MARGIN
+        return batch.input[..., dy : dy + h, dx : dx + w]
 
 
 def _build_data(config: TrainConfig, device: torch.device):
@@ -796,9 +874,20 @@ def validate(model: RediNet, val: TrainBatch, batch_size: int) -> float:
 
 def _check_resume_compatible(saved: Mapping[str, Any], config: TrainConfig) -> None:
     now = config.to_dict()
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} != now {now[k]!r}" for k in _TRAJECTORY_FIELDS if saved.get(k) != now[k]]
+    # Checkpoints written before a field existed ran with its default.
+    defaults = TrainConfig.__dataclass_fields__
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} != now {now[k]!r}"
+        for k in _TRAJECTORY_FIELDS
+        if saved.get(k, defaults[k].default) != now[k]
+    ]
     if diffs:
         raise ConfigError("cannot resume exactly with a different training setup: " + "; ".join(diffs))
+
+
+def _new_window() -> dict[str, float]:
+    """Sums over the iterations since the last log row."""
+    return {"loss": 0.0, "l1": 0.0, "msssim": 0.0, "shift_l1": 0.0, "n": 0, "t": 0.0}
 
 
 def train(config: TrainConfig, *, progress: bool = False) -> Path:
@@ -829,7 +918,7 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
         opt, milestones=[config.lr_drop_iteration], gamma=config.lr_final / config.lr
     )
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-    window = {"loss": 0.0, "l1": 0.0, "msssim": 0.0, "n": 0, "t": 0.0}
+    window = _new_window()
     elapsed_before = 0.0
 
     if config.resume is not None:
@@ -841,13 +930,15 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_states(ckpt["rng"], device)
         iteration = int(ckpt["iteration"])
-        window = dict(ckpt["window"])
+        window = {**_new_window(), **ckpt["window"]}
         calibration = GainCalibration(**ckpt["gain_calibration"])
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         # Rows logged after this checkpoint belong to the abandoned continuation.
         _write_csv(csv_path, [r for r in _read_csv(csv_path) if float(r["iter"]) <= iteration])
     else:
         iteration = 0
+        if config.init_from is not None:
+            model.load_state_dict(load_checkpoint(config.init_from)["model"])
         calibration = calibrate_gain_target(calib_pairs())
         _write_csv(csv_path, [])
 
@@ -870,6 +961,7 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
                 "gain_calibration": calibration.to_dict(),
                 "provenance": {**provenance, "crop": crop_used},
                 "elapsed_s": elapsed_before + time.monotonic() - t_start,
+                "device_name": device_name,
             },
             path,
         )
@@ -879,6 +971,7 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
                 stale.unlink(missing_ok=True)
         return path
 
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     last_ckpt: Path | None = None
     t_last_ckpt = time.monotonic()
     budget_s = config.max_minutes * 60.0 if config.max_minutes is not None else math.inf
@@ -889,6 +982,13 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
         with torch.autocast(device.type, dtype=torch.float16, enabled=config.amp):
             out = forward_unclamped(model, batch.input)
         loss, l1, ms = loss_terms(out, batch.target, config.msssim_weight)
+        if config.shift_consistency > 0:
+            dy, dx = draw_shift(_iteration_rng(config.seed, iteration, _SHIFT_STREAM), even=source.even_moves)
+            moved_input = source.moved(batch, dy, dx, iteration)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=config.amp):
+                shift_l1 = shift_consistency_loss(lambda t: forward_unclamped(model, t), moved_input, out, dy, dx)
+            loss = loss + config.shift_consistency * shift_l1
+            window["shift_l1"] += float(shift_l1.detach())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at iteration {iteration}: {float(loss)}")
         lr_used = opt.param_groups[0]["lr"]
@@ -921,10 +1021,11 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
                 "val_psnr": "" if val_psnr is None else f"{val_psnr:.4f}",
                 "imgs_per_s": f"{config.batch_size * n / max(window['t'], 1e-9):.4g}",
                 "elapsed_s": f"{elapsed_before + time.monotonic() - t_start:.1f}",
+                "shift_l1": f"{window['shift_l1'] / n:.6g}" if config.shift_consistency > 0 else "",
             }
             with csv_path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=CSV_COLUMNS).writerow(row)
-            window = {"loss": 0.0, "l1": 0.0, "msssim": 0.0, "n": 0, "t": 0.0}
+            window = _new_window()
             if progress:
                 print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             if do_val:
@@ -979,8 +1080,12 @@ def export_default(ckpt: str | Path, out_path: str | Path, meta: Mapping[str, An
         provenance = {
             **state.get("provenance", {}),
             "iterations": int(state["iteration"]),
-            "recipe": {k: cfg[k] for k in ("batch_size", "crop", "lr", "lr_final", "lr_drop_fraction",
-                                           "msssim_weight", "seed", "amp")},
+            # The lr schedule is laid out over the planned iterations; a time budget may stop the run earlier.
+            "schedule_iterations": int(cfg["iterations"]),
+            "device": str(state.get("device_name", cfg["device"])),
+            "recipe": {k: cfg.get(k, TrainConfig.__dataclass_fields__[k].default)
+                       for k in ("batch_size", "crop", "lr", "lr_final", "lr_drop_fraction", "msssim_weight",
+                                 "shift_consistency", "init_from", "seed", "amp")},
             "loss": "L1 + 0.2 (1 - MS-SSIM) on sRGB-curve-encoded linear camera RGB",
             "gain_calibration": calib,
             "training_time_s": float(state.get("elapsed_s", 0.0)),
@@ -1042,6 +1147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-final", type=float, default=1e-5)
     p.add_argument("--lr-drop-fraction", type=float, default=0.5)
     p.add_argument("--msssim-weight", type=float, default=0.2)
+    p.add_argument("--shift-consistency", type=float, default=0.0,
+                   help="weight of the shift-consistency term (0 = off; see TrainConfig)")
+    p.add_argument("--init-from", help="training checkpoint whose network weights start this run (fine-tuning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA only)")
@@ -1085,6 +1193,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr_final=args.lr_final,
         lr_drop_fraction=args.lr_drop_fraction,
         msssim_weight=args.msssim_weight,
+        shift_consistency=args.shift_consistency,
+        init_from=args.init_from,
         seed=args.seed,
         device=args.device,
         amp=args.amp,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from redi_stream.errors import ConfigError, WeightsError
 from redi_stream.model.data import (
@@ -27,8 +28,10 @@ from redi_stream.model.synth import PairSynthesizer, SynthConfig
 from redi_stream.model.train import (
     CSV_COLUMNS,
     TrainConfig,
+    SHIFT_MARGIN,
     calibrate_gain_target,
     calibrate_synthetic,
+    draw_shift,
     export_default,
     forward_unclamped,
     load_checkpoint,
@@ -39,6 +42,7 @@ from redi_stream.model.train import (
     read_log,
     recalibrate_weights,
     record_eval,
+    shift_consistency_loss,
     synthetic_calibration_pairs,
     train,
 )
@@ -351,6 +355,7 @@ def test_export_default_round_trips(tmp_path, tiny_data):
     assert model.meta.output == "linear_camera_rgb" and model.meta.version == "test"
     assert model.meta.gain_target == pytest.approx(state["gain_calibration"]["target"])
     assert model.meta.provenance["iterations"] == 2 and model.meta.provenance["eval"] == {"psnr": 1.0}
+    assert model.meta.provenance["schedule_iterations"] == 2 and model.meta.provenance["device"] == "cpu"
     ref = RediNet()
     ref.load_state_dict(state["model"])
     x = torch.rand(1, 1, 64, 64)
@@ -369,3 +374,87 @@ def test_cli_main(tmp_path, tiny_data, capsys):
     assert (tmp_path / "w.pt").is_file()
     assert main(args[:-2] + ["--amp"]) == 2
     assert "CUDA-only" in capsys.readouterr().err
+
+
+# --- shift consistency --------------------------------------------------------------------------------------------
+
+
+def test_shift_consistency_loss_is_zero_for_a_translation_equivariant_network_only():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 3, 3, padding=1)
+    x = torch.rand(2, 1, 96, 128)
+    moved = x[..., 5 : 5 + 64, 6 : 6 + 96]
+    with torch.no_grad():
+        out = conv(x)
+        assert shift_consistency_loss(conv, moved, out, 5, 6) < 1e-6  # a convolution commutes with moves
+        # Position-dependent output (a ramp over rows): a move changes what each pixel gets.
+        ramp = torch.linspace(0, 0.2, 96).view(1, 1, -1, 1)
+        pos = lambda t: conv(t) + ramp[..., : t.shape[-2], :]  # noqa: E731
+        assert shift_consistency_loss(pos, moved, pos(x), 5, 6) > 1e-3
+    with pytest.raises(ValueError, match="moves"):
+        shift_consistency_loss(conv, moved, out, 32, 0)
+    with pytest.raises(ValueError, match="moved input"):
+        shift_consistency_loss(conv, x, out, 2, 0)
+    with pytest.raises(ValueError, match="64x64"):
+        shift_consistency_loss(conv, torch.rand(1, 1, 0, 32), torch.rand(1, 3, 32, 64), 2, 0)
+
+
+def test_draw_shift_ranges():
+    rng = np.random.default_rng(0)
+    even = [draw_shift(rng, even=True) for _ in range(200)]
+    assert all(dy % 2 == 0 and dx % 2 == 0 and 2 <= dy < SHIFT_MARGIN and 0 <= dx < SHIFT_MARGIN for dy, dx in even)
+    anyp = [draw_shift(rng) for _ in range(400)]
+    assert all(1 <= dy < SHIFT_MARGIN and 0 <= dx < SHIFT_MARGIN for dy, dx in anyp)
+    assert {dy % 2 for dy, _ in anyp} == {0, 1} and len(set(anyp)) > 100
+
+
+def test_moved_synthetic_view_is_the_same_scene_on_the_same_camera(tmp_path, tiny_data):
+    """The second view of the consistency term: the clean crop moved, with the same camera, WB and ratio; an
+    odd move puts the scene on other Bayer sites, which only a fresh mosaic (not a cropped one) can do."""
+    from redi_stream.model.train import _build_data
+
+    cfg = tiny_config(tiny_data, tmp_path, shift_consistency=1.0)
+    source, *_ = _build_data(cfg, torch.device("cpu"))
+    batch = source.get(0)
+    x2 = source.moved(batch, 3, 1, 0)
+    c = batch.input.shape[-1] - SHIFT_MARGIN
+    assert x2.shape == (batch.input.shape[0], 1, c, c)
+    b2 = source.synth.synthesize(batch.clean[..., 3 : 3 + c, 1 : 1 + c], torch.Generator().manual_seed(0),
+                                 batch.params)
+    torch.testing.assert_close(b2.target, batch.target[..., 3 : 3 + c, 1 : 1 + c], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(x2, batch.input[..., 3 : 3 + c, 1 : 1 + c])  # a new mosaic and new noise
+    torch.testing.assert_close(x2, source.moved(batch, 3, 1, 0))  # seeded by the iteration
+
+
+def test_shift_consistency_run_logs_the_term_resumes_exactly_and_fine_tunes_from_a_checkpoint(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="crop >= 64"):
+        tiny_config(tiny_data, tmp_path, crop=32, shift_consistency=1.0)
+    with pytest.raises(ConfigError, match="shift_consistency"):
+        tiny_config(tiny_data, tmp_path, shift_consistency=-1.0)
+    base = train(tiny_config(tiny_data, tmp_path / "base", iterations=2, val_every=0, ckpt_every=0))
+    cfg = tiny_config(tiny_data, tmp_path / "a", shift_consistency=1.0, init_from=base)
+    full = train(cfg)
+    rows = read_log(tmp_path / "a" / "log.csv")
+    assert all(r["shift_l1"] > 0 for r in rows)
+    # Resume from the middle checkpoint: the same log rows and the same weights at the end.
+    mid = tmp_path / "a" / "ckpt_0000003.pt"
+    resumed_dir = tmp_path / "b"
+    resumed_dir.mkdir()
+    (resumed_dir / "log.csv").write_text((tmp_path / "a" / "log.csv").read_text())
+    again = train(replace(cfg, out_dir=resumed_dir, resume=mid))
+    rows_b = read_log(resumed_dir / "log.csv")
+    for ra, rb in zip(rows, rows_b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["shift_l1"] == pytest.approx(rb["shift_l1"], rel=1e-5)
+    a, b = load_checkpoint(full)["model"], load_checkpoint(again)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # The first iteration starts from the base checkpoint's network, not from a fresh initialisation.
+    fresh = train(tiny_config(tiny_data, tmp_path / "c", shift_consistency=1.0, iterations=1, val_every=0,
+                              ckpt_every=0))
+    tuned = train(replace(cfg, out_dir=tmp_path / "d", iterations=1, val_every=0, ckpt_every=0))
+    assert read_log(tmp_path / "d" / "log.csv")[0]["loss"] != pytest.approx(
+        read_log(tmp_path / "c" / "log.csv")[0]["loss"], rel=1e-3)
+    assert fresh != tuned
+    # A resume with a different consistency weight is refused (it changes the trajectory).
+    with pytest.raises(ConfigError, match="shift_consistency"):
+        train(replace(cfg, out_dir=resumed_dir, resume=mid, shift_consistency=2.0))
