@@ -343,7 +343,7 @@ def loss_terms(pred_lin: Tensor, target_lin: Tensor, msssim_weight: float = 0.2)
     return l1 + msssim_weight * (1.0 - ms), l1, ms
 
 
-#: The consistency term compares a crop ``SHIFT_MARGIN`` smaller on each side: moves of 2..SHIFT_MARGIN-2 rows/columns.
+#: The consistency term's moved view is ``SHIFT_MARGIN`` smaller in each dimension: moves of 0..SHIFT_MARGIN-1 px.
 SHIFT_MARGIN = 32
 #: ... on SHIFT_POOL x SHIFT_POOL block means: colour and shading must not move with the sampling grid; fine texture
 #: may (it is aliased by the 1/32 branch's pixel shuffle whatever the weights).
@@ -874,15 +874,18 @@ def validate(model: RediNet, val: TrainBatch, batch_size: int) -> float:
 
 def _check_resume_compatible(saved: Mapping[str, Any], config: TrainConfig) -> None:
     now = config.to_dict()
-    # Checkpoints written before a field existed ran with its default.
-    defaults = TrainConfig.__dataclass_fields__
     diffs = [
         f"{k}: checkpoint {saved.get(k)!r} != now {now[k]!r}"
         for k in _TRAJECTORY_FIELDS
-        if saved.get(k, defaults[k].default) != now[k]
+        if _saved_field(saved, k) != now[k]
     ]
     if diffs:
         raise ConfigError("cannot resume exactly with a different training setup: " + "; ".join(diffs))
+
+
+def _saved_field(saved_config: Mapping[str, Any], name: str) -> Any:
+    """A field of a checkpoint's config; checkpoints written before the field existed ran with its default."""
+    return saved_config.get(name, TrainConfig.__dataclass_fields__[name].default)
 
 
 def _new_window() -> dict[str, float]:
@@ -942,6 +945,8 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
         calibration = calibrate_gain_target(calib_pairs())
         _write_csv(csv_path, [])
 
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
     def save(it: int) -> Path:
         path = out_dir / f"ckpt_{it:07d}.pt"
         atomic_torch_save(
@@ -971,7 +976,6 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
                 stale.unlink(missing_ok=True)
         return path
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     last_ckpt: Path | None = None
     t_last_ckpt = time.monotonic()
     budget_s = config.max_minutes * 60.0 if config.max_minutes is not None else math.inf
@@ -1083,7 +1087,7 @@ def export_default(ckpt: str | Path, out_path: str | Path, meta: Mapping[str, An
             # The lr schedule is laid out over the planned iterations; a time budget may stop the run earlier.
             "schedule_iterations": int(cfg["iterations"]),
             "device": str(state.get("device_name", cfg["device"])),
-            "recipe": {k: cfg.get(k, TrainConfig.__dataclass_fields__[k].default)
+            "recipe": {k: _saved_field(cfg, k)
                        for k in ("batch_size", "crop", "lr", "lr_final", "lr_drop_fraction", "msssim_weight",
                                  "shift_consistency", "init_from", "seed", "amp")},
             "loss": "L1 + 0.2 (1 - MS-SSIM) on sRGB-curve-encoded linear camera RGB",

@@ -109,7 +109,8 @@ class RediEnhancer(_LiveGain):
         temporal_frames: motion-adaptive temporal denoising of the network's output (``kernels.TemporalDenoiser``,
             ``--temporal-denoise``): where a pixel's change looks like noise it is averaged over about this many
             frames, where it looks like motion the new frame is taken. 0 (default) = off; else >= 1. For still
-            cameras: REDI's residual noise differs in every frame. 13.5 ms of CPU per 1080p frame.
+            cameras: REDI's residual noise differs in every frame. 15.7 ms of CPU per 1080p frame
+            (``python -m redi_stream.kernels.bench``).
     """
 
     def __init__(
