@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ort", action="store_true", help="CPU: also time an ONNX Runtime session (needs onnxruntime)")
     p.add_argument("--threads", default="auto", help="CPU e2e: torch threads for the runner, auto or N (default auto)")
     p.add_argument("--decode-workers", type=int, default=1, help="e2e raw decode workers (default 1)")
-    p.add_argument("--encoder-threads", type=int, default=1, help="e2e x264 threads, 0 = auto (default 1)")
+    p.add_argument("--encoder-threads", type=int, default=None,
+                   help="e2e x264 threads, 0 = FFmpeg's choice (default: the CLI's, 1 with the CPU network, else 0)")
     p.add_argument("--preset", default="ultrafast", help="e2e x264 preset (default ultrafast, the CLI's)")
     p.add_argument("--weights", type=Path, help="checkpoint (default: the packaged one, else random weights)")
     p.add_argument("--json", type=Path, help="also write the JSON here")
@@ -363,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--threads wants auto or a positive integer, got {ns.threads!r}") from None
     frames = ns.frames if ns.frames is not None else (12 if device == "cpu" else 120)
     iters = ns.iters if ns.iters is not None else (5 if device == "cpu" else 50)
+    if ns.encoder_threads is None:  # as app.encoder_threads: the CPU network keeps every core busy, the GPU does not
+        ns.encoder_threads = 1 if device == "cpu" else 0
     if frames < 2 or iters < 1 or ns.decode_workers < 1 or ns.encoder_threads < 0:
         raise ConfigError("need --frames >= 2, --iters >= 1, --decode-workers >= 1, --encoder-threads >= 0")
     net, weights = load_bench_network(ns.weights)

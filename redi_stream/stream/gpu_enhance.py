@@ -17,7 +17,8 @@ Buffers and streams (created once in :meth:`warm_up`, reused; nothing is allocat
 
 * ``slots`` (2) slots, each: pinned host raw (H, W) int16 + pinned gain, device raw + gain (the graph's static
   inputs), device outputs (the graph's static outputs), pinned host outputs, three events (``h2d``, ``compute``,
-  ``d2h``). The graphs of all slots share one memory pool (they run one after another on the compute stream).
+  ``d2h``). The graphs of all slots share one memory pool for their intermediates (they run one after another on
+  the compute stream); each graph copies its result into its slot's outputs, which are outside that pool.
 * streams: ``copy_in`` (H2D), ``compute`` (graph replay; the network forks onto the runner's three streams inside),
   ``copy_out`` (D2H). Ordering is by events only: H2D(s) waits for compute(s) of the slot's previous frame (the
   device raw buffer is free), compute(s) waits for H2D(s) and for D2H(s) of the slot's previous frame (the device
@@ -211,13 +212,17 @@ class CudaRediEnhancer:
                 outs = program(slot.dev_raw, slot.dev_gain)
         torch.cuda.current_stream(self.device).wait_stream(side)
         torch.cuda.synchronize(self.device)
+        # The outputs live outside the graphs' shared pool. A graph's own outputs would be pool memory, which the
+        # slots captured after it may use for their intermediates: the next slot's replay would then overwrite
+        # this slot's result while its D2H copy is still reading it (two frames in flight). So each graph ends by
+        # copying into its slot's own tensors, as the uncaptured path does.
+        slot.dev_out = {k: torch.empty_like(v) for k, v in outs.items()}
         if self.cuda_graph:
             graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool, stream=self._compute):
-                slot.dev_out = program(slot.dev_raw, slot.dev_gain)
+                for k, v in program(slot.dev_raw, slot.dev_gain).items():
+                    slot.dev_out[k].copy_(v)
             slot.graph = graph
-        else:
-            slot.dev_out = {k: torch.empty_like(v) for k, v in outs.items()}
         slot.host_out = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in slot.dev_out.items()}
 
     # -- per frame -----------------------------------------------------------------------------------------------
