@@ -39,7 +39,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-#: Named sizes: (frame H, W); the network input is padded to multiples of 32 (1080 -> 1088, 2160 -> 2176).
+#: Named sizes: (frame H, W); the network input is :func:`padded` (1080x1920 -> 1088x1952).
 NAMED_SIZES = {"720p": (720, 1280), "1080p": (1080, 1920), "4k": (2160, 3840), "2k": (1080, 2048)}
 
 
@@ -63,8 +63,12 @@ def parse_sizes(text: str) -> list[tuple[str, tuple[int, int]]]:
 
 
 def padded(size: tuple[int, int]) -> tuple[int, int]:
-    """Network input size of an RGGB frame: each side rounded up to a multiple of 32."""
-    return (-(-size[0] // 32) * 32, -(-size[1] // 32) * 32)
+    """Network input size of a frame (``kernels.padded_shape``, the same for every Bayer phase), as the pipeline
+    runs it: 1080x1920 -> 1088x1952, 2160x3840 -> 2176x3872."""
+    from redi_stream.frames import CFA
+    from redi_stream.kernels import padded_shape
+
+    return padded_shape(size[0], size[1], CFA.RGGB)
 
 
 def load_bench_network(weights: Path | None):

@@ -14,19 +14,19 @@ from redi_stream.errors import ConfigError
 
 def test_bench_tiny_run_reports_model_only_and_e2e(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli_main(["bench", "--sizes", "64x96", "--frames", "3", "--iters", "1", "--device", "cpu",
+    assert cli_main(["bench", "--sizes", "62x94", "--frames", "3", "--iters", "1", "--device", "cpu",
                      "--json", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     data = json.loads(out.read_text())
     assert printed == data
     assert data["weights"]["source"] in ("random", "packaged default")
-    m = data["model_only"]["64x96"]
+    m = data["model_only"]["62x94"]
     assert m["input"] == [64, 96] and m["ours"] == "fp32 runner"
     assert m["plain_fp32_ms"] > 0 and m["ours_ms"] > 0 and m["speedup_vs_plain_fp32"] > 0
     assert m["ours_max_abs_diff"] < 1e-4 and "speedup_vs_plain_fp32_tuned" in m
     settings = [r["setting"] for r in data["model_only_rows"]]
     assert settings[0] == "eager" and {"fast", "eager_tuned", "runner"} <= set(settings)
-    e = data["e2e"]["64x96"]
+    e = data["e2e"]["62x94"]
     assert e["frames_in_mp4"] == e["frames_out"] == 3 and e["all_frames_in_mp4"]
     assert e["bounding_stage"] in ("capture", "infer", "encode")
     assert e["fps"] > 0 and e["e2e_over_model_only"] > 0 and e["e2e_over_model_only_adjacent"] > 0
@@ -42,7 +42,7 @@ def test_bench_model_only_skips_e2e(capsys):
 def test_sizes_and_padding():
     assert parse_sizes("1080p, 4k") == [("1080p", (1080, 1920)), ("4k", (2160, 3840))]
     assert parse_sizes("100x200") == [("100x200", (100, 200))]
-    assert padded((1080, 1920)) == (1088, 1920) and padded((2160, 3840)) == (2176, 3840)
+    assert padded((1080, 1920)) == (1088, 1952) and padded((2160, 3840)) == (2176, 3872)
     with pytest.raises(ConfigError, match="valid: 720p, 1080p"):
         parse_sizes("8k")
     with pytest.raises(ConfigError, match="empty"):

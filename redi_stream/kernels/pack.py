@@ -20,9 +20,13 @@ from redi_stream.frames import CFA
 
 
 def padded_shape(h: int, w: int, cfa: CFA, multiple: int = 32) -> tuple[int, int]:
-    """(Hp, Wp) of the packed mosaic of an (h, w) frame with pattern ``cfa``.
+    """(Hp, Wp) of the packed mosaic of an (h, w) frame with pattern ``cfa``: the same for every pattern.
 
-    ``Hp = ceil((h + dy) / multiple) * multiple`` and likewise for ``Wp``, with ``(dy, dx) = cfa.offset``.
+    ``Hp = ceil((h + 1) / multiple) * multiple`` and likewise for ``Wp``: room for the largest unification offset
+    (one row, one column) whatever ``cfa`` is. A canvas that depended on the pattern (``h + dy``) would give an
+    RGGB frame whose sides are multiples of 32 a network input 32 rows and columns smaller than the same scene in
+    any other phase, and the network's 1/32-scale branches see the whole canvas: a trained model's overall colour
+    moved by up to 2% with it (the ``isp_rose`` files, README "Default weights"). ``cfa`` is still checked.
 
     Raises:
         ValueError: ``h`` or ``w`` below 2, or ``multiple`` below 1.
@@ -32,8 +36,8 @@ def padded_shape(h: int, w: int, cfa: CFA, multiple: int = 32) -> tuple[int, int
         raise ValueError(f"a Bayer frame needs at least 2x2 pixels, got {h}x{w}")
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
-    dy, dx = CFA(cfa).offset
-    return -(-(h + dy) // multiple) * multiple, -(-(w + dx) // multiple) * multiple
+    CFA(cfa)
+    return -(-(h + 1) // multiple) * multiple, -(-(w + 1) // multiple) * multiple
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from redi_stream.amplifier import gain_lut
 from redi_stream.frames import CFA
+from redi_stream.kernels.pack import padded_shape
 
 #: sRGB transfer curve breakpoints (IEC 61966-2-1).
 _SRGB_LINEAR_MAX = 0.0031308
@@ -75,7 +76,7 @@ class BayerPacker:
             raise ValueError(f"white level {white} must exceed every black level {black.tolist()}")
         self.cfa = CFA(cfa)
         dy, dx = self.cfa.offset
-        hp, wp = -(-(h + dy) // multiple) * multiple, -(-(w + dx) // multiple) * multiple
+        hp, wp = padded_shape(h, w, self.cfa, multiple)
         self.shape, self.padded_shape, self.offset = (h, w), (hp, wp), (dy, dx)
         iy, ix = _reflect_index(hp, dy, h), _reflect_index(wp, dx, w)
         pos = 2 * (iy[:, None] & 1) + (ix[None, :] & 1)  # 2x2 position of each source pixel

@@ -25,9 +25,10 @@ def _raw_with_extremes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 @pytest.mark.parametrize(
     ("h", "w", "cfa", "expected"),
     [
-        (1080, 1920, CFA.RGGB, (1088, 1920)),
+        (1080, 1920, CFA.RGGB, (1088, 1952)),
         (1080, 1920, CFA.BGGR, (1088, 1952)),
-        (1088, 1920, CFA.GBRG, (1120, 1920)),
+        (1088, 1920, CFA.GBRG, (1120, 1952)),
+        (1086, 1918, CFA.RGGB, (1088, 1920)),
         (37, 53, CFA.GRBG, (64, 64)),
         (2, 2, CFA.RGGB, (32, 32)),
     ],
@@ -36,8 +37,18 @@ def test_padded_shape(h: int, w: int, cfa: CFA, expected: tuple[int, int]) -> No
     assert padded_shape(h, w, cfa) == expected
 
 
+@pytest.mark.parametrize(("h", "w"), [(512, 768), (1080, 1920), (37, 53), (2, 2)])
+def test_padded_shape_is_the_same_for_every_bayer_phase(h: int, w: int) -> None:
+    """One scene in any phase gets the same canvas, so the network sees the same context (isp_rose acceptance)."""
+    shapes = {padded_shape(h, w, cfa) for cfa in CFA}
+    assert len(shapes) == 1
+    (hp, wp), = shapes
+    assert hp >= h + 1 and wp >= w + 1 and hp % 32 == 0 and wp % 32 == 0
+
+
 def test_padded_shape_other_multiple_and_errors() -> None:
     assert padded_shape(5, 7, CFA.BGGR, multiple=2) == (6, 8)
+    assert padded_shape(6, 8, CFA.RGGB, multiple=2) == (8, 10)
     with pytest.raises(ValueError, match="2x2"):
         padded_shape(1, 8, CFA.RGGB)
     with pytest.raises(ValueError, match="multiple"):

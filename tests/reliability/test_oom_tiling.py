@@ -157,9 +157,9 @@ def test_bad_tile_sizes_are_config_errors():
 
 @pytest.fixture(scope="module")
 def wide_clip(tmp_path_factory) -> Path:
-    """Two 64x1600 DNG frames: wide enough for 1024-px tiles, cheap to run on the CPU."""
+    """Two 62x1598 DNG frames (a 64x1600 canvas): wide enough for 1024-px tiles, cheap to run on the CPU."""
     d = tmp_path_factory.mktemp("wide")
-    src = SyntheticSource(None, n_frames=2, size=(64, 1600), ratio=100.0, seed=5)
+    src = SyntheticSource(None, n_frames=2, size=(62, 1598), ratio=100.0, seed=5)
     for i in range(2):
         f = src.read(i)
         write_dng(d / f"frame_{i:06d}.dng", f.data, f.meta, fps=24.0)

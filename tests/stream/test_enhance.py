@@ -123,7 +123,7 @@ def test_redi_enhancer_tiny_random_net_shapes(output, cfa):
     assert out.rgb.shape == (64, 96, 3) and out.rgb.dtype == np.uint8
     assert out.index == 7 and 1.0 <= out.gain <= 300.0
     assert {"gain", "pack", "infer", "isp"} <= set(out.timings_ns)
-    # BGGR needs one prepended row and column, then padding to 32: 65x97 -> 96x128.
+    # Room for one prepended row and column (any phase), then padding to 32: 64x96 -> 96x128.
     expect = kernels.padded_shape(64, 96, cfa)
     if isinstance(enh.runner, _TorchCpuRunner):
         assert enh.runner.calls[-1] == (1, 1, *expect)
