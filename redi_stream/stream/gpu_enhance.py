@@ -212,10 +212,10 @@ class CudaRediEnhancer:
                 outs = program(slot.dev_raw, slot.dev_gain)
         torch.cuda.current_stream(self.device).wait_stream(side)
         torch.cuda.synchronize(self.device)
-        # The outputs live outside the graphs' shared pool. A graph's own outputs would be pool memory, which the
-        # slots captured after it may use for their intermediates: the next slot's replay would then overwrite
-        # this slot's result while its D2H copy is still reading it (two frames in flight). So each graph ends by
-        # copying into its slot's own tensors, as the uncaptured path does.
+        # The outputs live outside the graphs' shared pool. A graph's own outputs would be pool memory, possibly
+        # memory that a slot captured before it uses for intermediates (freed when that capture ended): that slot's
+        # next replay would overwrite this slot's result while its D2H copy is still reading it (two frames in
+        # flight). So each graph ends by copying into its slot's own tensors, as the uncaptured path does.
         slot.dev_out = {k: torch.empty_like(v) for k, v in outs.items()}
         if self.cuda_graph:
             graph = torch.cuda.CUDAGraph()
