@@ -73,11 +73,12 @@ def load_network(cfg: RunConfig):
     return load_weights(path)
 
 
-def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False):
+def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, rgb: bool = True):
     """The infer stage's enhancer (network or classic), registered on ``stack`` for closing.
 
     ``yuv420p``: a sink encodes yuv420p (``VideoSink.wants_yuv420p``): the CPU network path then makes the planes
-    in its ISP pass (one pass instead of two).
+    in its ISP pass (one pass instead of two). ``rgb=False``: nothing but such sinks takes the frames (no preview,
+    no image sink), so that pass can skip the RGB image (``RediEnhancer(rgb=False)``).
     """
     from .stream import ClassicEnhancer, RediEnhancer
 
@@ -112,7 +113,8 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False):
     # --tile: fixed tiles; without it whole frames, switching to tiles by itself if the device runs out of memory.
     # --temporal-denoise runs on the host (kernels.temporal), so with it a GPU network goes through this path too.
     return stack.enter_context(RediEnhancer(runner, net.meta, gain_multiplier=cfg.gain_multiplier, tile=cfg.tile,
-                                            yuv420p=yuv420p, temporal_frames=cfg.temporal_denoise_frames, **common))
+                                            yuv420p=yuv420p, rgb=rgb, temporal_frames=cfg.temporal_denoise_frames,
+                                            **common))
 
 
 def _is_image_dir(out: Path) -> bool:
@@ -153,14 +155,16 @@ def run(cfg: RunConfig) -> int:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
         sinks = build_sinks(cfg, source.fps, stack)
-        enhancer = build_enhancer(cfg, stack, yuv420p=any(getattr(s, "wants_yuv420p", False) for s in sinks))
         live = bool(getattr(source, "live", False))
+        want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
+        planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
+        enhancer = build_enhancer(cfg, stack, yuv420p=any(planes),
+                                  rgb=not (planes and all(planes)) or want_preview or live)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
         pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers, max_frames=cfg.max_frames,
                               **({"queue_size": 1} if live else {}))
         preview = None
-        want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
         if want_preview or live:
             from .stream import make_preview
 

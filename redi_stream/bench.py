@@ -264,7 +264,7 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
         runner = None
     else:
         runner = TorchRunner(net, "cpu", "fp32", num_threads=threads, reuse_memory=True)
-        enhancer = RediEnhancer(runner, meta, yuv420p=True)  # as app.run builds it for a yuv420p video sink
+        enhancer = RediEnhancer(runner, meta, yuv420p=True, rgb=False)  # as app.run builds it for a video sink alone
     adjacent_ms: list[float] = []
     try:
         if runner is not None:

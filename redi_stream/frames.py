@@ -135,7 +135,8 @@ class EnhancedFrame:
     """One output frame on the host.
 
     Attributes:
-        rgb: (H, W, 3) uint8 or uint16 sRGB (display-referred), same H, W as the raw frame.
+        rgb: (H, W, 3) uint8 or uint16 sRGB (display-referred), same H, W as the raw frame. An enhancer told that
+            only the planes are consumed (``RediEnhancer(rgb=False)``) leaves a read-only all-zero view here.
         index, t_ns, name: copied from the raw frame.
         gain: amplification applied (after smoothing and the user multiplier).
         timings_ns: per-stage wall time for this frame, e.g. {"decode": ..., "infer": ..., "isp": ...}.

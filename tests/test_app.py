@@ -16,9 +16,18 @@ def test_encoder_threads_one_when_the_network_holds_the_cpu() -> None:
     assert app.encoder_threads(RunConfig(source="x", out=Path("o.mp4"), device=Device.CPU, model=ModelKind.CLASSIC)) == 0
 
 
-@pytest.mark.parametrize("out, want_yuv", [("o.mp4", True), ("frames/", False)])
-def test_enhancer_makes_yuv_planes_only_for_a_yuv420p_video(tmp_path: Path, monkeypatch, out: str,
-                                                           want_yuv: bool) -> None:
+@pytest.mark.parametrize(
+    "out, preview, want",
+    [
+        ("o.mp4", None, {"yuv420p": True, "rgb": False}),  # the video sink alone: planes only
+        ("o.mp4", True, {"yuv420p": True, "rgb": True}),  # a preview shows the RGB image
+        ("frames/", None, {"yuv420p": False, "rgb": True}),  # PNG frames are RGB
+    ],
+)
+def test_enhancer_makes_yuv_planes_only_for_a_yuv420p_video(tmp_path: Path, monkeypatch, out: str, preview,
+                                                           want: dict) -> None:
+    import redi_stream.stream as stream
+
     clip = tmp_path / "clip"
     make_dng(None, clip, n_frames=2, size=(32, 48), fps=24.0, ratio=100)
     seen = {}
@@ -29,7 +38,8 @@ def test_enhancer_makes_yuv_planes_only_for_a_yuv420p_video(tmp_path: Path, monk
         return real(cfg, stack, **kw)
 
     monkeypatch.setattr(app, "build_enhancer", spy)
+    monkeypatch.setattr(stream, "make_preview", lambda enabled, **kw: stream.NullPreview())  # no window in tests
     target = tmp_path / out
-    cfg = RunConfig(source=str(clip), out=target, model=ModelKind.CLASSIC, progress=False)
+    cfg = RunConfig(source=str(clip), out=target, model=ModelKind.CLASSIC, progress=False, preview=preview)
     assert app.run(cfg) == 0
-    assert seen == {"yuv420p": want_yuv}
+    assert seen == want

@@ -149,6 +149,11 @@ def test_fused_isp_yuv_equals_the_two_passes(layout: str) -> None:
     np.testing.assert_array_equal(rgb, want_rgb)
     for g, want in zip(planes, rgb_to_yuv420p(want_rgb, *_yuv_planes(h, w))):
         np.testing.assert_array_equal(g, want)
+    only = _yuv_planes(h, w)
+    got = apply_isp_yuv420p(lin, wb, m, None, *only)  # planes only: the same planes, no RGB image
+    assert got[0] is None
+    for g, want in zip(only, planes):
+        np.testing.assert_array_equal(g, want)
 
 
 def test_fused_isp_yuv_rejects_odd_sizes_and_uint16() -> None:

@@ -174,6 +174,28 @@ def test_redi_enhancer_yuv420p_planes_equal_the_sinks_conversion(shape, want_pla
                                   np.empty((h // 2, w // 2), np.uint8))
     for got, exp in zip(fused.yuv420p, want):
         np.testing.assert_array_equal(got, exp)
+    # rgb=False: the same planes, and rgb a read-only zero view of the right shape (no image stored)
+    only = RediEnhancer(Ramp(), meta, gain=4.0, yuv420p=True, rgb=False).process(frame)
+    for got, exp in zip(only.yuv420p, want):
+        np.testing.assert_array_equal(got, exp)
+    assert only.rgb.shape == (h, w, 3) and only.rgb.dtype == np.uint8 and not only.rgb.any()
+    assert not only.rgb.flags.writeable and only.rgb.strides[:2] == (0, 0)
+
+
+def test_redi_enhancer_without_planes_still_makes_rgb_when_rgb_false():
+    """rgb=False only drops the RGB image where the planes replace it: odd sizes and uint16 keep their RGB."""
+    from types import SimpleNamespace
+
+    meta = SimpleNamespace(output="linear_camera_rgb", gain_target=0.01)
+
+    class Half:
+        def run(self, x):
+            n, _, hp, wp = x.shape
+            return np.full((n, hp, wp, 3), 0.5, np.float32)
+
+    frame = _frame(np.full((31, 64), 80, np.uint16), CFA.RGGB, wb_gains=(1.0, 1.0, 1.0))
+    out = RediEnhancer(Half(), meta, gain=4.0, yuv420p=True, rgb=False).process(frame)
+    assert out.yuv420p is None and out.rgb.flags.writeable and out.rgb.min() == out.rgb.max() > 0
 
 
 def test_redi_enhancer_temporal_denoise_steadies_a_still_scene():
