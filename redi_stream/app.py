@@ -98,12 +98,13 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
     if device == "cuda" and cfg.tile is None and not cfg.temporal_denoise_frames:
         # The GPU path: raw uint16 uploaded from pinned double-buffered slots, pack/gain/ISP on the GPU, the three
-        # branches on CUDA streams inside graphs (docs/PERF_NOTES.md). RGB out: the sinks take RGB frames.
+        # branches on CUDA streams inside graphs (docs/PERF_NOTES.md). With a yuv420p video sink the planes are made
+        # on the GPU too (gpu_ops.rgb_to_yuv420p, equal to the CPU kernel on an H100), so the sink converts nothing.
         from .stream.gpu_enhance import CudaRediEnhancer
 
         return stack.enter_context(CudaRediEnhancer(
             net, net.meta, device=device, precision=precision, streams=not cfg.sequential,
-            cuda_graph=cfg.cuda_graph, gain_multiplier=cfg.gain_multiplier, yuv=False, **common))
+            cuda_graph=cfg.cuda_graph, gain_multiplier=cfg.gain_multiplier, yuv=yuv420p, **common))
     # CPU: thread count picked by timing 1 vs 2 threads at warm-up (2 is 1.7x faster on an idle 2-core machine,
     # 3.5x slower when another process holds a core), and activation memory kept between frames.
     cpu_opts = dict(num_threads="auto", reuse_memory=True) if device == "cpu" else {}

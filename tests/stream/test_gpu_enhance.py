@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from redi_stream import kernels
 from redi_stream.capture import SyntheticSource
 from redi_stream.errors import ConfigError
 from redi_stream.frames import CFA
@@ -97,6 +98,12 @@ def test_cuda_fp32_equals_cpu_enhancer(net, no_tf32, cuda_graph):
             assert np.abs(got.rgb.astype(np.int64) - ref).max() <= 1
             y, u, v = got.yuv420p
             assert y.shape == f.shape and u.shape == (f.shape[0] // 2, f.shape[1] // 2)
+            if f.shape[0] % 2 == 0 and f.shape[1] % 2 == 0:  # the planes are the CPU kernel's planes of this rgb
+                h, w = f.shape
+                want = kernels.rgb_to_yuv420p(got.rgb, np.empty((h, w), np.uint8),
+                                              np.empty((h // 2, w // 2), np.uint8), np.empty((h // 2, w // 2), np.uint8))
+                for g, e in zip((y, u, v), want):
+                    assert np.abs(g.astype(np.int64) - e).max() <= 1  # FMA contraction: one code at most
 
 
 @pytest.mark.gpu
