@@ -159,8 +159,8 @@ def run(cfg: RunConfig) -> int:
         live = bool(getattr(source, "live", False))
         want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
         planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
-        enhancer = build_enhancer(cfg, stack, yuv420p=any(planes),
-                                  rgb=not (planes and all(planes)) or want_preview or live)
+        planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB
+        enhancer = build_enhancer(cfg, stack, yuv420p=any(planes), rgb=not planes_only)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
         pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers, max_frames=cfg.max_frames,

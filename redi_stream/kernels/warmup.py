@@ -39,9 +39,9 @@ def warm_up() -> None:
     Covers: ``pack_raw`` and ``estimate_gain`` on C-contiguous uint16 frames; ``apply_isp`` and ``float_to_uint``
     with a C-contiguous input and with a strided view (``unpack_crop`` of a padded output), into C-contiguous
     uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``noise_scale``,
-    ``temporal_noise_scale`` and ``temporal_denoise`` on both input layouts; ``rgb_to_yuv420p``; ``unpack_raw10/12``; ``mosaic_rgb``. Takes
-    seconds on a cold cache, well under one on a warm one. Call from the thread that will run the kernels, or any
-    thread: compiled code is shared by all threads.
+    ``temporal_noise_scale`` and ``temporal_denoise`` on both input layouts; ``rgb_to_yuv420p``; ``unpack_raw10/12``;
+    ``mosaic_rgb``. Takes seconds on a cold cache, well under one on a warm one. Call from the thread that will run
+    the kernels, or any thread: compiled code is shared by all threads.
     """
     raw = np.full((4, 6), 600, dtype=np.uint16)
     black = np.array([512.0, 512.0, 512.0, 512.0], dtype=np.float32)

@@ -875,7 +875,7 @@ def validate(model: RediNet, val: TrainBatch, batch_size: int) -> float:
 def _check_resume_compatible(saved: Mapping[str, Any], config: TrainConfig) -> None:
     now = config.to_dict()
     diffs = [
-        f"{k}: checkpoint {saved.get(k)!r} != now {now[k]!r}"
+        f"{k}: checkpoint {_saved_field(saved, k)!r} != now {now[k]!r}"
         for k in _TRAJECTORY_FIELDS
         if _saved_field(saved, k) != now[k]
     ]

@@ -207,20 +207,20 @@ class RediEnhancer(_LiveGain):
             timings["denoise"] = t_denoised - t3
             t3 = t_denoised  # the ISP's time starts here
         planes = None
-        if self.output == "linear_camera_rgb" and self.isp:
-            wb = np.asarray(meta.wb_gains, dtype=np.float32)
-            if self.yuv420p and self.out_dtype == np.uint8 and h % 2 == 0 and w % 2 == 0:
-                planes = _yuv_planes(h, w)  # owned by the returned frame
-                rgb = np.empty((h, w, 3), dtype=np.uint8) if self.rgb else None
-                kernels.apply_isp_yuv420p(lin, wb, meta.cam_to_srgb, rgb, *planes)
-                if rgb is None:
-                    rgb = rgb_placeholder(h, w)
-            else:
-                rgb = np.empty((h, w, 3), dtype=self.out_dtype)  # owned by the returned frame
-                kernels.apply_isp(lin, wb, meta.cam_to_srgb, rgb)
+        isp = self.output == "linear_camera_rgb" and self.isp
+        wb = np.asarray(meta.wb_gains, dtype=np.float32)
+        if isp and self.yuv420p and self.out_dtype == np.uint8 and h % 2 == 0 and w % 2 == 0:
+            planes = _yuv_planes(h, w)  # owned by the returned frame, like rgb
+            rgb = np.empty((h, w, 3), dtype=np.uint8) if self.rgb else None
+            kernels.apply_isp_yuv420p(lin, wb, meta.cam_to_srgb, rgb, *planes)
+            if rgb is None:
+                rgb = rgb_placeholder(h, w)
         else:
-            rgb = np.empty((h, w, 3), dtype=self.out_dtype)
-            kernels.float_to_uint(lin, rgb)
+            rgb = np.empty((h, w, 3), dtype=self.out_dtype)  # owned by the returned frame
+            if isp:
+                kernels.apply_isp(lin, wb, meta.cam_to_srgb, rgb)
+            else:
+                kernels.float_to_uint(lin, rgb)
         t4 = time.perf_counter_ns()
         return EnhancedFrame(
             rgb=rgb, index=frame.index, t_ns=frame.t_ns, name=frame.name, gain=gain,
@@ -241,7 +241,6 @@ class RediEnhancer(_LiveGain):
 
 
 _ZERO_PIXEL = np.zeros((1, 1, 3), np.uint8)
-_ZERO_PIXEL.flags.writeable = False
 
 
 def rgb_placeholder(h: int, w: int) -> np.ndarray:
