@@ -44,7 +44,7 @@ import random
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ from redi_stream.model.synth import (
     linear_to_srgb,
     render_srgb,
 )
-from redi_stream.model.weights import atomic_torch_save
+from redi_stream.model.weights import atomic_torch_save, load_weights
 
 CHECKPOINT_FORMAT = "redi-stream-train"
 CHECKPOINT_VERSION = 1
@@ -75,6 +75,11 @@ _CALIB_SEED_OFFSET = 2_000_003
 _SHIFT_STREAM = 2
 #: Seed offset of the consistency term's second synthesis (its noise).
 _SHIFT_SEED_OFFSET = 3_000_017
+#: Default white-balance gain range (red and blue) of synthetic training pairs; see ``TrainConfig``.
+WIDE_WB_RANGE = (1.0, 3.0)
+#: Values of trajectory fields added after checkpoints were first written: what those older runs used
+#: (JSON form, as ``TrainConfig.to_dict`` writes it). Fields not listed here defaulted to today's default.
+_LEGACY_DEFAULTS: dict[str, Any] = {"red_gain_range": [1.9, 2.4], "blue_gain_range": [1.5, 1.9]}
 
 
 class DataKind(enum.StrEnum):
@@ -95,6 +100,8 @@ _TRAJECTORY_FIELDS = (
     "paired_bright",
     "cameras",
     "ratio_range",
+    "red_gain_range",
+    "blue_gain_range",
     "iterations",
     "batch_size",
     "crop",
@@ -123,6 +130,11 @@ class TrainConfig:
         paired_dark, paired_bright: folders (``paired``).
         noise_params: ELD parameters JSON (``synthetic``); cameras: noise profiles to use (empty = all).
         ratio_range: exposure ratios of synthetic pairs.
+        red_gain_range, blue_gain_range: white-balance gains of synthetic pairs (uniform; green is 1). The
+            default spans daylight to tungsten and sodium light on most sensors (red 1-3, blue 1-3): a network
+            trained on Brooks et al.'s daylight-only (1.9-2.4, 1.5-1.9) learns that raw grey always has
+            R, B well below G and bends other colour balances towards that, which real frames show as a
+            colour cast and crushed shadows (``_LEGACY_DEFAULTS`` keeps the old ranges for old checkpoints).
         iterations: total optimiser steps; batch_size; crop: square crop side (multiple of 32; clean photos smaller
             than it give the largest multiple of 32 that fits, see :class:`~redi_stream.model.data.CleanImageDataset`).
         lr, lr_final, lr_drop_fraction: lr until ``lr_drop_fraction * iterations``, then ``lr_final``.
@@ -132,8 +144,9 @@ class TrainConfig:
             the output moved the same way, in 4x4 block means. REDI's 1/32-scale branch sees another arrangement
             of pixels after a small move; without this term a trained model can shift its overall colour by a few
             percent when the picture moves by one pixel or arrives in another Bayer phase. Needs a crop >= 64.
-        init_from: a training checkpoint whose network weights start this run (fine-tuning); optimiser, schedule
-            and iteration count start fresh.
+        init_from: network weights that start this run (fine-tuning): a training checkpoint, or exported weights
+            (ours, e.g. the shipped default, or the official format); optimiser, schedule and iteration count start
+            fresh.
         seed: all randomness derives from it.
         device: ``cpu``, ``cuda`` or ``cuda:N``; amp: float16 autocast + grad scaling (CUDA only).
         num_threads: ``torch.set_num_threads`` for the run (None: torch's default).
@@ -158,6 +171,8 @@ class TrainConfig:
     noise_params: Path | None = None
     cameras: tuple[str, ...] = ()
     ratio_range: tuple[float, float] = (100.0, 300.0)
+    red_gain_range: tuple[float, float] = WIDE_WB_RANGE
+    blue_gain_range: tuple[float, float] = WIDE_WB_RANGE
     iterations: int = 100_000
     batch_size: int = 8
     crop: int = 256
@@ -194,7 +209,8 @@ class TrainConfig:
             value = getattr(self, name)
             set_(name, None if value is None else Path(value))
         set_("cameras", tuple(self.cameras))
-        set_("ratio_range", tuple(float(v) for v in self.ratio_range))
+        for name in ("ratio_range", "red_gain_range", "blue_gain_range"):
+            set_(name, tuple(float(v) for v in getattr(self, name)))
         if self.data is DataKind.SYNTHETIC:
             if not self.train_dirs:
                 raise ConfigError("synthetic training needs train_dirs (folders of clean photos, e.g. BSDS500/train)")
@@ -227,6 +243,10 @@ class TrainConfig:
         lo, hi = self.ratio_range
         if not 1 <= lo <= hi:
             raise ConfigError(f"ratio_range must satisfy 1 <= lo <= hi, got {self.ratio_range}")
+        for name in ("red_gain_range", "blue_gain_range"):
+            value = getattr(self, name)
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ConfigError(f"{name} must be (lo, hi) with 0 < lo <= hi, got {value}")
         try:
             dev = torch.device(self.device)
         except RuntimeError:
@@ -502,6 +522,8 @@ def calibrate_synthetic(
     *,
     cameras: Sequence[str] = (),
     ratio_range: tuple[float, float] = (100.0, 300.0),
+    red_gain_range: tuple[float, float] = WIDE_WB_RANGE,
+    blue_gain_range: tuple[float, float] = WIDE_WB_RANGE,
     count: int = 1024,
     seed: int = 0,
     device: str = "cpu",
@@ -510,13 +532,16 @@ def calibrate_synthetic(
 
     Args:
         photo_dirs: clean photos of the *training* side (e.g. BSDS500 train + val; never the held-out test split).
-        noise_params, cameras, ratio_range: the synthesis of the training run (default: every camera, U(100, 300)).
+        noise_params, cameras, ratio_range, red_gain_range, blue_gain_range: the synthesis of the training run
+            (default: every camera, ratio U(100, 300), white balance as ``TrainConfig``'s default).
         count, seed: frames and seed of :func:`synthetic_calibration_pairs`.
     Returns:
         (calibration, facts for the weights' provenance: photos, frames, seed, cameras, ratio range).
     """
     synth = PairSynthesizer(
-        SynthConfig(noise_params=noise_params, cameras=tuple(cameras), ratio_range=tuple(ratio_range)), device
+        SynthConfig(noise_params=noise_params, cameras=tuple(cameras), ratio_range=tuple(ratio_range),
+                    red_gain_range=tuple(red_gain_range), blue_gain_range=tuple(blue_gain_range)),
+        device,
     )
     dirs = _unique(Path(p) for p in photo_dirs)
     photos = CleanImageDataset(dirs, augment=False)
@@ -527,6 +552,8 @@ def calibrate_synthetic(
         "seed": int(seed),
         "cameras": list(synth.camera_names),
         "ratio_range": [float(v) for v in ratio_range],
+        "red_gain_range": [float(v) for v in red_gain_range],
+        "blue_gain_range": [float(v) for v in blue_gain_range],
     }
     return calibration, info
 
@@ -659,7 +686,8 @@ def _build_data(config: TrainConfig, device: torch.device):
     if config.data is DataKind.SYNTHETIC:
         assert config.noise_params is not None
         synth = PairSynthesizer(
-            SynthConfig(noise_params=config.noise_params, cameras=config.cameras, ratio_range=config.ratio_range),
+            SynthConfig(noise_params=config.noise_params, cameras=config.cameras, ratio_range=config.ratio_range,
+                        red_gain_range=config.red_gain_range, blue_gain_range=config.blue_gain_range),
             device,
         )
         train_set = CleanImageDataset(config.train_dirs, crop=config.crop)
@@ -681,7 +709,8 @@ def _build_data(config: TrainConfig, device: torch.device):
             "data": f"synthetic: unprocessed clean photos ({len(train_set)} from "
             f"{', '.join(str(p) for p in config.train_dirs)}), crop {train_set.crop_size}",
             "noise_model": f"ELD physics noise ({Path(config.noise_params).name}; cameras "
-            f"{', '.join(synth.camera_names)}), ratio U{tuple(config.ratio_range)}",
+            f"{', '.join(synth.camera_names)}), ratio U{tuple(config.ratio_range)}, white balance red "
+            f"U{tuple(config.red_gain_range)} blue U{tuple(config.blue_gain_range)}",
         }
         return source, val, calib_pairs, provenance, train_set.crop_size
 
@@ -759,6 +788,34 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise WeightsError(f"{path}: checkpoint version {ckpt.get('version')!r} unsupported (valid: 1)")
     return ckpt
+
+
+def load_initial_weights(model: RediNet, path: str | Path) -> None:
+    """Start the weight-normalised ``model`` from ``path``: a training checkpoint, or exported weights.
+
+    Exported weights are folded (one plain weight per conv); assigning it to a weight-norm parametrisation sets
+    ``g = ||w||`` and ``v = w`` per output channel (its ``right_inverse``), so the model computes exactly the
+    exported network and training continues in the usual parametrisation.
+
+    Raises:
+        WeightsError: ``path`` is neither (the message names it and both readers' complaints).
+    """
+    try:
+        state = load_checkpoint(path)["model"]
+    except WeightsError as as_checkpoint:
+        try:
+            plain = load_weights(path)
+        except WeightsError as as_weights:
+            raise WeightsError(f"--init-from {path}: {as_checkpoint}; {as_weights}") from as_weights
+        with torch.no_grad():
+            for name, src in plain.named_modules():
+                if isinstance(src, nn.Conv2d):
+                    dst = model.get_submodule(name)
+                    dst.weight = src.weight.detach().clone()
+                    if src.bias is not None:
+                        dst.bias.copy_(src.bias)
+        return
+    model.load_state_dict(state)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -884,8 +941,11 @@ def _check_resume_compatible(saved: Mapping[str, Any], config: TrainConfig) -> N
 
 
 def _saved_field(saved_config: Mapping[str, Any], name: str) -> Any:
-    """A field of a checkpoint's config; checkpoints written before the field existed ran with its default."""
-    return saved_config.get(name, TrainConfig.__dataclass_fields__[name].default)
+    """A field of a checkpoint's config; checkpoints written before the field existed ran with the value in
+    ``_LEGACY_DEFAULTS``, or else with its default."""
+    if name in saved_config:
+        return saved_config[name]
+    return _LEGACY_DEFAULTS.get(name, TrainConfig.__dataclass_fields__[name].default)
 
 
 def _new_window() -> dict[str, float]:
@@ -941,7 +1001,7 @@ def train(config: TrainConfig, *, progress: bool = False) -> Path:
     else:
         iteration = 0
         if config.init_from is not None:
-            model.load_state_dict(load_checkpoint(config.init_from)["model"])
+            load_initial_weights(model, config.init_from)
         calibration = calibrate_gain_target(calib_pairs())
         _write_csv(csv_path, [])
 
@@ -1090,7 +1150,8 @@ def export_default(ckpt: str | Path, out_path: str | Path, meta: Mapping[str, An
             "recipe": {k: _saved_field(cfg, k)
                        for k in ("batch_size", "crop", "lr", "lr_final", "lr_drop_fraction", "msssim_weight",
                                  "shift_consistency", "init_from", "seed", "amp")},
-            "loss": "L1 + 0.2 (1 - MS-SSIM) on sRGB-curve-encoded linear camera RGB",
+            "loss": f"L1 + {_saved_field(cfg, 'msssim_weight'):g} (1 - MS-SSIM) on sRGB-curve-encoded linear "
+            "camera RGB",
             "gain_calibration": calib,
             "training_time_s": float(state.get("elapsed_s", 0.0)),
             **extra,
@@ -1125,6 +1186,14 @@ def _split_dirs(values: Sequence[str] | None) -> tuple[tuple[Path, ...], tuple[P
     return tuple(train_dirs), tuple(val_dirs)
 
 
+def _add_wb_arguments(p: argparse.ArgumentParser) -> None:
+    """``--red-gain-range`` / ``--blue-gain-range``: white balance of synthetic pairs (training and calibration)."""
+    for colour in ("red", "blue"):
+        p.add_argument(f"--{colour}-gain-range", nargs=2, type=float, default=WIDE_WB_RANGE, metavar=("LO", "HI"),
+                       help=f"{colour} white-balance gain of synthetic pairs, uniform (default %(default)s; "
+                       "Brooks et al. used 1.9 2.4 red, 1.5 1.9 blue)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="redi-stream train",
@@ -1139,6 +1208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-params", help="ELD noise parameters JSON (synthetic data)")
     p.add_argument("--cameras", nargs="*", default=[], help="noise profiles to use (default: all in the file)")
     p.add_argument("--ratio-range", nargs=2, type=float, default=(100.0, 300.0), metavar=("LO", "HI"))
+    _add_wb_arguments(p)
     p.add_argument("--sid-root", help="folder holding Sony/short and Sony/long")
     p.add_argument("--sid-train-list", default="Sony_train_list.txt")
     p.add_argument("--sid-val-list", default="")
@@ -1190,6 +1260,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         noise_params=args.noise_params,
         cameras=tuple(args.cameras),
         ratio_range=tuple(args.ratio_range),
+        red_gain_range=tuple(args.red_gain_range),
+        blue_gain_range=tuple(args.blue_gain_range),
         iterations=args.iterations,
         batch_size=args.batch_size,
         crop=args.crop,
@@ -1227,6 +1299,7 @@ def _calibrate_main(argv: Sequence[str]) -> int:
     cp.add_argument("--noise-params", required=True, help="ELD noise parameters JSON")
     cp.add_argument("--cameras", nargs="*", default=[], help="noise profiles (default: all, as in training)")
     cp.add_argument("--ratio-range", nargs=2, type=float, default=(100.0, 300.0), metavar=("LO", "HI"))
+    _add_wb_arguments(cp)
     cp.add_argument("--calib-count", type=int, default=1024, help="synthetic frames (default 1024)")
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--device", default="cpu")
@@ -1241,6 +1314,8 @@ def _calibrate_main(argv: Sequence[str]) -> int:
         print("redi-stream train calibrate: warning: a folder named 'test' is used; calibrate on training data "
               "and keep the test split for 'redi-stream eval'", file=sys.stderr)
     calibration, info = calibrate_synthetic(dirs, a.noise_params, cameras=a.cameras, ratio_range=tuple(a.ratio_range),
+                                            red_gain_range=tuple(a.red_gain_range),
+                                            blue_gain_range=tuple(a.blue_gain_range),
                                             count=a.calib_count, seed=a.seed, device=a.device)
     info["command"] = "redi-stream train calibrate " + " ".join(argv)
     c = calibration

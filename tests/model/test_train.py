@@ -458,3 +458,46 @@ def test_shift_consistency_run_logs_the_term_resumes_exactly_and_fine_tunes_from
     # A resume with a different consistency weight is refused (it changes the trajectory).
     with pytest.raises(ConfigError, match="shift_consistency"):
         train(replace(cfg, out_dir=resumed_dir, resume=mid, shift_consistency=2.0))
+
+
+# --- fine-tuning from exported weights, white-balance range -------------------------------------------------------
+
+
+def test_init_from_exported_weights_starts_from_the_same_network(tmp_path, tiny_data):
+    base = train(tiny_config(tiny_data, tmp_path / "base", iterations=2, val_every=0, ckpt_every=0))
+    exported = export_default(base, tmp_path / "w.pt", {"version": "test"})
+    one = dict(iterations=1, val_every=0, ckpt_every=0)
+    from_ckpt = train(tiny_config(tiny_data, tmp_path / "a", init_from=base, **one))
+    from_weights = train(tiny_config(tiny_data, tmp_path / "b", init_from=exported, **one))
+    loss_a = read_log(tmp_path / "a" / "log.csv")[0]["loss"]
+    loss_b = read_log(tmp_path / "b" / "log.csv")[0]["loss"]
+    assert loss_b == pytest.approx(loss_a, rel=1e-4)  # folded weights re-parametrised: the same function
+    a, b = load_checkpoint(from_ckpt)["model"], load_checkpoint(from_weights)["model"]
+    for k in a:
+        if k.endswith("original1"):  # v: direction only; compare the weights the convs compute
+            continue
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
+    junk = tmp_path / "junk.pt"
+    torch.save({"hello": torch.zeros(1)}, junk)
+    with pytest.raises(WeightsError, match="init-from .*junk.pt"):
+        train(tiny_config(tiny_data, tmp_path / "c", init_from=junk, **one))
+
+
+def test_white_balance_ranges_are_validated_and_old_checkpoints_resume_with_their_own(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="red_gain_range"):
+        tiny_config(tiny_data, tmp_path, red_gain_range=(2.0, 1.0))
+    with pytest.raises(ConfigError, match="blue_gain_range"):
+        tiny_config(tiny_data, tmp_path, blue_gain_range=(0.0, 1.0))
+    narrow = dict(red_gain_range=(1.9, 2.4), blue_gain_range=(1.5, 1.9))
+    cfg = tiny_config(tiny_data, tmp_path / "a", iterations=2, val_every=0, ckpt_every=1, **narrow)
+    train(cfg)
+    # A checkpoint written before these fields existed: its run used the narrow daylight ranges.
+    old = tmp_path / "a" / "ckpt_0000001.pt"
+    state = torch.load(old, weights_only=False)
+    for name in ("red_gain_range", "blue_gain_range"):
+        del state["config"][name]
+    torch.save(state, old)
+    with pytest.raises(ConfigError, match=r"red_gain_range: checkpoint \[1.9, 2.4\]"):
+        train(tiny_config(tiny_data, tmp_path / "a", iterations=2, resume=old, val_every=0, ckpt_every=0))
+    train(replace(cfg, resume=old))
+    assert [r["iter"] for r in read_log(tmp_path / "a" / "log.csv")] == [1, 2]
