@@ -53,7 +53,15 @@ from redi_stream.frames import CFA, RawFrame, RawMeta
 from redi_stream.model.data import CleanImageDataset
 from redi_stream.model.net import RediNet
 from redi_stream.model.runner import TorchRunner
-from redi_stream.model.synth import PairSynthesizer, SynthBatch, SynthConfig, estimate_gain_torch, synth_video_frames
+from redi_stream.model.synth import (
+    DAYLIGHT_BLUE_GAINS,
+    DAYLIGHT_RED_GAINS,
+    PairSynthesizer,
+    SynthBatch,
+    SynthConfig,
+    estimate_gain_torch,
+    synth_video_frames,
+)
 from redi_stream.model.weights import WeightsMeta, load_weights
 from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer
 
@@ -67,6 +75,8 @@ class EvalConfig:
     Attributes:
         test_dirs: held-out clean photos (BSDS500 ``test``).
         noise_params: ELD parameters JSON; cameras: noise profiles (default the SID camera, Sony a7S II).
+        red_gain_range, blue_gain_range: white balance of the synthetic raw (default Brooks et al.'s daylight;
+            e.g. (1, 1.3) red, (2.4, 3) blue for tungsten-lit scenes).
         weights: our weights (exported ``.pt``) or a training checkpoint; None = pass ``model`` to :func:`evaluate`.
         official: an official REDI checkpoint to compare against (optional).
         ratios: exposure ratios of the still-image test.
@@ -84,6 +94,8 @@ class EvalConfig:
     test_dirs: tuple[Path, ...]
     noise_params: Path
     cameras: tuple[str, ...] = ("SonyA7S2",)
+    red_gain_range: tuple[float, float] = DAYLIGHT_RED_GAINS
+    blue_gain_range: tuple[float, float] = DAYLIGHT_BLUE_GAINS
     weights: Path | None = None
     official: Path | None = None
     ratios: tuple[float, ...] = DEFAULT_RATIOS
@@ -112,6 +124,11 @@ class EvalConfig:
             raise ConfigError(f"count must be >= 1, got {self.count}")
         if self.video_frames < 0 or (self.video_frames and self.video_frames < 2):
             raise ConfigError(f"video_frames must be 0 (skip) or >= 2, got {self.video_frames}")
+        for name in ("red_gain_range", "blue_gain_range"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ConfigError(f"{name} must be (lo, hi) with 0 < lo <= hi, got {getattr(self, name)}")
+            object.__setattr__(self, name, value)
         if not 1 <= self.video_ratio <= 300:
             raise ConfigError(f"video_ratio must be in [1, 300], got {self.video_ratio}")
         if self.smoothing_frames < 0:
@@ -192,6 +209,15 @@ def _gain_twin(frame: RawFrame, target: float) -> tuple[float, float]:
     return a, b
 
 
+def _synthesizer(config: EvalConfig, ratio: float) -> PairSynthesizer:
+    """Pairs at exactly ``ratio`` with the evaluation's cameras and white balance, made on the CPU."""
+    return PairSynthesizer(
+        SynthConfig(config.noise_params, cameras=config.cameras, ratio_range=(ratio, ratio),
+                    red_gain_range=config.red_gain_range, blue_gain_range=config.blue_gain_range),
+        "cpu",
+    )
+
+
 def held_out_stills(config: EvalConfig, photos: CleanImageDataset | None = None):
     """The still-image test's synthetic frames, in order: yields ``(photo index, ratio index, ratio, clean, batch)``.
 
@@ -201,10 +227,7 @@ def held_out_stills(config: EvalConfig, photos: CleanImageDataset | None = None)
     """
     if photos is None:
         photos = CleanImageDataset(config.test_dirs, max_images=config.count, augment=False)
-    synths = {
-        r: PairSynthesizer(SynthConfig(config.noise_params, cameras=config.cameras, ratio_range=(r, r)), "cpu")
-        for r in config.ratios
-    }
+    synths = {r: _synthesizer(config, r) for r in config.ratios}
     any_synth = next(iter(synths.values()))
     for i in range(len(photos)):
         clean = photos.full(i)[None]
@@ -289,6 +312,7 @@ def evaluate(config: EvalConfig, *, model: RediNet | None = None, progress: bool
         "config": {
             "test_dirs": [str(p) for p in config.test_dirs], "count": len(photos), "cameras": list(config.cameras),
             "ratios": list(config.ratios), "seed": config.seed, "device": config.device,
+            "red_gain_range": list(config.red_gain_range), "blue_gain_range": list(config.blue_gain_range),
             "weights": str(config.weights) if config.weights else None,
             "official": str(config.official) if config.official else None,
             "weights_version": meta.version, "gain_target": meta.gain_target,
@@ -317,9 +341,7 @@ def evaluate(config: EvalConfig, *, model: RediNet | None = None, progress: bool
 
 def _evaluate_video(config: EvalConfig, photos: CleanImageDataset, runner: TorchRunner, meta) -> dict[str, Any]:
     """Static clip of photo 0: temporal std and PSNR per method, gain wander for the automatic gains."""
-    synth = PairSynthesizer(
-        SynthConfig(config.noise_params, cameras=config.cameras, ratio_range=(config.video_ratio,) * 2), "cpu"
-    )
+    synth = _synthesizer(config, config.video_ratio)
     clean = photos.full(0)[None].expand(config.video_frames, -1, -1, -1)
     clip = synth_video_frames(clean, seed=_seed(config.seed, 999), synthesizer=synth)
     ref = _reference(clip, 0)
@@ -357,13 +379,22 @@ def _evaluate_video(config: EvalConfig, photos: CleanImageDataset, runner: Torch
     return out
 
 
+def _wb_text(config: dict[str, Any]) -> str:
+    """``, white balance red U(lo, hi) blue U(lo, hi)`` (empty for results written before it was recorded)."""
+    red, blue = config.get("red_gain_range"), config.get("blue_gain_range")
+    if red is None or blue is None:
+        return ""
+    return f", white balance red U({red[0]:g}, {red[1]:g}) blue U({blue[0]:g}, {blue[1]:g})"
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The result as a fixed-width text table."""
     stills = result["stills"]
     ratio_keys = [k for k in next(iter(stills.values())) if k != "mean"] + ["mean"]
     lines = [
         f"REDI evaluation: {result['config']['count']} held-out photos, cameras {', '.join(result['config']['cameras'])}"
-        f", reference = ISP(clean target) (vs photo: {result['reference_vs_photo_psnr']:.2f} dB)",
+        f"{_wb_text(result['config'])}, reference = ISP(clean target) (vs photo: "
+        f"{result['reference_vs_photo_psnr']:.2f} dB)",
         f"{'method':<18}" + "".join(f"{k:>16}" for k in ratio_keys),
     ]
     for name, entry in stills.items():
@@ -392,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-data", nargs="+", help="held-out clean photos (e.g. BSDS500/test)")
     p.add_argument("--noise-params", required=True, help="ELD noise parameters JSON")
     p.add_argument("--cameras", nargs="*", default=["SonyA7S2"])
+    for colour, default in (("red", DAYLIGHT_RED_GAINS), ("blue", DAYLIGHT_BLUE_GAINS)):
+        p.add_argument(f"--{colour}-gain-range", nargs=2, type=float, default=default, metavar=("LO", "HI"),
+                       help=f"{colour} white-balance gain of the synthetic raw, uniform (default %(default)s, "
+                       "daylight as Brooks et al.; e.g. red 1 1.3, blue 2.4 3 for tungsten light)")
     p.add_argument("--official", help="official REDI checkpoint to compare (never shipped)")
     p.add_argument("--ratios", nargs="+", type=float, default=list(DEFAULT_RATIOS))
     p.add_argument("--count", type=int, default=50)
@@ -436,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.test_data:
             config = EvalConfig(
                 test_dirs=tuple(args.test_data), noise_params=args.noise_params, cameras=tuple(args.cameras),
+                red_gain_range=tuple(args.red_gain_range), blue_gain_range=tuple(args.blue_gain_range),
                 weights=args.weights, official=args.official, ratios=tuple(args.ratios), count=args.count,
                 video_frames=args.video_frames, video_ratio=args.video_ratio, seed=args.seed, device=args.device,
                 temporal_frames=args.temporal_frames, classic=not args.no_classic,

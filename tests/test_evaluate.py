@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from redi_stream.errors import ConfigError
-from redi_stream.evaluate import EvalConfig, evaluate, format_table, load_model_for_eval, main
+from redi_stream.evaluate import EvalConfig, evaluate, format_table, held_out_stills, load_model_for_eval, main
 from redi_stream.model.net import RediNet
 from redi_stream.model.weights import WeightsMeta, save_weights
 from tests.conftest import write_tiny_photos_and_noise
@@ -68,6 +68,29 @@ def test_eval_config_validation(tiny):
         EvalConfig(test_dirs=(photos,), noise_params=noise, ratios=(1000.0,))
     with pytest.raises(ConfigError, match="weights"):
         evaluate(EvalConfig(test_dirs=(photos,), noise_params=noise, cameras=("TestCam",), count=1))
+
+
+def test_white_balance_of_the_held_out_pairs_is_a_setting(tiny, tmp_path, capsys):
+    photos, noise, weights, _ = tiny
+    with pytest.raises(ConfigError, match="red_gain_range"):
+        EvalConfig(test_dirs=(photos,), noise_params=noise, red_gain_range=(2.0, 1.0))
+
+    def gains(config):
+        return {(round(float(b.params.wb[0, 0]), 4), round(float(b.params.wb[0, 2]), 4))
+                for *_, b in held_out_stills(config)}
+
+    base = dict(test_dirs=(photos,), noise_params=noise, cameras=("TestCam",), count=2, ratios=(100.0,))
+    daylight = gains(EvalConfig(**base))
+    assert all(1.9 <= r <= 2.4 and 1.5 <= b <= 1.9 for r, b in daylight)
+    tungsten = gains(EvalConfig(**base, red_gain_range=(1.0, 1.3), blue_gain_range=(2.4, 3.0)))
+    assert len(tungsten) == 2 and all(1.0 <= r <= 1.3 and 2.4 <= b <= 3.0 for r, b in tungsten)
+    out = tmp_path / "e.json"
+    assert main([str(weights), "--test-data", str(photos), "--noise-params", str(noise), "--cameras", "TestCam",
+                 "--count", "1", "--ratios", "100", "--video-frames", "0", "--no-classic", "--red-gain-range", "1",
+                 "1.3", "--blue-gain-range", "2.4", "3", "--json", str(out)]) == 0
+    config = json.loads(out.read_text())["config"]
+    assert config["red_gain_range"] == [1.0, 1.3] and config["blue_gain_range"] == [2.4, 3.0]
+    assert "white balance red U(1, 1.3) blue U(2.4, 3)" in capsys.readouterr().out
 
 
 def test_shipped_gain_target_is_calibrated_on_the_held_out_population(shared_data):

@@ -227,6 +227,11 @@ def load_noise_profiles(path: str | Path) -> dict[str, NoiseProfile]:
 # --- configuration and per-sample parameters ------------------------------------------------------------------------
 
 
+#: White-balance gains of Brooks et al.'s unprocessing (daylight on the cameras they modelled): red, blue.
+DAYLIGHT_RED_GAINS = (1.9, 2.4)
+DAYLIGHT_BLUE_GAINS = (1.5, 1.9)
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """How pairs are synthesised.
@@ -243,8 +248,8 @@ class SynthConfig:
     noise_params: Path
     cameras: tuple[str, ...] = ()
     ratio_range: tuple[float, float] = (100.0, 300.0)
-    red_gain_range: tuple[float, float] = (1.9, 2.4)
-    blue_gain_range: tuple[float, float] = (1.5, 1.9)
+    red_gain_range: tuple[float, float] = DAYLIGHT_RED_GAINS
+    blue_gain_range: tuple[float, float] = DAYLIGHT_BLUE_GAINS
     black_level: float = DEFAULT_BLACK_LEVEL
     white_level: float = DEFAULT_WHITE_LEVEL
     tone_curve: bool = True

@@ -57,6 +57,8 @@ from redi_stream.errors import ConfigError, WeightsError
 from redi_stream.model.data import CleanImageDataset, PairedFolderDataset, RawPairDataset, SIDDataset
 from redi_stream.model.net import RediNet, check_input
 from redi_stream.model.synth import (
+    DAYLIGHT_BLUE_GAINS,
+    DAYLIGHT_RED_GAINS,
     PairSynthesizer,
     SynthConfig,
     gain_statistic,
@@ -79,7 +81,10 @@ _SHIFT_SEED_OFFSET = 3_000_017
 WIDE_WB_RANGE = (1.0, 3.0)
 #: Values of trajectory fields added after checkpoints were first written: what those older runs used
 #: (JSON form, as ``TrainConfig.to_dict`` writes it). Fields not listed here defaulted to today's default.
-_LEGACY_DEFAULTS: dict[str, Any] = {"red_gain_range": [1.9, 2.4], "blue_gain_range": [1.5, 1.9]}
+_LEGACY_DEFAULTS: dict[str, Any] = {
+    "red_gain_range": list(DAYLIGHT_RED_GAINS),
+    "blue_gain_range": list(DAYLIGHT_BLUE_GAINS),
+}
 
 
 class DataKind(enum.StrEnum):

@@ -501,3 +501,15 @@ def test_white_balance_ranges_are_validated_and_old_checkpoints_resume_with_thei
         train(tiny_config(tiny_data, tmp_path / "a", iterations=2, resume=old, val_every=0, ckpt_every=0))
     train(replace(cfg, resume=old))
     assert [r["iter"] for r in read_log(tmp_path / "a" / "log.csv")] == [1, 2]
+
+
+def test_white_balance_flags_reach_the_config(tmp_path, tiny_data):
+    from redi_stream.model.train import build_parser, config_from_args
+
+    photos, noise = tiny_data
+    args = ["--data", str(photos), "--noise-params", str(noise), "--out-dir", str(tmp_path)]
+    wide = config_from_args(build_parser().parse_args(args))
+    assert wide.red_gain_range == (1.0, 3.0) and wide.blue_gain_range == (1.0, 3.0)
+    daylight = config_from_args(build_parser().parse_args(
+        args + ["--red-gain-range", "1.9", "2.4", "--blue-gain-range", "1.5", "1.9"]))
+    assert daylight.red_gain_range == (1.9, 2.4) and daylight.blue_gain_range == (1.5, 1.9)
