@@ -59,6 +59,7 @@ from redi_stream.model.synth import (
     PairSynthesizer,
     SynthBatch,
     SynthConfig,
+    check_range,
     estimate_gain_torch,
     synth_video_frames,
 )
@@ -125,10 +126,7 @@ class EvalConfig:
         if self.video_frames < 0 or (self.video_frames and self.video_frames < 2):
             raise ConfigError(f"video_frames must be 0 (skip) or >= 2, got {self.video_frames}")
         for name in ("red_gain_range", "blue_gain_range"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 2 or not 0 < value[0] <= value[1]:
-                raise ConfigError(f"{name} must be (lo, hi) with 0 < lo <= hi, got {getattr(self, name)}")
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, name, check_range(name, getattr(self, name)))
         if not 1 <= self.video_ratio <= 300:
             raise ConfigError(f"video_ratio must be in [1, 300], got {self.video_ratio}")
         if self.smoothing_frames < 0:

@@ -232,6 +232,21 @@ DAYLIGHT_RED_GAINS = (1.9, 2.4)
 DAYLIGHT_BLUE_GAINS = (1.5, 1.9)
 
 
+def check_range(name: str, value) -> tuple[float, float]:
+    """``value`` as a float ``(lo, hi)`` with ``0 < lo <= hi`` (a uniform draw's bounds).
+
+    Raises:
+        ConfigError: not two numbers, or not ``0 < lo <= hi``; the message names ``name``.
+    """
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be (lo, hi), got {value!r}") from None
+    if not 0 < lo <= hi:
+        raise ConfigError(f"{name} must satisfy 0 < lo <= hi, got ({lo}, {hi})")
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """How pairs are synthesised.
@@ -258,10 +273,7 @@ class SynthConfig:
         object.__setattr__(self, "noise_params", Path(self.noise_params))
         object.__setattr__(self, "cameras", tuple(self.cameras))
         for name in ("ratio_range", "red_gain_range", "blue_gain_range"):
-            lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
-                raise ConfigError(f"{name} must satisfy 0 < lo <= hi, got ({lo}, {hi})")
-            object.__setattr__(self, name, (float(lo), float(hi)))
+            object.__setattr__(self, name, check_range(name, getattr(self, name)))
         if self.ratio_range[0] < 1:
             raise ConfigError(f"ratio_range must be >= 1 (a darkening), got {self.ratio_range}")
         if not 0 <= self.black_level < self.white_level:

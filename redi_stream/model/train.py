@@ -61,6 +61,7 @@ from redi_stream.model.synth import (
     DAYLIGHT_RED_GAINS,
     PairSynthesizer,
     SynthConfig,
+    check_range,
     gain_statistic,
     linear_to_srgb,
     render_srgb,
@@ -214,8 +215,9 @@ class TrainConfig:
             value = getattr(self, name)
             set_(name, None if value is None else Path(value))
         set_("cameras", tuple(self.cameras))
-        for name in ("ratio_range", "red_gain_range", "blue_gain_range"):
-            set_(name, tuple(float(v) for v in getattr(self, name)))
+        set_("ratio_range", tuple(float(v) for v in self.ratio_range))
+        for name in ("red_gain_range", "blue_gain_range"):
+            set_(name, check_range(name, getattr(self, name)))
         if self.data is DataKind.SYNTHETIC:
             if not self.train_dirs:
                 raise ConfigError("synthetic training needs train_dirs (folders of clean photos, e.g. BSDS500/train)")
@@ -248,10 +250,6 @@ class TrainConfig:
         lo, hi = self.ratio_range
         if not 1 <= lo <= hi:
             raise ConfigError(f"ratio_range must satisfy 1 <= lo <= hi, got {self.ratio_range}")
-        for name in ("red_gain_range", "blue_gain_range"):
-            value = getattr(self, name)
-            if len(value) != 2 or not 0 < value[0] <= value[1]:
-                raise ConfigError(f"{name} must be (lo, hi) with 0 < lo <= hi, got {value}")
         try:
             dev = torch.device(self.device)
         except RuntimeError:
