@@ -19,7 +19,9 @@ Settings:
         exported spec forward, graph optimisations ORT_ENABLE_ALL; needs ``onnxruntime``), ``compile``
         (``torch.compile`` of ``FastRediNet``; tens of seconds of compiling on 2 cores, so not a default).
         ``NAME@T`` runs setting NAME with T torch threads (e.g. ``fast@1``).
-    CUDA: ``eager`` (plain forward), ``graph``, ``streams``, ``streams+graph`` (``StreamedRunner``).
+    CUDA: ``eager`` (plain forward), ``graph``, ``streams``, ``streams+graph`` (``StreamedRunner``); ``cl+...``
+        the same with channels-last weights and trunk inputs (``StreamedRunner(channels_last=True)``); ``fast``,
+        ``fast+graph`` (``StreamedRunner(fast=True)``: FastRediNet on the GPU, one stream).
 
 Settings that keep freed memory (``runner``, ``eager_tuned``) run after the others in each round, after one
 untimed call that re-grows the heap (switching back to glibc's defaults returns the memory to the OS).
@@ -44,7 +46,7 @@ from redi_stream.model.net import RediNet
 from redi_stream.model.runner import Precision, StreamedRunner, TorchRunner, parse_device, parse_precision
 
 CPU_SETTINGS = ("eager", "channels_last", "fast", "compile", "runner", "eager_tuned", "ort")
-CUDA_SETTINGS = ("eager", "graph", "streams", "streams+graph")
+CUDA_SETTINGS = ("eager", "graph", "streams", "streams+graph", "cl+graph", "cl+streams+graph", "fast", "fast+graph")
 DEFAULT_SIZES = ((1088, 1920), (2176, 3840))
 BASELINE = ("fp32", "eager")
 #: Settings whose timed calls run with glibc keeping freed memory (see ``keep_freed_memory``).
@@ -69,7 +71,8 @@ def device_name(device: torch.device) -> str:
 
 def _default_combos(device_type: str) -> list[tuple[str, str]]:
     if device_type == "cuda":
-        return [BASELINE, ("fp16", "eager"), ("fp16", "graph"), ("fp16", "streams+graph"), ("bf16", "graph")]
+        return [BASELINE, ("fp16", "eager"), ("fp16", "graph"), ("fp16", "streams+graph"), ("fp16", "cl+graph"),
+                ("fp16", "cl+streams+graph"), ("fp16", "fast+graph"), ("bf16", "graph")]
     return [BASELINE, ("fp32", "channels_last"), ("fp32", "fast")]
 
 
@@ -170,9 +173,9 @@ def _make_fn(
         xd = x.to(dtype)
         return (lambda: model(xd)), (lambda: None)
     if device.type == "cuda":
-        runner = StreamedRunner(
-            net, device, precision, cuda_graph="graph" in setting, sequential="streams" not in setting
-        )
+        parts = set(setting.split("+"))
+        runner = StreamedRunner(net, device, precision, cuda_graph="graph" in parts, sequential="streams" not in parts,
+                                channels_last="cl" in parts, fast="fast" in parts)
         return (lambda: runner.run_device(x)), runner.close
     if setting == "channels_last":
         model = net.folded_copy().to(dtype=dtype, memory_format=torch.channels_last)
@@ -277,7 +280,7 @@ def bench_model(
         device: 'cpu', 'cuda' or 'cuda:N'.
         precisions, settings: cross product to time (plus the baseline, fp32 eager, always first). Both None: the
             defaults (CPU: eager, channels_last, fast in fp32; CUDA: fp32 eager, fp16 eager, fp16 graph,
-            fp16 streams+graph, bf16 graph).
+            fp16 streams+graph, fp16 cl+graph, fp16 cl+streams+graph, fp16 fast+graph, bf16 graph).
         warmup, iters: calls before / during timing (the first warm-up call also provides the output compared
             with the baseline's); defaults CPU 1 / 3, CUDA 10 / 50. On the CPU the ``iters`` calls are interleaved
             rounds over all settings.

@@ -362,6 +362,10 @@ class StreamedRunner:
             first call with a new shape warms up on a side stream (cuDNN/cuBLAS initialise lazily and must not do
             so during capture), then captures; later calls copy into the static input and replay.
         sequential: run the three trunks one after the other on the current stream (``RediNet.forward``).
+        channels_last: keep the weights (and the trunks' input) in channels-last memory, so that cuDNN picks its
+            NHWC kernels (the tensor cores' native layout in fp16).
+        fast: run :class:`~redi_stream.model.fast.FastRediNet` (the NHWC rewrite made for the CPU: H/2 convs at H/4,
+            LSE folded into FB2) instead of the spec forward; one stream, so it needs ``sequential=True``.
 
     The streams and events are created once here and reused; ``forward`` is the one place that forks and joins.
     Threads: construct, call and close from one thread. ``close()`` is idempotent.
@@ -375,17 +379,27 @@ class StreamedRunner:
         *,
         cuda_graph: bool = True,
         sequential: bool = False,
+        channels_last: bool = False,
+        fast: bool = False,
     ) -> None:
         self.device = parse_device(device)
         if self.device.type != "cuda":
             raise ConfigError(f"StreamedRunner needs a CUDA device, got {device!r}; use TorchRunner on the CPU")
+        if fast and not sequential:
+            raise ConfigError("StreamedRunner: fast=True runs one stream; pass sequential=True with it")
         self.precision = parse_precision(precision, "cuda")
         self.cuda_graph = bool(cuda_graph)
         self.sequential = bool(sequential)
+        self.channels_last = bool(channels_last)
         self._closed = False
         net = model.folded_copy()
         net.requires_grad_(False)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         self.net: RediNet | None = net.to(self.device, self.precision.dtype)
+        self.fast_net: FastRediNet | None = None
+        if fast:
+            self.fast_net = FastRediNet(model).eval().to(self.device, self.precision.dtype)
         with torch.cuda.device(self.device):
             self._streams = tuple(torch.cuda.Stream(self.device) for _ in range(3))
             self._fork = torch.cuda.Event()
@@ -400,11 +414,15 @@ class StreamedRunner:
         when it is the capture stream and the side streams join the capture through the fork event).
         """
         net = self._net()
+        if self.fast_net is not None:
+            return self.fast_net(x).permute(0, 3, 1, 2)  # NHWC memory: the permute back in _program_step is free
         if self.sequential:
             return net(x)
         check_input(x)
         main = torch.cuda.current_stream(self.device)
         s2 = net.unshuffle(x)
+        if self.channels_last:
+            s2 = s2.contiguous(memory_format=torch.channels_last)
         self._fork.record(main)
         outs = []
         for stream, done, branch in zip(self._streams, self._done, (net.hse, net.mse, net.lse)):
@@ -514,6 +532,7 @@ class StreamedRunner:
         self._streams = ()
         self._done = ()
         self.net = None
+        self.fast_net = None
 
     def __enter__(self) -> "StreamedRunner":
         return self

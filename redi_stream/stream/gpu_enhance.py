@@ -124,6 +124,8 @@ class CudaRediEnhancer:
         weights_meta: ``model.WeightsMeta`` (``output``, ``gain_target``, ``gain_multiplier_default``) or None.
         device: 'cuda' or 'cuda:N'. precision: 'fp16' (default), 'fp32' or 'bf16'.
         streams: three CUDA streams for the trunks; cuda_graph: capture the device program per slot.
+        channels_last, fast: the network variant (:class:`StreamedRunner`'s options of those names; ``fast`` runs
+            one stream, so it overrides ``streams``).
         gain, gain_multiplier, smoothing_frames, out_dtype, isp: as :class:`~redi_stream.stream.RediEnhancer`.
         yuv: also download BT.709 yuv420p planes, attached to the returned frame as ``frame.yuv420p = (y, u, v)``
             (a sink that knows the attribute can skip its own RGB -> YUV conversion).
@@ -136,7 +138,8 @@ class CudaRediEnhancer:
     def __init__(self, model: RediNet, weights_meta=None, *, device: str = "cuda", precision: str = "fp16",
                  streams: bool = True, cuda_graph: bool = True, gain: float | None = None,
                  gain_multiplier: float | None = None, smoothing_frames: float = 8.0, out_dtype=np.uint8,
-                 isp: bool = True, yuv: bool = True, slots: int = 2) -> None:
+                 isp: bool = True, yuv: bool = True, slots: int = 2, channels_last: bool = False,
+                 fast: bool = False) -> None:
         self.device = parse_device(device)
         if self.device.type != "cuda":
             raise ConfigError(f"CudaRediEnhancer needs a CUDA device, got {device!r}; use RediEnhancer on the CPU")
@@ -154,7 +157,8 @@ class CudaRediEnhancer:
                                   target=float(getattr(self.meta, "gain_target", 0.01)))
         self.out_dtype = _check_out_dtype(out_dtype)
         self.isp, self.yuv, self.cuda_graph, self.n_slots = isp, yuv, bool(cuda_graph), int(slots)
-        self.runner = StreamedRunner(model, self.device, self.precision, cuda_graph=False, sequential=not streams)
+        self.runner = StreamedRunner(model, self.device, self.precision, cuda_graph=False,
+                                     sequential=fast or not streams, channels_last=channels_last, fast=fast)
         with torch.cuda.device(self.device):
             self._copy_in = torch.cuda.Stream(self.device)
             self._compute = torch.cuda.Stream(self.device)

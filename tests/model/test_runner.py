@@ -192,6 +192,41 @@ def test_gpu_fp16_streams_close_to_fp32(net, no_tf32, cuda_graph):
             assert rel_err(runner.run(x), gpu_sequential_nhwc(net, x)) < 1e-3
 
 
+GPU_VARIANTS = [dict(channels_last=True), dict(channels_last=True, sequential=True), dict(fast=True, sequential=True)]
+GPU_VARIANT_IDS = ["cl+streams", "cl", "fast"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+@pytest.mark.parametrize("variant", GPU_VARIANTS, ids=GPU_VARIANT_IDS)
+def test_gpu_runner_variants_fp32_equal_sequential(net, no_tf32, variant, cuda_graph):
+    rng = np.random.default_rng(6)
+    with StreamedRunner(net, "cuda", "fp32", cuda_graph=cuda_graph, **variant) as runner:
+        for shape in GPU_SHAPES + GPU_SHAPES:  # each shape twice: capture, then replay
+            x = (rng.random(shape, dtype=np.float32) * 2).astype(np.float32)
+            got, ref = runner.run(x), gpu_sequential_nhwc(net, x)
+            assert 0.05 < float(((ref > 0) & (ref < 1)).mean())  # not a comparison of clamped values
+            np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", GPU_VARIANTS, ids=GPU_VARIANT_IDS)
+def test_gpu_runner_variants_fp16_close_to_fp32(net, no_tf32, variant):
+    rng = np.random.default_rng(7)
+    with StreamedRunner(net, "cuda", "fp16", cuda_graph=True, **variant) as runner:
+        for shape in GPU_SHAPES:
+            x = (rng.random(shape, dtype=np.float32) * 2).astype(np.float32)
+            err = rel_err(runner.run(x), gpu_sequential_nhwc(net, x))
+            print(f"fp16 {variant} {shape}: rel err {err:.2e}")
+            assert err < 1e-3
+
+
+@pytest.mark.gpu
+def test_gpu_fast_needs_sequential(net):
+    with pytest.raises(ConfigError, match="sequential=True"):
+        StreamedRunner(net, "cuda", "fp16", fast=True)
+
+
 @pytest.mark.gpu
 def test_gpu_streamed_forward_equals_sequential_on_device(net, no_tf32):
     with StreamedRunner(net, "cuda", "fp32", cuda_graph=False) as runner:
@@ -220,5 +255,5 @@ def test_gpu_bench_runs():
     from redi_stream.model.bench import bench_model
 
     rows = bench_model(sizes=[(64, 128)], device="cuda", warmup=2, iters=3)
-    assert rows[0]["setting"] == "eager" and len(rows) == 5
+    assert rows[0]["setting"] == "eager" and len(rows) == 8
     assert all(r["ms_per_frame"] > 0 and r["max_abs_diff"] < 0.5 for r in rows)  # sanity: random, unscaled weights

@@ -167,3 +167,27 @@ def test_cuda_pinned_slot_reuse_does_not_corrupt_frames(net):
     for a, b in zip(outs, again):
         np.testing.assert_array_equal(a.rgb, b.rgb)
     assert len({id(o.rgb) for o in outs}) == len(outs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", [dict(channels_last=True), dict(fast=True)], ids=["channels_last", "fast"])
+def test_cuda_network_variants_equal_cpu_enhancer_pipelined(net, no_tf32, variant):
+    """The channels-last and FastRediNet variants, with graphs and two frames in flight, give the CPU enhancer's
+    frames (fp32), and in fp16 stay within a code on average of them."""
+    fs = frames(CFA.GRBG, size=(64, 96), n=5)
+    ref = [cpu_enhance(net, f, 20.0) for f in fs]
+    for precision, mean_limit in (("fp32", 0.05), ("fp16", 1.0)):
+        with CudaRediEnhancer(net, None, precision=precision, gain=20.0, **variant) as enh:
+            out = []
+            for f in fs:
+                if len(enh._in_flight) == 2:
+                    out.append(enh.collect())
+                enh.submit(f)
+            while (o := enh.collect()) is not None:
+                out.append(o)
+        assert [o.index for o in out] == [f.index for f in fs]
+        for o, r in zip(out, ref):
+            diff = np.abs(o.rgb.astype(np.int64) - r)
+            assert diff.mean() < mean_limit, (precision, o.index, diff.mean())
+            if precision == "fp32":
+                assert diff.max() <= 1, (o.index, diff.max())
