@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Device, ModelKind, Precision, RunConfig
+from .config import CudaNet, Device, ModelKind, Precision, RunConfig
 from .errors import ConfigError, PipelineError, WeightsError
 from .frames import CFA
 
@@ -103,13 +103,14 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
         from .stream.gpu_enhance import CudaRediEnhancer
 
         return stack.enter_context(CudaRediEnhancer(
-            net, net.meta, device=device, precision=precision, streams=not cfg.sequential,
-            cuda_graph=cfg.cuda_graph, gain_multiplier=cfg.gain_multiplier, yuv=yuv420p, **common))
+            net, net.meta, device=device, precision=precision, streams=cfg.cuda_net == CudaNet.STREAMS,
+            fast=cfg.cuda_net == CudaNet.FAST, cuda_graph=cfg.cuda_graph, gain_multiplier=cfg.gain_multiplier, yuv=yuv420p, **common))
     # CPU: thread count picked by timing 1 vs 2 threads at warm-up (2 is 1.7x faster on an idle 2-core machine,
     # 3.5x slower when another process holds a core), and activation memory kept between frames.
     cpu_opts = dict(num_threads="auto", reuse_memory=True) if device == "cpu" else {}
     runner = stack.enter_context(TorchRunner(net, device=device, precision=precision,
-                                             streams=not cfg.sequential, cuda_graph=cfg.cuda_graph, **cpu_opts))
+                                             streams=cfg.cuda_net == CudaNet.STREAMS, fast=cfg.cuda_net == CudaNet.FAST,
+                                             cuda_graph=cfg.cuda_graph, **cpu_opts))
     # gain_multiplier None: the checkpoint's own default multiplier (5 for the official weights, 1 for ours).
     # --tile: fixed tiles; without it whole frames, switching to tiles by itself if the device runs out of memory.
     # --temporal-denoise runs on the host (kernels.temporal), so with it a GPU network goes through this path too.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import (
+    CudaNet,
     Device,
     ImageFormat,
     ModelKind,
@@ -55,7 +56,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", type=Path, help="checkpoint: ours or the official {'model': state_dict} format")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--precision", default="auto", help="auto, fp32, fp16 (CUDA) or bf16")
-    g.add_argument("--sequential", action="store_true", help="run the three branches one after another (CUDA)")
+    g.add_argument("--cuda-net", default="fast", metavar="FORM",
+                   help="CUDA: fast (the rewritten network, default), streams (the spec forward, its three branches on "
+                        "three CUDA streams) or sequential (the spec forward, one stream)")
+    g.add_argument("--sequential", dest="cuda_net", action="store_const", const="sequential",
+                   help="same as --cuda-net sequential")
     g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", help="do not capture CUDA graphs")
     g.add_argument("--tile", type=_tile, help="process in overlapping HxW tiles (multiples of 32) to save memory")
     g.add_argument("--denoise", action="store_true", help="classic model: bilateral (edge-preserving) denoise")
@@ -136,7 +141,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         weights=ns.weights,
         device=parse_enum(Device, ns.device, "--device"),
         precision=parse_enum(Precision, ns.precision, "--precision"),
-        sequential=ns.sequential,
+        cuda_net=parse_enum(CudaNet, ns.cuda_net, "--cuda-net"),
         cuda_graph=ns.cuda_graph,
         gain=ns.gain,
         gain_multiplier=ns.gain_multiplier,

@@ -46,6 +46,14 @@ class Precision(enum.StrEnum):
     BF16 = "bf16"
 
 
+class CudaNet(enum.StrEnum):
+    """How the network runs on a GPU (``docs/PERF_NOTES.md`` has each one's time)."""
+
+    FAST = "fast"  # FastRediNet (the NHWC rewrite), one stream: the fastest measured
+    STREAMS = "streams"  # the spec forward, HSE/MSE/LSE on three CUDA streams
+    SEQUENTIAL = "sequential"  # the spec forward, one stream
+
+
 class ImageFormat(enum.StrEnum):
     PNG = "png"
     TIFF = "tiff"
@@ -88,7 +96,7 @@ class RunConfig:
     weights: Path | None = None
     device: Device = Device.AUTO
     precision: Precision = Precision.AUTO
-    sequential: bool = False
+    cuda_net: CudaNet = CudaNet.FAST
     cuda_graph: bool = True
     gain: float | None = None
     gain_multiplier: float | None = None

@@ -177,11 +177,21 @@ def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
         (["x", "--camera", "0"], "exactly one input"),
         (["x", "--out", "o.mp4", "--device", "cpu", "--precision", "fp16"], "fp16"),
         (["x", "--out", "o.mp4", "--temporal-denoise", "0.5"], "--temporal-denoise"),
+        (["x", "--out", "o.mp4", "--cuda-net", "turbo"], "valid: fast, streams, sequential"),
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> None:
     assert main(argv) == EXIT_USAGE
     assert needle in _error_line(capsys)
+
+
+@pytest.mark.parametrize("extra, want", [([], "fast"), (["--cuda-net", "streams"], "streams"),
+                                          (["--sequential"], "sequential"), (["--cuda-net", "sequential"], "sequential")])
+def test_cuda_net_option(extra: list[str], want: str) -> None:
+    from redi_stream.cli import build_parser, build_run_config
+
+    cfg = build_run_config(build_parser().parse_args(["x", "--out", "o.mp4", *extra]))
+    assert cfg.cuda_net == want
 
 
 def test_missing_weights_file(clip: Path, tmp_path: Path, capsys) -> None:

@@ -231,6 +231,11 @@ class FastRediNet(nn.Module):
             self._scratch_key = key
         return self._scratch
 
+    def scratch_tensors(self) -> tuple[Tensor, ...]:
+        """The scratch buffers of the last input shape. A CUDA graph captured over ``forward`` writes into them at
+        replay, so its owner keeps these alive for as long as it keeps the graph (a new shape replaces them here)."""
+        return tuple(self._scratch.values())
+
     def _lse_fb2_exact(self, s4: Tensor) -> Tensor:
         """conv_L(LSE(s4)) by the two-step path (NHWC view out), for thin strips at the frame's edges: rows/columns
         0 and 1 of a strip of >= 3 (here 4) are exact (row 1 needs LSE row 2, which needs s4 row 3)."""

@@ -188,6 +188,8 @@ class TorchRunner:
         precision: 'fp32', 'fp16' (CUDA only) or 'bf16'.
         streams: on CUDA, run HSE/MSE/LSE on three streams (``StreamedRunner``); False runs them in sequence.
         cuda_graph: on CUDA, capture the device program once per input shape and replay it.
+        fast: on CUDA, run :class:`FastRediNet` on one stream instead of the spec forward (``streams`` then does
+            not apply); the fastest of the measured CUDA forms (``docs/PERF_NOTES.md``). The CPU always runs it.
         num_threads: CPU only: torch intra-op threads (process-wide): an int, ``"auto"`` (a :class:`ThreadTuner`
             times the candidates on the first frames and re-checks now and then), or None to leave torch's setting
             alone.
@@ -221,6 +223,7 @@ class TorchRunner:
         streams: bool = True,
         cuda_graph: bool = True,
         *,
+        fast: bool = False,
         num_threads: int | str | None = None,
         reuse_memory: bool = False,
     ) -> None:
@@ -237,9 +240,8 @@ class TorchRunner:
         self._outputs: dict[tuple[int, ...], np.ndarray] = {}
         self.cpu_gate = None
         if self.device.type == "cuda":
-            self._streamed = StreamedRunner(
-                model, self.device, self.precision, cuda_graph=cuda_graph, sequential=not streams
-            )
+            self._streamed = StreamedRunner(model, self.device, self.precision, cuda_graph=cuda_graph,
+                                            sequential=fast or not streams, fast=fast)
         else:
             if num_threads == "auto":
                 self._tuner = ThreadTuner()
@@ -347,6 +349,7 @@ class _Program:
     dev_in: Tensor  # f32 (N, 1, H, W) on the device: the graph's static input
     dev_out: Tensor | None = None  # f32 (N, H, W, 3): the graph's static output
     graph: "torch.cuda.CUDAGraph | None" = None
+    keep: tuple[Tensor, ...] = ()  # memory the graph writes that the program does not otherwise own
 
 
 class StreamedRunner:
@@ -513,6 +516,8 @@ class StreamedRunner:
         with torch.cuda.graph(graph):
             prog.dev_out = self._program_step(prog.dev_in)
         prog.graph = graph
+        if self.fast_net is not None:
+            prog.keep = self.fast_net.scratch_tensors()  # replaced in fast_net by the next shape's, still ours
 
     def _net(self) -> RediNet:
         if self.net is None:

@@ -123,9 +123,10 @@ class CudaRediEnhancer:
         model: a RediNet (the enhancer keeps its own folded copy on the device through a :class:`StreamedRunner`).
         weights_meta: ``model.WeightsMeta`` (``output``, ``gain_target``, ``gain_multiplier_default``) or None.
         device: 'cuda' or 'cuda:N'. precision: 'fp16' (default), 'fp32' or 'bf16'.
-        streams: three CUDA streams for the trunks; cuda_graph: capture the device program per slot.
-        channels_last, fast: the network variant (:class:`StreamedRunner`'s options of those names; ``fast`` runs
-            one stream, so it overrides ``streams``).
+        fast: run :class:`~redi_stream.model.fast.FastRediNet` (one stream), the fastest form measured on an H200
+            (``docs/PERF_NOTES.md``); False runs the spec forward, with ``streams``: on three CUDA streams.
+        channels_last: the spec forward with channels-last weights (measured, not faster; kept for other GPUs).
+        cuda_graph: capture the device program per slot.
         gain, gain_multiplier, smoothing_frames, out_dtype, isp: as :class:`~redi_stream.stream.RediEnhancer`.
         yuv: also download BT.709 yuv420p planes, attached to the returned frame as ``frame.yuv420p = (y, u, v)``
             (a sink that knows the attribute can skip its own RGB -> YUV conversion).
@@ -139,7 +140,7 @@ class CudaRediEnhancer:
                  streams: bool = True, cuda_graph: bool = True, gain: float | None = None,
                  gain_multiplier: float | None = None, smoothing_frames: float = 8.0, out_dtype=np.uint8,
                  isp: bool = True, yuv: bool = True, slots: int = 2, channels_last: bool = False,
-                 fast: bool = False) -> None:
+                 fast: bool = True) -> None:
         self.device = parse_device(device)
         if self.device.type != "cuda":
             raise ConfigError(f"CudaRediEnhancer needs a CUDA device, got {device!r}; use RediEnhancer on the CPU")

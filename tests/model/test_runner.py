@@ -222,6 +222,24 @@ def test_gpu_runner_variants_fp16_close_to_fp32(net, no_tf32, variant):
 
 
 @pytest.mark.gpu
+def test_gpu_fast_graphs_keep_their_scratch_across_shapes(net, no_tf32):
+    """FastRediNet keeps scratch buffers for the last shape only; each captured graph keeps its own alive, so a
+    graph replayed after another shape's capture writes into memory nobody else was given."""
+    rng = np.random.default_rng(8)
+    xs = [(rng.random(shape, dtype=np.float32) * 2).astype(np.float32) for shape in GPU_SHAPES]
+    with StreamedRunner(net, "cuda", "fp32", cuda_graph=True, fast=True, sequential=True) as runner:
+        for x in xs:
+            runner.run(x)  # capture the first shape, then the second (its scratch replaces the first's)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # freed blocks go back to the driver ...
+        junk = [torch.full((1 << 20,), float("nan"), device="cuda") for _ in range(32)]  # ... or to these
+        for x in xs:
+            np.testing.assert_allclose(runner.run(x), gpu_sequential_nhwc(net, x), rtol=0, atol=2e-5)
+            assert all(torch.isnan(j).all() for j in junk)  # no replay wrote into memory it does not own
+        del junk
+
+
+@pytest.mark.gpu
 def test_gpu_fast_needs_sequential(net):
     with pytest.raises(ConfigError, match="sequential=True"):
         StreamedRunner(net, "cuda", "fp16", fast=True)

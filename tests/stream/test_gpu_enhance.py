@@ -86,10 +86,11 @@ def no_tf32(monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "spec"])
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_cuda_fp32_equals_cpu_enhancer(net, no_tf32, cuda_graph):
+def test_cuda_fp32_equals_cpu_enhancer(net, no_tf32, cuda_graph, fast):
     fs = frames(CFA.GRBG, n=3)
-    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0) as enh:
+    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0, fast=fast) as enh:
         enh.warm_up(fs[0].shape, fs[0].meta)
         for f in fs:
             got = enh.process(f)
@@ -139,13 +140,14 @@ def test_cuda_process_close_to_cpu_enhancer(net, no_tf32, precision):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "spec"])
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_cuda_pipelined_equals_one_at_a_time(net, no_tf32, cuda_graph):
+def test_cuda_pipelined_equals_one_at_a_time(net, no_tf32, cuda_graph, fast):
     """Two frames in flight (submit i+1 before collect i) give the frames that process() gives, in fp32."""
     fs = frames(CFA.RGGB, size=(64, 96), n=5)
-    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0) as enh:
+    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0, fast=fast) as enh:
         ref = [enh.process(f).rgb for f in fs]
-    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0) as enh:
+    with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0, fast=fast) as enh:
         out = []
         for f in fs:
             if len(enh._in_flight) == 2:
@@ -170,10 +172,12 @@ def test_cuda_pinned_slot_reuse_does_not_corrupt_frames(net):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", [dict(channels_last=True), dict(fast=True)], ids=["channels_last", "fast"])
-def test_cuda_network_variants_equal_cpu_enhancer_pipelined(net, no_tf32, variant):
-    """The channels-last and FastRediNet variants, with graphs and two frames in flight, give the CPU enhancer's
-    frames (fp32), and in fp16 stay within a code on average of them."""
+@pytest.mark.parametrize("variant", [dict(fast=True), dict(fast=False), dict(fast=False, streams=False),
+                                     dict(fast=False, channels_last=True)],
+                         ids=["fast", "spec-streams", "spec-sequential", "spec-channels-last"])
+def test_cuda_network_forms_equal_cpu_enhancer_pipelined(net, no_tf32, variant):
+    """Every network form, with graphs and two frames in flight, gives the CPU enhancer's frames (fp32), and in
+    fp16 stays within a code on average of them."""
     fs = frames(CFA.GRBG, size=(64, 96), n=5)
     ref = [cpu_enhance(net, f, 20.0) for f in fs]
     for precision, mean_limit in (("fp32", 0.05), ("fp16", 1.0)):
