@@ -810,11 +810,12 @@ def load_initial_weights(model: RediNet, path: str | Path) -> None:
             plain = load_weights(path)
         except WeightsError as as_weights:
             raise WeightsError(f"--init-from {path}: {as_checkpoint}; {as_weights}") from as_weights
+        ref = next(model.parameters())  # the model's device and dtype (it may already sit on a GPU)
         with torch.no_grad():
             for name, src in plain.named_modules():
                 if isinstance(src, nn.Conv2d):
                     dst = model.get_submodule(name)
-                    dst.weight = src.weight.detach().clone()
+                    dst.weight = src.weight.detach().to(ref.device, ref.dtype).clone()
                     if src.bias is not None:
                         dst.bias.copy_(src.bias)
         return

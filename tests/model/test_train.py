@@ -483,6 +483,23 @@ def test_init_from_exported_weights_starts_from_the_same_network(tmp_path, tiny_
         train(tiny_config(tiny_data, tmp_path / "c", init_from=junk, **one))
 
 
+def test_init_from_exported_weights_follows_the_models_device_and_dtype(tmp_path):
+    """The folded weights are moved to the model's device and dtype (training builds the model on the GPU first)."""
+    from redi_stream.model.train import load_initial_weights
+    from redi_stream.model.weights import WeightsMeta, save_weights
+
+    torch.manual_seed(0)
+    src = RediNet().eval()
+    path = tmp_path / "w.pt"
+    save_weights(src, path, WeightsMeta(version="test"))
+    model = RediNet().double()
+    load_initial_weights(model, path)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    x = torch.rand(1, 1, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x).float(), src(x.float()), rtol=0, atol=1e-5)
+
+
 def test_white_balance_ranges_are_validated_and_old_checkpoints_resume_with_their_own(tmp_path, tiny_data):
     with pytest.raises(ConfigError, match="red_gain_range"):
         tiny_config(tiny_data, tmp_path, red_gain_range=(2.0, 1.0))
