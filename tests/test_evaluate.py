@@ -11,6 +11,7 @@ import torch
 from redi_stream.errors import ConfigError
 from redi_stream.evaluate import EvalConfig, evaluate, format_table, held_out_stills, load_model_for_eval, main
 from redi_stream.model.net import RediNet
+from redi_stream.model.runner import TorchRunner
 from redi_stream.model.weights import WeightsMeta, save_weights
 from tests.conftest import write_tiny_photos_and_noise
 
@@ -30,7 +31,7 @@ def tiny(tmp_path_factory):
 def test_evaluate_emits_all_keys(tiny):
     photos, noise, _, model = tiny
     cfg = EvalConfig(test_dirs=(photos,), noise_params=noise, cameras=("TestCam",), count=2, video_frames=3,
-                     ratios=(100.0, 300.0))
+                     ratios=(100.0, 300.0), demo_frames=2)
     result = evaluate(cfg, model=model)
     assert set(result["stills"]) == {"redi_true_ratio", "redi_auto_gain", "classic"}
     for entry in result["stills"].values():
@@ -46,7 +47,11 @@ def test_evaluate_emits_all_keys(tiny):
     assert all(m["temporal_std"] >= 0 for m in v["methods"].values())
     assert v["methods"]["redi_true_ratio"]["gain_cv"] == 0.0
     assert np.isfinite(result["reference_vs_photo_psnr"])
-    assert "redi_true_ratio" in format_table(result)
+    d = result["demo"]
+    assert d["frames"] == 2 and 0.05 < d["dark_fraction"] < 0.95  # the demo photo has dark areas, and others
+    assert set(d["methods"]) == {"redi_true_ratio", "redi_auto_gain", "classic"}
+    assert all(len(m["dark_offset"]) == 3 and np.isfinite(m["psnr"]) for m in d["methods"].values())
+    assert "redi_true_ratio" in format_table(result) and "dark offset" in format_table(result)
     json.dumps(result)  # JSON-able
 
 
@@ -54,10 +59,12 @@ def test_eval_cli_writes_json(tiny, tmp_path, capsys):
     photos, noise, weights, _ = tiny
     out = tmp_path / "r.json"
     rc = main([str(weights), "--test-data", str(photos), "--noise-params", str(noise), "--cameras", "TestCam",
-               "--count", "1", "--video-frames", "0", "--ratios", "250", "--no-classic", "--json", str(out)])
+               "--count", "1", "--video-frames", "0", "--ratios", "250", "--no-classic", "--demo-frames", "0",
+               "--json", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
     assert set(data["stills"]) == {"redi_true_ratio", "redi_auto_gain"} and "video" not in data
+    assert "demo" not in data
     assert "PSNR" in capsys.readouterr().out
     assert load_model_for_eval(weights).meta.version == "random"
 
@@ -68,6 +75,8 @@ def test_eval_config_validation(tiny):
         EvalConfig(test_dirs=(photos,), noise_params=noise, ratios=(1000.0,))
     with pytest.raises(ConfigError, match="weights"):
         evaluate(EvalConfig(test_dirs=(photos,), noise_params=noise, cameras=("TestCam",), count=1))
+    with pytest.raises(ConfigError, match="demo_frames"):
+        EvalConfig(test_dirs=(photos,), noise_params=noise, demo_frames=-1)
 
 
 def test_white_balance_of_the_held_out_pairs_is_a_setting(tiny, tmp_path, capsys):
@@ -86,7 +95,8 @@ def test_white_balance_of_the_held_out_pairs_is_a_setting(tiny, tmp_path, capsys
     assert len(tungsten) == 2 and all(1.0 <= r <= 1.3 and 2.4 <= b <= 3.0 for r, b in tungsten)
     out = tmp_path / "e.json"
     assert main([str(weights), "--test-data", str(photos), "--noise-params", str(noise), "--cameras", "TestCam",
-                 "--count", "1", "--ratios", "100", "--video-frames", "0", "--no-classic", "--red-gain-range", "1",
+                 "--count", "1", "--ratios", "100", "--video-frames", "0", "--demo-frames", "0", "--no-classic",
+                 "--red-gain-range", "1",
                  "1.3", "--blue-gain-range", "2.4", "3", "--json", str(out)]) == 0
     config = json.loads(out.read_text())["config"]
     assert config["red_gain_range"] == [1.0, 1.3] and config["blue_gain_range"] == [2.4, 3.0]
@@ -113,3 +123,21 @@ def test_shipped_gain_target_is_calibrated_on_the_held_out_population(shared_dat
         q.append(kernels.estimate_gain(frame.data, meta.black_level_array, meta.white_level, target=target) / ratio)
     assert len(q) == 600
     assert 0.95 <= float(np.median(q)) <= 1.06, float(np.median(q))
+
+
+def test_shipped_weights_do_not_lift_the_demo_clips_dark_areas():
+    """The embedded demo clip is mostly dark, saturated surfaces. Weights that lift dark areas or veil them in colour
+    show it here while scoring well on the BSDS500 stills: a GPU-trained candidate of 2026-12-04 was +0.3 dB on the
+    held-out stills at x100 and lifted these pixels by +11.4/+22.6/+37.0 codes (R/G/B) at the true ratio on these 4
+    frames. The shipped 0.1.3 weights: +0.0/+5.0/+11.7."""
+    from redi_stream.evaluate import evaluate_demo_clip
+    from redi_stream.model.weights import default_weights_path, load_weights
+
+    path = default_weights_path()
+    if path is None:
+        pytest.skip("no packaged weights in this build")
+    model = load_weights(path)
+    with TorchRunner(model, "cpu") as runner:
+        demo = evaluate_demo_clip(runner, model.meta, 4, classic=False)
+    offset = demo["methods"]["redi_true_ratio"]["dark_offset"]
+    assert max(abs(v) for v in offset) <= 20.0, offset
