@@ -28,6 +28,18 @@ def frames(cfa: CFA, size=(62, 90), n=2):
     return [src.read(i) for i in range(n)]
 
 
+def pipelined(enh, fs):
+    """Two frames in flight: submit frame i + 1 before collecting frame i; returns every output, in order."""
+    out = []
+    for f in fs:
+        if len(enh._in_flight) == 2:
+            out.append(enh.collect())
+        enh.submit(f)
+    while (o := enh.collect()) is not None:
+        out.append(o)
+    return out
+
+
 def cpu_enhance(net, frame, gain, out_dtype=np.uint8):
     with TorchRunner(net, "cpu") as runner, RediEnhancer(runner, None, gain=gain, out_dtype=out_dtype) as enh:
         return enh.process(frame).rgb
@@ -113,13 +125,7 @@ def test_cuda_fp16_close_to_fp32_and_pipelined_order(net):
     with CudaRediEnhancer(net, None, precision="fp32", gain=20.0) as ref_enh:
         ref = [ref_enh.process(f).rgb.astype(np.int64) for f in fs]
     with CudaRediEnhancer(net, None, precision="fp16", gain=20.0) as enh:
-        out = []
-        for f in fs:  # two in flight: submit i+1 before collecting i
-            if len(enh._in_flight) == 2:
-                out.append(enh.collect())
-            enh.submit(f)
-        while (o := enh.collect()) is not None:
-            out.append(o)
+        out = pipelined(enh, fs)
         with pytest.raises(RuntimeError):
             enh.submit(fs[0]), enh.submit(fs[1]), enh.submit(fs[2])
     assert [o.index for o in out] == [f.index for f in fs]
@@ -148,13 +154,7 @@ def test_cuda_pipelined_equals_one_at_a_time(net, no_tf32, cuda_graph, fast):
     with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0, fast=fast) as enh:
         ref = [enh.process(f).rgb for f in fs]
     with CudaRediEnhancer(net, None, precision="fp32", cuda_graph=cuda_graph, gain=20.0, fast=fast) as enh:
-        out = []
-        for f in fs:
-            if len(enh._in_flight) == 2:
-                out.append(enh.collect())
-            enh.submit(f)
-        while (o := enh.collect()) is not None:
-            out.append(o)
+        out = pipelined(enh, fs)
     for o, r in zip(out, ref):
         assert np.abs(o.rgb.astype(np.int64) - r).max() <= 1, o.index
 
@@ -182,13 +182,7 @@ def test_cuda_network_forms_equal_cpu_enhancer_pipelined(net, no_tf32, variant):
     ref = [cpu_enhance(net, f, 20.0) for f in fs]
     for precision, mean_limit in (("fp32", 0.05), ("fp16", 1.0)):
         with CudaRediEnhancer(net, None, precision=precision, gain=20.0, **variant) as enh:
-            out = []
-            for f in fs:
-                if len(enh._in_flight) == 2:
-                    out.append(enh.collect())
-                enh.submit(f)
-            while (o := enh.collect()) is not None:
-                out.append(o)
+            out = pipelined(enh, fs)
         assert [o.index for o in out] == [f.index for f in fs]
         for o, r in zip(out, ref):
             diff = np.abs(o.rgb.astype(np.int64) - r)
