@@ -96,20 +96,21 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
     net = load_network(cfg)
     device, precision = resolve_device(cfg)
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
+    # The network's form on a GPU (--cuda-net): FastRediNet on one stream, or the spec forward on three or one.
+    form = dict(streams=cfg.cuda_net == CudaNet.STREAMS, fast=cfg.cuda_net == CudaNet.FAST)
     if device == "cuda" and cfg.tile is None and not cfg.temporal_denoise_frames:
-        # The GPU path: raw uint16 uploaded from pinned double-buffered slots, pack/gain/ISP on the GPU, the three
-        # branches on CUDA streams inside graphs (docs/PERF_NOTES.md). With a yuv420p video sink the planes are made
+        # The GPU path: raw uint16 uploaded from pinned double-buffered slots, pack/gain/ISP on the GPU, the network
+        # inside CUDA graphs (docs/PERF_NOTES.md). With a yuv420p video sink the planes are made
         # on the GPU too (gpu_ops.rgb_to_yuv420p, equal to the CPU kernel on an H100), so the sink converts nothing.
         from .stream.gpu_enhance import CudaRediEnhancer
 
         return stack.enter_context(CudaRediEnhancer(
-            net, net.meta, device=device, precision=precision, streams=cfg.cuda_net == CudaNet.STREAMS,
-            fast=cfg.cuda_net == CudaNet.FAST, cuda_graph=cfg.cuda_graph, gain_multiplier=cfg.gain_multiplier, yuv=yuv420p, **common))
+            net, net.meta, device=device, precision=precision, **form, cuda_graph=cfg.cuda_graph,
+            gain_multiplier=cfg.gain_multiplier, yuv=yuv420p, **common))
     # CPU: thread count picked by timing 1 vs 2 threads at warm-up (2 is 1.7x faster on an idle 2-core machine,
     # 3.5x slower when another process holds a core), and activation memory kept between frames.
     cpu_opts = dict(num_threads="auto", reuse_memory=True) if device == "cpu" else {}
-    runner = stack.enter_context(TorchRunner(net, device=device, precision=precision,
-                                             streams=cfg.cuda_net == CudaNet.STREAMS, fast=cfg.cuda_net == CudaNet.FAST,
+    runner = stack.enter_context(TorchRunner(net, device=device, precision=precision, **form,
                                              cuda_graph=cfg.cuda_graph, **cpu_opts))
     # gain_multiplier None: the checkpoint's own default multiplier (5 for the official weights, 1 for ours).
     # --tile: fixed tiles; without it whole frames, switching to tiles by itself if the device runs out of memory.
