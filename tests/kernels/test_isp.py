@@ -163,3 +163,27 @@ def test_fused_isp_yuv_rejects_odd_sizes_and_uint16() -> None:
     lin = np.zeros((4, 4, 3), np.float32)
     with pytest.raises(ValueError, match="uint8"):
         apply_isp_yuv420p(lin, ONES, EYE, np.empty((4, 4, 3), np.uint16), *_yuv_planes(4, 4))
+
+
+@pytest.mark.parametrize("with_rgb", [True, False])
+def test_fused_isp_yuv_writes_only_inside_padded_rows(with_rgb: bool) -> None:
+    """Planes and RGB whose rows are padded (an AVFrame's line size, a crop of a wider buffer) get exactly the values
+    of unpadded outputs, and the bytes past each row's width stay as they were."""
+    rng = np.random.default_rng(8)
+    h, w = 6, 10
+    lin = unpack_crop(rng.random((16, 16, 3), dtype=np.float32), CFA.GRBG, h, w)
+    wb = np.array([1.9, 1.0, 1.4], dtype=np.float32)
+    want_rgb = np.empty((h, w, 3), np.uint8)
+    want = apply_isp_yuv420p(lin, wb, EYE, want_rgb, *_yuv_planes(h, w))
+    bufs = [np.full((h, w + 5), 77, np.uint8), np.full((h // 2, w // 2 + 3), 77, np.uint8),
+            np.full((h // 2, w // 2 + 3), 77, np.uint8)]
+    rgb_buf = np.full((h, w + 2, 3), 77, np.uint8)
+    planes = [b[:, : p.shape[1]] for b, p in zip(bufs, want[1:])]
+    apply_isp_yuv420p(lin, wb, EYE, rgb_buf[:, :w] if with_rgb else None, *planes)
+    for got, ref in zip(planes, want[1:]):
+        np.testing.assert_array_equal(got, ref)
+    for b, p in zip(bufs, planes):
+        assert np.all(b[:, p.shape[1]:] == 77)
+    if with_rgb:
+        np.testing.assert_array_equal(rgb_buf[:, :w], want_rgb)
+    assert np.all(rgb_buf[:, w:] == 77) and (with_rgb or np.all(rgb_buf == 77))
