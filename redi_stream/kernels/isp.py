@@ -13,6 +13,8 @@ import functools
 import numpy as np
 from numba import njit
 
+from redi_stream.kernels.rows import deinterleave, interleave, row, rows_in, write_rows
+
 #: The uint16 curve table is indexed by ``u = sqrt(x)``: in u the curve's slope is bounded (<= 1.45 of full
 #: scale), unlike in x (12.92 at the toe), so a small uniform table is accurate everywhere.
 SRGB_LUT_U16_SIZE = 4096  # linear interpolation: error <= 0.06 code before rounding
@@ -74,74 +76,6 @@ def _srgb_u8(s, p, toe, toe_slope):
     return toe_slope * s if s <= toe else e
 
 
-def _rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Row access for the kernels: ``(body, last)`` with ``body[y]`` (y < H - 1) the flat row ``a[y]`` followed by
-    the gap up to the next row (the kernels read only its first ``W * C`` values), and ``last`` the flat last row.
-    Both are C-contiguous views of ``a`` (no copy), and numba compiles loops over C-contiguous rows to SIMD code; a
-    strided 3-D view such as ``unpack_crop``'s was read with scalar loads (1080p ISP + YUV: 9.2 vs 5.4 ms, float to
-    uint8: 12 vs 1.2 ms). None if ``a``'s rows are not each contiguous (e.g. a column-flipped or broadcast view).
-
-    ``a``: (H, W) or (H, W, C), H >= 1. Writes through ``body`` and ``last`` land in ``a``.
-    """
-    isz = a.itemsize
-    if a.shape[0] < 1:
-        return None
-    row = a[0]
-    if not row.flags.c_contiguous or a.strides[0] < row.size * isz or a.strides[0] % isz:
-        return None
-    body = np.lib.stride_tricks.as_strided(a, shape=(a.shape[0] - 1, a.strides[0] // isz), strides=(a.strides[0], isz))
-    return body, a[-1].reshape(-1)
-
-
-def _rows_in(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_rows` of an input, copied first if its rows are not contiguous (a rare layout: not the pipeline's)."""
-    r = _rows(a)
-    return r if r is not None else _rows(np.ascontiguousarray(a))  # type: ignore[return-value]
-
-
-def _write(kernel, args: tuple, outs: list[np.ndarray]) -> None:
-    """``kernel(*args, *rows of outs[0], *rows of outs[1], ...)``, each output as a :func:`_rows` pair; an output
-    whose rows are not contiguous is written through a C-contiguous temporary and copied back."""
-    rows: list[np.ndarray] = []
-    back = []
-    for o in outs:
-        r = _rows(o)
-        if r is None:
-            tmp = np.empty(o.shape, o.dtype)
-            back.append((o, tmp))
-            r = _rows(tmp)
-        rows += r
-    kernel(*args, *rows)
-    for o, tmp in back:
-        o[...] = tmp
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _row(body, last, y):
-    """Row ``y`` of a :func:`_rows` pair."""
-    return body[y] if y < body.shape[0] else last
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _deinterleave(src, planar):
-    """A flat interleaved RGB row (3 W,) into the (3, W) planes ``planar``."""
-    pr, pg, pb = planar[0], planar[1], planar[2]
-    for x in range(planar.shape[1]):
-        pr[x] = src[3 * x]
-        pg[x] = src[3 * x + 1]
-        pb[x] = src[3 * x + 2]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _interleave(planes, dst):
-    """(3, W) planes into a flat interleaved row ``dst`` (3 W,)."""
-    cr, cg, cb = planes[0], planes[1], planes[2]
-    for x in range(planes.shape[1]):
-        dst[3 * x] = cr[x]
-        dst[3 * x + 1] = cg[x]
-        dst[3 * x + 2] = cb[x]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _isp_row_u8(src, mm, poly, planar, codes, dst, store):
     """One row of :func:`apply_isp` to uint8: ``src`` (3 W,) float32 interleaved RGB -> ``codes`` (3, W) uint8
@@ -155,14 +89,14 @@ def _isp_row_u8(src, mm, poly, planar, codes, dst, store):
     toe_slope = np.float32(255.0 * 12.92)
     half = np.float32(0.5)
     pr, pg, pb = planar[0], planar[1], planar[2]
-    _deinterleave(src, planar)
+    deinterleave(src, planar)
     for c in range(3):
         a0, a1, a2 = mm[3 * c], mm[3 * c + 1], mm[3 * c + 2]
         cc = codes[c]
         for x in range(planar.shape[1]):
             cc[x] = np.int32(_srgb_u8(_clip01(a0 * pr[x] + a1 * pg[x] + a2 * pb[x]), p, toe, toe_slope) + half)
     if store:  # else planes only (apply_isp_yuv420p with out=None)
-        _interleave(codes, dst)
+        interleave(codes, dst)
 
 
 # FMA contraction only (no other fast-math: NaN must still clip to 0): the curve's polynomial runs ~2 ms faster
@@ -172,14 +106,14 @@ _FM = {"contract"}
 
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _apply_isp_u8(lin_body, lin_last, wb, m, poly, out_body, out_last):
-    """See :func:`apply_isp`; ``poly`` is ``_srgb_poly_u8()``; rows as :func:`_rows` pairs."""
+    """See :func:`apply_isp`; ``poly`` is ``_srgb_poly_u8()``; rows as ``rows.rows`` pairs."""
     h = lin_body.shape[0] + 1
     w = lin_last.shape[0] // 3
     mm = _wb_matrix(wb, m)
     planar = np.empty((3, w), np.float32)
     codes = np.empty((3, w), np.uint8)
     for y in range(h):
-        _isp_row_u8(_row(lin_body, lin_last, y), mm, poly, planar, codes, _row(out_body, out_last, y), True)
+        _isp_row_u8(row(lin_body, lin_last, y), mm, poly, planar, codes, row(out_body, out_last, y), True)
 
 
 @njit(cache=True, nogil=True)
@@ -199,7 +133,7 @@ def _apply_isp_u16(lin_body, lin_last, wb, m, lut, out_body, out_last):
     codes = np.empty((3, w), np.uint16)
     pr, pg, pb = planar[0], planar[1], planar[2]
     for y in range(h):
-        _deinterleave(_row(lin_body, lin_last, y), planar)
+        deinterleave(row(lin_body, lin_last, y), planar)
         for c in range(3):
             a0, a1, a2 = mm[3 * c], mm[3 * c + 1], mm[3 * c + 2]
             for x in range(w):
@@ -208,7 +142,7 @@ def _apply_isp_u16(lin_body, lin_last, wb, m, lut, out_body, out_last):
             for x in range(w):
                 i = min(np.int32(t[x]), n - np.int32(1))
                 cc[x] = np.int32(value[i] + (t[x] - np.float32(i)) * slope[i] + half)
-        _interleave(codes, _row(out_body, out_last, y))
+        interleave(codes, row(out_body, out_last, y))
 
 
 def _isp_args(
@@ -240,8 +174,9 @@ def apply_isp(lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, out: np.
         ``out``; within 1 code value of the exact curve (``reference.apply_isp``). The sRGB curve is a polynomial
         in x^(1/4) for uint8 and a table indexed by sqrt(x), interpolated, for uint16.
 
-    ``lin`` and ``out`` reach the kernel as C-contiguous rows (:func:`_rows`), so one specialisation serves every
-    layout whose rows are contiguous (``unpack_crop`` views included). Single-threaded (prange measured 1.3x on 2 shared cores: not worth a thread pool next to the network).
+    ``lin`` and ``out`` reach the kernel as C-contiguous rows (``rows.rows``), so one specialisation serves every
+    layout whose rows are contiguous (``unpack_crop`` views included). Single-threaded (prange measured 1.3x on 2
+    shared cores: not worth a thread pool next to the network).
     """
     wb, m = _isp_args(lin, wb, cam_to_srgb, out)
     if out.dtype == np.uint8:
@@ -252,7 +187,7 @@ def apply_isp(lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, out: np.
         raise ValueError(f"out must be uint8 or uint16, got {out.dtype}")
     if out.size == 0:
         return out
-    _write(kernel, (*_rows_in(lin), wb, m, table), [out])
+    write_rows(kernel, (*rows_in(lin), wb, m, table), [out])
     return out
 
 
@@ -266,13 +201,13 @@ def _maxval(out: np.ndarray) -> int:
 
 @njit(cache=True, nogil=True)
 def _float_to_uint(img_body, img_last, maxval, out_body, out_last):
-    """See :func:`float_to_uint`; rows as :func:`_rows` pairs (flat, 3 W values each), maxval float32."""
+    """See :func:`float_to_uint`; rows as ``rows.rows`` pairs (flat, 3 W values each), maxval float32."""
     h = img_body.shape[0] + 1
     n = img_last.shape[0]
     half = np.float32(0.5)
     for y in range(h):
-        src = _row(img_body, img_last, y)
-        dst = _row(out_body, out_last, y)
+        src = row(img_body, img_last, y)
+        dst = row(out_body, out_last, y)
         for k in range(n):
             dst[k] = np.int32(_clip01(src[k]) * maxval + half)
 
@@ -294,7 +229,7 @@ def float_to_uint(img: np.ndarray, out: np.ndarray) -> np.ndarray:
         )
     for i in range(img.shape[0]) if img.ndim == 4 else (...,):
         if out[i].size:
-            _write(_float_to_uint, (*_rows_in(img[i]), maxval), [out[i]])
+            write_rows(_float_to_uint, (*rows_in(img[i]), maxval), [out[i]])
     return out
 
 
@@ -318,7 +253,7 @@ _BT709_F32 = (
 def _yuv_rows(r0, g0, b0, r1, g1, b1, y0, y1, u_row, v_row, w):
     """Y of two rows and U, V of their 2x2 blocks from uint8 R, G, B planes (BT.709 limited range, see
     :func:`rgb_to_yuv420p`); the first ``w`` values of ``y0`` and ``y1`` and ``w / 2`` of ``u_row`` and ``v_row``
-    (uint8 :func:`_rows` rows, which may run on past them) are overwritten."""
+    (uint8 ``rows.rows`` rows, which may run on past them) are overwritten."""
     kr, kg, kb, sy, su, sv, off_y, off_c = _BT709_F32
     quarter = np.float32(0.25)
     lo = np.float32(0.0)
@@ -340,16 +275,16 @@ def _yuv_rows(r0, g0, b0, r1, g1, b1, y0, y1, u_row, v_row, w):
 
 @njit(cache=True, nogil=True)
 def _rgb_to_yuv420p(rgb_body, rgb_last, y_body, y_last, u_body, u_last, v_body, v_last):
-    """See :func:`rgb_to_yuv420p`; every array as a :func:`_rows` pair."""
+    """See :func:`rgb_to_yuv420p`; every array as a ``rows.rows`` pair."""
     h = rgb_body.shape[0] + 1
     w = rgb_last.shape[0] // 3
     codes = np.empty((2, 3, w), np.uint8)
     for j in range(h // 2):
         for k in range(2):
-            _deinterleave(_row(rgb_body, rgb_last, 2 * j + k), codes[k])
+            deinterleave(row(rgb_body, rgb_last, 2 * j + k), codes[k])
         _yuv_rows(codes[0, 0], codes[0, 1], codes[0, 2], codes[1, 0], codes[1, 1], codes[1, 2],
-                  _row(y_body, y_last, 2 * j), _row(y_body, y_last, 2 * j + 1),
-                  _row(u_body, u_last, j), _row(v_body, v_last, j), w)
+                  row(y_body, y_last, 2 * j), row(y_body, y_last, 2 * j + 1),
+                  row(u_body, u_last, j), row(v_body, v_last, j), w)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -357,7 +292,7 @@ def _apply_isp_yuv420p(lin_body, lin_last, wb, m, poly, store, out_body, out_las
                        y_body, y_last, u_body, u_last, v_body, v_last):
     """See :func:`apply_isp_yuv420p`: two rows at a time, the YUV computed from the rows' uint8 planes while they
     are in cache (the same arithmetic as :func:`_rgb_to_yuv420p`, so the planes are identical). Every array as a
-    :func:`_rows` pair; ``store``: also write the interleaved RGB rows."""
+    ``rows.rows`` pair; ``store``: also write the interleaved RGB rows."""
     h = lin_body.shape[0] + 1
     w = lin_last.shape[0] // 3
     mm = _wb_matrix(wb, m)
@@ -365,12 +300,11 @@ def _apply_isp_yuv420p(lin_body, lin_last, wb, m, poly, store, out_body, out_las
     codes = np.empty((2, 3, w), np.uint8)
     for j in range(h // 2):
         for k in range(2):
-            row = 2 * j + k
-            _isp_row_u8(_row(lin_body, lin_last, row), mm, poly, planar, codes[k], _row(out_body, out_last, row),
-                        store)
+            r = 2 * j + k
+            _isp_row_u8(row(lin_body, lin_last, r), mm, poly, planar, codes[k], row(out_body, out_last, r), store)
         _yuv_rows(codes[0, 0], codes[0, 1], codes[0, 2], codes[1, 0], codes[1, 1], codes[1, 2],
-                  _row(y_body, y_last, 2 * j), _row(y_body, y_last, 2 * j + 1),
-                  _row(u_body, u_last, j), _row(v_body, v_last, j), w)
+                  row(y_body, y_last, 2 * j), row(y_body, y_last, 2 * j + 1),
+                  row(u_body, u_last, j), row(v_body, v_last, j), w)
 
 
 def _check_yuv_planes(h: int, w: int, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
@@ -390,7 +324,7 @@ def apply_isp_yuv420p(
     The outputs are identical to the two calls made one after the other (tested). With ``out=None`` no RGB image is
     written at all, which two passes could not do. Speed (1080p, ``python -m redi_stream.kernels.bench``, Intel
     development CPU, 2026-12-07): 5.0-5.2 ms for the planes only, 5.6-6.0 ms with ``out``, against 3.9 + 1.4 ms for
-    the two passes. Since the kernels read C-contiguous rows (:func:`_rows`), two passes cost no more than one.
+    the two passes. Since the kernels read C-contiguous rows (``rows.rows``), two passes cost no more than one.
 
     Args:
         lin, wb, cam_to_srgb: as for :func:`apply_isp` (``lin`` (H, W, 3) float32, H and W even).
@@ -408,11 +342,11 @@ def apply_isp_yuv420p(
     _check_yuv_planes(h, w, y, u, v)
     if h == 0:
         return out, y, u, v
-    args = (*_rows_in(lin), wb, m, _srgb_poly_u8())
+    args = (*rows_in(lin), wb, m, _srgb_poly_u8())
     if out is None:  # rows the kernel never writes (store=False)
-        _write(_apply_isp_yuv420p, (*args, False, np.empty((0, 0), np.uint8), np.empty(0, np.uint8)), [y, u, v])
+        write_rows(_apply_isp_yuv420p, (*args, False, np.empty((0, 0), np.uint8), np.empty(0, np.uint8)), [y, u, v])
     else:
-        _write(_apply_isp_yuv420p, (*args, True), [out, y, u, v])
+        write_rows(_apply_isp_yuv420p, (*args, True), [out, y, u, v])
     return out, y, u, v
 
 
@@ -437,5 +371,5 @@ def rgb_to_yuv420p(
     h, w, _ = rgb.shape
     _check_yuv_planes(h, w, y, u, v)
     if h:
-        _write(_rgb_to_yuv420p, _rows_in(rgb), [y, u, v])
+        write_rows(_rgb_to_yuv420p, rows_in(rgb), [y, u, v])
     return y, u, v

@@ -37,6 +37,8 @@ import math
 import numpy as np
 from numba import njit
 
+from redi_stream.kernels.rows import deinterleave, interleave, row, rows_in
+
 #: Ramp of the blend factor in units of the noise scale: below ``LO`` the change is noise, above ``HI`` motion.
 LO, HI = 2.0, 4.0
 #: Added to the level before its square root (linear units; the network's output is in [0, 1]).
@@ -63,8 +65,10 @@ def _mad_scale(d, n):
 
 
 @njit(cache=True, nogil=True)
-def _noise_scale(lin, eps, step):
-    h, w, _ = lin.shape
+def _noise_scale(lin_body, lin_last, eps, step):
+    """See :func:`noise_scale`; ``lin`` as a ``rows.rows`` pair."""
+    h = lin_body.shape[0] + 1
+    w = lin_last.shape[0] // 3
     rows = (h + step - 1) // step
     if w < 2 or rows == 0:
         return 0.0
@@ -72,10 +76,10 @@ def _noise_scale(lin, eps, step):
     third = np.float32(1.0 / 3.0)
     n = 0
     for y in range(0, h, step):
-        row = lin[y]
-        prev = (row[0, 0] + row[0, 1] + row[0, 2]) * third
+        src = row(lin_body, lin_last, y)
+        prev = (src[0] + src[1] + src[2]) * third
         for x in range(1, w):
-            cur = (row[x, 0] + row[x, 1] + row[x, 2]) * third
+            cur = (src[3 * x] + src[3 * x + 1] + src[3 * x + 2]) * third
             v = _stabilised_diff(cur, prev, eps)
             if v == v:  # skip NaN
                 d[n] = v
@@ -85,8 +89,10 @@ def _noise_scale(lin, eps, step):
 
 
 @njit(cache=True, nogil=True)
-def _temporal_noise_scale(lin, state, eps, step):
-    h, w, _ = lin.shape
+def _temporal_noise_scale(lin_body, lin_last, state_body, state_last, eps, step):
+    """See :func:`temporal_noise_scale`; ``lin`` and ``state`` as ``rows.rows`` pairs."""
+    h = lin_body.shape[0] + 1
+    w = lin_last.shape[0] // 3
     rows = (h + step - 1) // step
     if w == 0 or rows == 0:
         return 0.0
@@ -94,11 +100,11 @@ def _temporal_noise_scale(lin, state, eps, step):
     third = np.float32(1.0 / 3.0)
     n = 0
     for y in range(0, h, step):
-        row = lin[y]
-        srow = state[y]
+        src = row(lin_body, lin_last, y)
+        srow = row(state_body, state_last, y)
         for x in range(w):
-            cur = (row[x, 0] + row[x, 1] + row[x, 2]) * third
-            old = (srow[x, 0] + srow[x, 1] + srow[x, 2]) * third
+            cur = (src[3 * x] + src[3 * x + 1] + src[3 * x + 2]) * third
+            old = (srow[3 * x] + srow[3 * x + 1] + srow[3 * x + 2]) * third
             v = _stabilised_diff(cur, old, eps)
             if v == v:  # skip NaN
                 d[n] = v
@@ -118,7 +124,9 @@ def temporal_noise_scale(lin: np.ndarray, state: np.ndarray) -> float:
     _check_lin(state)
     if state.shape != lin.shape:
         raise ValueError(f"state must have the frame's shape {lin.shape}, got {state.shape}")
-    return float(_temporal_noise_scale(lin, state, np.float32(LEVEL_EPS), ROW_STEP))
+    if lin.shape[0] == 0:
+        return 0.0
+    return float(_temporal_noise_scale(*rows_in(lin), *rows_in(state), np.float32(LEVEL_EPS), ROW_STEP))
 
 
 def combined_noise_scale(temporal: float, spatial: float) -> float:
@@ -136,38 +144,42 @@ def noise_scale(lin: np.ndarray) -> float:
         lin: (H, W, 3) float32 linear RGB (any strides).
     """
     _check_lin(lin)
-    return float(_noise_scale(lin, np.float32(LEVEL_EPS), ROW_STEP))
+    if lin.shape[0] == 0:
+        return 0.0
+    return float(_noise_scale(*rows_in(lin), np.float32(LEVEL_EPS), ROW_STEP))
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _temporal_denoise(lin, state, k_min, inv_sigma, lo, hi, eps):
-    h, w, _ = lin.shape
+def _temporal_denoise(lin_body, lin_last, state, k_min, inv_sigma, lo, hi, eps):
+    """See :func:`temporal_denoise`; ``lin`` as a ``rows.rows`` pair, ``state`` (H, 3 W) C-contiguous. Per row:
+    the frame and the state into planes, the blend factor of each pixel, the blend, the state back (SIMD loops)."""
+    h = lin_body.shape[0] + 1
+    w = lin_last.shape[0] // 3
     third = np.float32(1.0 / 3.0)
     span = np.float32(1.0) / (hi - lo)
     zero = np.float32(0.0)
     one = np.float32(1.0)
+    new = np.empty((3, w), np.float32)
+    old = np.empty((3, w), np.float32)
+    blend = np.empty(w, np.float32)
+    r, g, b = new[0], new[1], new[2]
+    sr, sg, sb = old[0], old[1], old[2]
     for y in range(h):
-        src = lin[y]
+        deinterleave(row(lin_body, lin_last, y), new)
         st = state[y]
+        deinterleave(st, old)
         for x in range(w):
-            r = src[x, 0]
-            g = src[x, 1]
-            b = src[x, 2]
-            sr = st[x, 0]
-            sg = st[x, 1]
-            sb = st[x, 2]
-            level = max((sr + sg + sb) * third, zero) + eps
-            d = (abs(r - sr) + abs(g - sg) + abs(b - sb)) * third * inv_sigma / np.sqrt(level)
-            k = k_min + (one - k_min) * min(max((d - lo) * span, zero), one)
-            if k >= one or not (k >= k_min):  # motion, or NaN in the frame or the state: the new value as is
-                st[x, 0] = r
-                st[x, 1] = g
-                st[x, 2] = b
-            else:
-                st[x, 0] = sr + k * (r - sr)
-                st[x, 1] = sg + k * (g - sg)
-                st[x, 2] = sb + k * (b - sb)
-    return state
+            level = max((sr[x] + sg[x] + sb[x]) * third, zero) + eps
+            d = (abs(r[x] - sr[x]) + abs(g[x] - sg[x]) + abs(b[x] - sb[x])) * third * inv_sigma / np.sqrt(level)
+            blend[x] = k_min + (one - k_min) * min(max((d - lo) * span, zero), one)
+        for c in range(3):
+            nc = new[c]
+            oc = old[c]
+            for x in range(w):
+                k = blend[x]
+                # motion, or NaN in the frame or the state: the new value as is
+                oc[x] = nc[x] if k >= one or not (k >= k_min) else oc[x] + k * (nc[x] - oc[x])
+        interleave(old, st)
 
 
 def temporal_denoise(lin: np.ndarray, state: np.ndarray, frames: float, sigma: float) -> np.ndarray:
@@ -192,8 +204,11 @@ def temporal_denoise(lin: np.ndarray, state: np.ndarray, frames: float, sigma: f
 def _step(lin: np.ndarray, state: np.ndarray, frames: float, sigma: float) -> np.ndarray:
     """:func:`temporal_denoise` on arguments already checked."""
     inv_sigma = 1.0 / sigma if sigma > 0.0 and math.isfinite(sigma) else math.inf
-    return _temporal_denoise(lin, state, np.float32(1.0 / frames), np.float32(inv_sigma), np.float32(LO),
-                             np.float32(HI), np.float32(LEVEL_EPS))
+    h, w, _ = state.shape
+    if h:
+        _temporal_denoise(*rows_in(lin), state.reshape(h, 3 * w), np.float32(1.0 / frames), np.float32(inv_sigma),
+                          np.float32(LO), np.float32(HI), np.float32(LEVEL_EPS))
+    return state
 
 
 def _check_lin(lin: np.ndarray) -> None:
@@ -224,6 +239,10 @@ class TemporalDenoiser:
             self._state = np.array(lin, dtype=np.float32, order="C", copy=True)
             return self._state
         eps = np.float32(LEVEL_EPS)
-        spatial = float(_noise_scale(lin, eps, ROW_STEP))
-        sigma = combined_noise_scale(float(_temporal_noise_scale(lin, self._state, eps, ROW_STEP)), spatial)
+        if lin.shape[0] == 0:
+            return self._state
+        lin_rows = rows_in(lin)
+        spatial = float(_noise_scale(*lin_rows, eps, ROW_STEP))
+        sigma = combined_noise_scale(float(_temporal_noise_scale(*lin_rows, *rows_in(self._state), eps, ROW_STEP)),
+                                     spatial)
         return _step(lin, self._state, self.frames, sigma)
