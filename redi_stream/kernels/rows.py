@@ -4,6 +4,10 @@ numba compiles one loop body per array layout; a strided view (``unpack_crop`` o
 plane with a padded line size) is typed 'A' and its per-pixel loops run with scalar loads. :func:`rows` gives the
 same memory as a C-contiguous 2-D ``body`` plus the flat last row, so one specialisation serves every such layout
 and the loops run as SIMD code. The ``@njit`` helpers here are inlined into the kernels that call them.
+
+numba's on-disk cache (``cache=True``) checks only the file of the kernel it compiled, so after editing a helper
+here in a source checkout, delete ``redi_stream/kernels/__pycache__`` (an installed release replaces every file,
+which invalidates every entry).
 """
 
 from __future__ import annotations
