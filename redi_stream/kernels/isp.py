@@ -227,9 +227,9 @@ def float_to_uint(img: np.ndarray, out: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"need img float32 (..., H, W, 3) and out of the same shape, got {img.dtype} {img.shape}, {out.shape}"
         )
-    for i in range(img.shape[0]) if img.ndim == 4 else (...,):
-        if out[i].size:
-            write_rows(_float_to_uint, (*rows_in(img[i]), maxval), [out[i]])
+    for src, dst in zip(img, out) if img.ndim == 4 else [(img, out)]:
+        if dst.size:
+            write_rows(_float_to_uint, (*rows_in(src), maxval), [dst])
     return out
 
 

@@ -198,16 +198,17 @@ def temporal_denoise(lin: np.ndarray, state: np.ndarray, frames: float, sigma: f
     if state.dtype != np.float32 or state.shape != lin.shape or not state.flags.c_contiguous:
         raise ValueError(f"state must be C-contiguous float32 {lin.shape}, got {state.dtype} {state.shape}")
     _check_frames(frames)
-    return _step(lin, state, frames, sigma)
+    if lin.shape[0]:
+        _step(rows_in(lin), state, frames, sigma)
+    return state
 
 
-def _step(lin: np.ndarray, state: np.ndarray, frames: float, sigma: float) -> np.ndarray:
-    """:func:`temporal_denoise` on arguments already checked."""
+def _step(lin_rows: tuple[np.ndarray, np.ndarray], state: np.ndarray, frames: float, sigma: float) -> np.ndarray:
+    """:func:`temporal_denoise` on arguments already checked, the frame (at least one row) as ``rows_in(lin)``."""
     inv_sigma = 1.0 / sigma if sigma > 0.0 and math.isfinite(sigma) else math.inf
     h, w, _ = state.shape
-    if h:
-        _temporal_denoise(*rows_in(lin), state.reshape(h, 3 * w), np.float32(1.0 / frames), np.float32(inv_sigma),
-                          np.float32(LO), np.float32(HI), np.float32(LEVEL_EPS))
+    _temporal_denoise(*lin_rows, state.reshape(h, 3 * w), np.float32(1.0 / frames), np.float32(inv_sigma),
+                      np.float32(LO), np.float32(HI), np.float32(LEVEL_EPS))
     return state
 
 
@@ -245,4 +246,4 @@ class TemporalDenoiser:
         spatial = float(_noise_scale(*lin_rows, eps, ROW_STEP))
         sigma = combined_noise_scale(float(_temporal_noise_scale(*lin_rows, *rows_in(self._state), eps, ROW_STEP)),
                                      spatial)
-        return _step(lin, self._state, self.frames, sigma)
+        return _step(lin_rows, self._state, self.frames, sigma)
