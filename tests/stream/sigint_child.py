@@ -14,6 +14,17 @@ from redi_stream.errors import Interrupted
 from redi_stream.frames import CFA, EnhancedFrame, RawFrame, RawMeta
 from redi_stream.stream import Pipeline, PipelineConfig, VideoSink
 
+_SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: the enhancer and encoder threads both print, and ``print`` writes the text and the
+    newline in two calls, so unguarded lines can interleave ("STUCKPROGRESS 4")."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 META = RawMeta(cfa=CFA.RGGB, black_level=(0.0,) * 4, white_level=255.0)
 
 
@@ -35,7 +46,7 @@ class Enh:
 
     def process(self, f):
         if f.index == self.stuck_at:
-            print("STUCK", flush=True)
+            say("STUCK")
             threading.Event().wait(60)
         rgb = np.repeat(f.data.astype(np.uint8)[..., None], 3, axis=2)
         return EnhancedFrame(rgb, f.index, f.t_ns, f.name)
@@ -44,7 +55,7 @@ class Enh:
 class Printing(VideoSink):
     def write(self, frame):
         super().write(frame)
-        print(f"PROGRESS {self.frames_written}", flush=True)
+        say(f"PROGRESS {self.frames_written}")
 
 
 def main():
@@ -54,10 +65,10 @@ def main():
     try:
         summary = Pipeline(SlowSource(), Enh(stuck_at), [sink], PipelineConfig(), progress=False).run()
     except Interrupted as exc:
-        print(f"ENCODED {exc.summary.frames_out}", flush=True)
-        print(f"INTERRUPTED {exc}", flush=True)
+        say(f"ENCODED {exc.summary.frames_out}")
+        say(f"INTERRUPTED {exc}")
         sys.exit(128 + exc.signum)
-    print(f"ENCODED {summary.frames_out}", flush=True)
+    say(f"ENCODED {summary.frames_out}")
 
 
 if __name__ == "__main__":

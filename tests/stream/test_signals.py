@@ -24,18 +24,19 @@ def _start(out: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_progress(p: subprocess.Popen, n: int, timeout_s: float = 60, until: str = "") -> list[str]:
-    """Read the child's stdout until ``PROGRESS n`` (or the line ``until``)."""
+def _wait_progress(p: subprocess.Popen, n: int, timeout_s: float = 60, also: str = "") -> list[str]:
+    """Read the child's stdout until it has printed ``PROGRESS n`` (and the line ``also``, if given)."""
     lines = []
+    done = 0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         line = p.stdout.readline()
         if not line:
             break
         lines.append(line.strip())
-        if until and line.strip() == until:
-            return lines
-        if not until and line.startswith("PROGRESS") and int(line.split()[1]) >= n:
+        if line.startswith("PROGRESS"):
+            done = max(done, int(line.split()[1]))
+        if done >= n and (not also or also in lines):
             return lines
     p.kill()
     raise AssertionError(f"child made no progress: {lines} {p.stderr.read()}")
@@ -63,7 +64,7 @@ def test_signal_mid_run_finalises_output(tmp_path, sig, code):
 def test_second_sigint_forces_exit_within_2s(tmp_path):
     out = tmp_path / "force.mp4"
     p = _start(out, "8")  # the enhancer hangs on frame 8: the first SIGINT cannot drain
-    _wait_progress(p, 8, until="STUCK")
+    _wait_progress(p, 8, also="STUCK")  # frames 0..7 written, frame 8 held
     p.send_signal(signal.SIGINT)
     time.sleep(0.3)
     t0 = time.monotonic()
