@@ -1,6 +1,6 @@
 """Make ``docs/demo_before_after.jpg``: frame 20 of the embedded demo clip (``redi-stream demo``), the dark raw
-amplified x150, demosaiced and colour-corrected with no denoising (left: ``--model classic`` without its denoiser) beside
-redi-stream's output with the shipped weights on the CPU (right).
+amplified x150, demosaiced and colour-corrected with no denoising (left: ``--model classic`` without its
+denoiser) beside redi-stream's output with the shipped weights on the CPU (right).
 
 Run from the repository root: ``python docs/make_demo_figure.py``.
 """

@@ -447,7 +447,8 @@ def format_table(result: dict[str, Any]) -> str:
     stills = result["stills"]
     ratio_keys = [k for k in next(iter(stills.values())) if k != "mean"] + ["mean"]
     lines = [
-        f"REDI evaluation: {result['config']['count']} held-out photos, cameras {', '.join(result['config']['cameras'])}"
+        f"REDI evaluation: {result['config']['count']} held-out photos, "
+        f"cameras {', '.join(result['config']['cameras'])}"
         f"{_wb_text(result['config'])}, reference = ISP(clean target) (vs photo: "
         f"{result['reference_vs_photo_psnr']:.2f} dB)",
         f"{'method':<18}" + "".join(f"{k:>16}" for k in ratio_keys),

@@ -13,7 +13,8 @@ from redi_stream.config import Device, ModelKind, RunConfig
 
 def test_encoder_threads_one_when_the_network_holds_the_cpu() -> None:
     assert app.encoder_threads(RunConfig(source="x", out=Path("o.mp4"), device=Device.CPU)) == 1
-    assert app.encoder_threads(RunConfig(source="x", out=Path("o.mp4"), device=Device.CPU, model=ModelKind.CLASSIC)) == 0
+    cfg = RunConfig(source="x", out=Path("o.mp4"), device=Device.CPU, model=ModelKind.CLASSIC)
+    assert app.encoder_threads(cfg) == 0
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from redi_stream.capture import make_dng
-from redi_stream.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, main
+from redi_stream.cli import EXIT_FAILED, EXIT_USAGE, main
 
 
 def _decoded_frames(path: Path) -> tuple[int, float]:
@@ -186,7 +186,8 @@ def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> N
 
 
 @pytest.mark.parametrize("extra, want", [([], "fast"), (["--cuda-net", "streams"], "streams"),
-                                          (["--sequential"], "sequential"), (["--cuda-net", "sequential"], "sequential")])
+                                          (["--sequential"], "sequential"),
+                                          (["--cuda-net", "sequential"], "sequential")])
 def test_cuda_net_option(extra: list[str], want: str) -> None:
     from redi_stream.cli import build_parser, build_run_config
 

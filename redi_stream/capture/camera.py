@@ -213,7 +213,8 @@ def parse_camera_spec(text: str | int) -> CameraSpec:
         text = str(text)
     t = str(text).strip()
     if not t:
-        raise ConfigError("--camera needs an index (0), a device path (/dev/video0), a URL, a video file or fake:720p30")
+        raise ConfigError("--camera needs an index (0), a device path (/dev/video0), a URL, a video file "
+                          "or fake:720p30")
     if re.fullmatch(r"\d+", t):
         return CameraSpec(SpecKind.INDEX, int(t), t)
     if t.lower().startswith("fake"):
@@ -577,7 +578,7 @@ class CameraDevice:
         """
         if self._closed or self._cap is None:
             raise CaptureError(f"{self.name}: closed")
-        cv2, cap = self._cv2, self._cap
+        cap = self._cap
         if self._pace:
             self._wait_for_slot()
         if not cap.grab():
@@ -675,8 +676,9 @@ class FakeBayerDevice:
 
     ``read`` is rate-limited like a sensor: frame ``n`` is captured at ``t0 + n / fps`` (its ``t_ns``); a reader
     that falls behind gets the newest frame already captured and the skipped ones are counted in
-    ``frames_missed`` (a sensor does not wait). The last frame's sequence number is ``last_seq``. ``unplug_after`` makes ``read`` fail (CaptureError) after that many
-    frames, for fault tests. ``clock``/``sleep`` are injectable (``time.monotonic_ns`` / ``time.sleep``).
+    ``frames_missed`` (a sensor does not wait). The last frame's sequence number is ``last_seq``. ``unplug_after``
+    makes ``read`` fail (CaptureError) after that many frames, for fault tests. ``clock``/``sleep`` are injectable
+    (``time.monotonic_ns`` / ``time.sleep``).
     """
 
     finite = False

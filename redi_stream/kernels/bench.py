@@ -40,7 +40,8 @@ def _time_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     return float(np.min(times)) / 1e6, float(np.median(times)) / 1e6
 
 
-def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 30, seed: int = 0) -> dict[str, tuple[float, float]]:
+def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 30,
+              seed: int = 0) -> dict[str, tuple[float, float]]:
     """(min, median) wall time in ms of each kernel on an (h, w) frame; compiles (warm_up) first."""
     warm_up()
     rng = np.random.default_rng(seed)

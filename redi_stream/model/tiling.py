@@ -317,7 +317,8 @@ class TiledRunner:
         msg = f"out of device memory for a {w}x{h} network input (needs about {need:.1f} GiB at {precision}"
         if tile is not None and (tile[0] < h or tile[1] < w):
             th, tw = min(tile[0], h), min(tile[1], w)
-            msg += f"; also failed in {tw}x{th} tiles, about {n * estimate_memory_bytes(th, tw, elem) / gib:.2f} GiB each"
+            each = n * estimate_memory_bytes(th, tw, elem) / gib
+            msg += f"; also failed in {tw}x{th} tiles, about {each:.2f} GiB each"
         return msg + f"): {reason}; free device memory, use --device cpu, or a smaller input"
 
     def close(self) -> None:

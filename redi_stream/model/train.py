@@ -18,7 +18,8 @@ Recipe (SPEC §5): Adam, lr 1e-4 then 1e-5 after half the iterations, batch 8, r
   uninterrupted run exactly (tested on the CPU). Global RNG states (torch CPU/CUDA, NumPy, Python) are saved too.
 * **Validation** PSNR is measured on a fixed held-out set (the first ``val_count`` photos of ``val_dirs``,
   centre-cropped, synthesised once with a fixed seed), in the user-visible domain: network output (clamped) and
-  target both rendered to sRGB with the sample's own WB and colour matrix (:func:`~redi_stream.model.synth.render_srgb`).
+  target both rendered to sRGB with the sample's own WB and colour matrix
+  (:func:`~redi_stream.model.synth.render_srgb`).
 * **Amplifier calibration** (SPEC §3): Eq. 5's constant is fitted before training on full-size synthetic frames
   (:func:`calibrate_gain_target`) and stored in every checkpoint and in the exported weights' ``gain_target``.
   The frames (:func:`synthetic_calibration_pairs`) cycle through the training *and* validation photos, each time
@@ -208,7 +209,8 @@ class TrainConfig:
         try:
             set_("data", DataKind(self.data))
         except ValueError:
-            raise ConfigError(f"unknown data kind {self.data!r}; valid: {', '.join(k.value for k in DataKind)}") from None
+            valid = ", ".join(k.value for k in DataKind)
+            raise ConfigError(f"unknown data kind {self.data!r}; valid: {valid}") from None
         set_("train_dirs", tuple(Path(p) for p in self.train_dirs))
         set_("val_dirs", tuple(Path(p) for p in self.val_dirs))
         for name in ("sid_root", "paired_dark", "paired_bright", "noise_params", "resume", "init_from"):

@@ -131,7 +131,8 @@ class FrameConverter:
         if not white_ > black_:
             raise ConfigError(f"{name}: white level {white_:g} must exceed the black level {black_:g} "
                               "(check --black/--white)")
-        self.meta = RawMeta(cfa=cfa_, black_level=(black_,) * 4, white_level=white_, wb_gains=wb,  # type: ignore[arg-type]
+        self.meta = RawMeta(cfa=cfa_, black_level=(black_,) * 4, white_level=white_,
+                            wb_gains=wb,  # type: ignore[arg-type]
                             cam_to_srgb=IDENTITY_3x3.copy(), camera=name, warnings=tuple(warnings))
 
     def __call__(self, arr: np.ndarray) -> np.ndarray:

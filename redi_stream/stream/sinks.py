@@ -15,13 +15,14 @@ Video files stay playable when a run ends badly:
 * exceptions, Ctrl-C and SIGTERM: the pipeline closes every sink in a ``finally``, which flushes the encoder and
   writes the trailer exactly once;
 * hard kills (SIGKILL, power loss, OOM killer): ``.mp4``/``.mov`` are written as *fragmented* MP4
-  (``movflags=+frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets``, a fragment at least every second, ``flush_packets``),
-  so the file decodes up to the last complete fragment, i.e. all but the last second or so. A plain MP4 killed
-  before its trailer has no ``moov`` atom and does not decode at all; ``+faststart`` is worse still (it rewrites the
-  file at close). Measured with PyAV: a plain MP4 killed after 70 of 100 frames is unreadable; the fragmented one
-  decodes 48 frames (two whole 1-s fragments at 24 fps). Fragmented MP4 plays in ffmpeg/VLC/browsers/QuickTime;
-  its header carries no frame count (``stream.frames == 0``), so count by decoding. ``fragmented=False`` gives a
-  classic ``+faststart`` file. Matroska (``.mkv``) is cluster-based and survives truncation by itself.
+  (``movflags=+frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets``, a fragment at least every second,
+  ``flush_packets``), so the file decodes up to the last complete fragment, i.e. all but the last second or so. A
+  plain MP4 killed before its trailer has no ``moov`` atom and does not decode at all; ``+faststart`` is worse still
+  (it rewrites the file at close). Measured with PyAV: a plain MP4 killed after 70 of 100 frames is unreadable; the
+  fragmented one decodes 48 frames (two whole 1-s fragments at 24 fps). Fragmented MP4 plays in
+  ffmpeg/VLC/browsers/QuickTime; its header carries no frame count (``stream.frames == 0``), so count by decoding.
+  ``fragmented=False`` gives a classic ``+faststart`` file. Matroska (``.mkv``) is cluster-based and survives
+  truncation by itself.
 * disk full (or any failed write) mid-run: the fragment being written is torn; ``close()`` cuts the file back to
   the end of the last complete fragment (a torn one makes strict decoders fail) and records how many frames the
   file keeps in ``VideoSink.frames_kept`` (logged). At most the last fragment's frames (~1 s) are lost.
@@ -340,7 +341,8 @@ class VideoSink:
         if self._container is None:
             self._open(h, w, rgb.dtype)
         elif (h, w) != self._in_size:
-            raise SinkError(f"{self.path}: frame {frame.index} is {w}x{h}, the video is {self._in_size[1]}x{self._in_size[0]}")
+            vh, vw = self._in_size
+            raise SinkError(f"{self.path}: frame {frame.index} is {w}x{h}, the video is {vw}x{vh}")
         av = self._av
         if self._pad_buf is not None and self._pad_buf.dtype != rgb.dtype:
             self._pad_buf = np.empty(self._pad_buf.shape, dtype=rgb.dtype)
@@ -351,7 +353,8 @@ class VideoSink:
             vf = self._yuv_frame_kernel(_to_even(rgb, self._pad_buf))
         else:
             rgb = _to_even(rgb, self._pad_buf)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24" if rgb.dtype == np.uint8 else "rgb48le")
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb),
+                                            format="rgb24" if rgb.dtype == np.uint8 else "rgb48le")
             # One swscale thread: the encoder's own threads already use the cores.
             vf = self._reformatter.reformat(
                 vf, format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG", threads=1
@@ -600,7 +603,8 @@ _VIDEO_OPTS = {"codec", "crf", "preset", "pix_fmt", "threads", "fragmented", "pt
 _IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits"}
 
 
-def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, **opts) -> VideoSink | ImageSequenceSink | NullSink:
+def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
+              **opts) -> VideoSink | ImageSequenceSink | NullSink:
     """Choose a sink from the output path.
 
     * ``*.mp4``, ``*.mkv``, ``*.mov`` -> :class:`VideoSink`

@@ -15,7 +15,8 @@ from redi_stream.frames import CFA
 
 
 def test_linear_dng_is_unsupported(tmp_path: Path, write_plain_dng) -> None:
-    path = write_plain_dng(tmp_path / "linear.dng", np.full((32, 48, 3), 1000, np.uint16), PhotometricInterpretation=34892)
+    path = write_plain_dng(tmp_path / "linear.dng", np.full((32, 48, 3), 1000, np.uint16),
+                           PhotometricInterpretation=34892)
     with pytest.raises(UnsupportedSensorError, match=r"linear\.dng: not a colour-filter-array mosaic") as info:
         RawFileSource(path).read(0)
     assert isinstance(info.value, CaptureError)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from redi_stream.model import RediNet
 from redi_stream.model.fast import FastRediNet, compose_3x3, space_to_depth_conv_weight

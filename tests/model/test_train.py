@@ -444,7 +444,8 @@ def test_shift_consistency_run_logs_the_term_resumes_exactly_and_fine_tunes_from
     again = train(replace(cfg, out_dir=resumed_dir, resume=mid))
     rows_b = read_log(resumed_dir / "log.csv")
     for ra, rb in zip(rows, rows_b):
-        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["shift_l1"] == pytest.approx(rb["shift_l1"], rel=1e-5)
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+        assert ra["shift_l1"] == pytest.approx(rb["shift_l1"], rel=1e-5)
     a, b = load_checkpoint(full)["model"], load_checkpoint(again)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

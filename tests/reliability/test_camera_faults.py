@@ -43,7 +43,8 @@ class Opener:
 
     def __init__(self, first: int, timeout_s: float | None, fails: int, comes_back: bool,
                  release: threading.Event | None = None) -> None:
-        self.first, self.timeout_s, self.fails, self.comes_back, self.release = first, timeout_s, fails, comes_back, release
+        self.first, self.timeout_s, self.fails = first, timeout_s, fails
+        self.comes_back, self.release = comes_back, release
         self.times: list[float] = []
 
     def __call__(self):

@@ -57,7 +57,8 @@ def test_bad_frame_on_error_stop_keeps_exactly_the_frames_before_it(damaged, tmp
     err = _stderr_lines(capsys)
     errors = [ln for ln in err if "error:" in ln]
     assert len(errors) == 1, err
-    assert errors[0].startswith(f"redi-stream: error: capture failed: frame {BAD} (") and f"frame_{BAD:06d}.dng" in errors[0]
+    assert errors[0].startswith(f"redi-stream: error: capture failed: frame {BAD} (")
+    assert f"frame_{BAD:06d}.dng" in errors[0]
     assert f"redi-stream: {out} keeps {BAD} frames, from before the failure" in err
     assert decoded_indices(out, FPS) == list(range(BAD))  # every frame before the bad one, none after
 

@@ -113,8 +113,9 @@ def test_cuda_fp32_equals_cpu_enhancer(net, no_tf32, cuda_graph, fast):
             assert y.shape == f.shape and u.shape == (f.shape[0] // 2, f.shape[1] // 2)
             if f.shape[0] % 2 == 0 and f.shape[1] % 2 == 0:  # the planes are the CPU kernel's planes of this rgb
                 h, w = f.shape
+                half = (h // 2, w // 2)
                 want = kernels.rgb_to_yuv420p(got.rgb, np.empty((h, w), np.uint8),
-                                              np.empty((h // 2, w // 2), np.uint8), np.empty((h // 2, w // 2), np.uint8))
+                                              np.empty(half, np.uint8), np.empty(half, np.uint8))
                 for g, e in zip((y, u, v), want):
                     assert np.abs(g.astype(np.int64) - e).max() <= 1  # FMA contraction: one code at most
 

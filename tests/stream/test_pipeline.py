@@ -107,7 +107,8 @@ def test_on_error_skip_records_and_leaves_frames_out():
 
 def test_on_error_skip_mp4_has_n_minus_k_frames(tmp_path):
     out = tmp_path / "skip.mp4"
-    _run(FakeFileSource(10, bad={4}), FakeEnhancer(), [VideoSink(out, fps=24, preset="ultrafast")], on_error=OnError.SKIP)
+    _run(FakeFileSource(10, bad={4}), FakeEnhancer(), [VideoSink(out, fps=24, preset="ultrafast")],
+         on_error=OnError.SKIP)
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 9
 
