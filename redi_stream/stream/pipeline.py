@@ -774,9 +774,10 @@ class Pipeline:
                         break
             # A stop that stages do not honour within join_timeout_s: stop waiting for them.
             halted_at = self._halted_at
-            grace_s = cfg.join_timeout_s + (cfg.stall_timeout_s if self._stall is None else 0)
-            if halted_at is not None and now - halted_at > grace_s:
-                break
+            if halted_at is not None:
+                grace_s = cfg.join_timeout_s + (cfg.stall_timeout_s if self._stall is None else 0)
+                if now - halted_at > grace_s:
+                    break
             if self._stall is not None and alive == [self._stall]:
                 break
             # Preview, progress, memory.
