@@ -197,7 +197,8 @@ def _report_kept(cfg: RunConfig, sinks: list, summary) -> None:
         return
     kept = [k for k in (getattr(s, "frames_kept", None) for s in sinks) if k is not None]
     n = min(kept) if kept else summary.frames_out  # a sink that hit a full disk knows what reached the file
-    log.warning("%s keeps %d frames, from before the failure", cfg.out, n)
+    if n:  # with none, the error line names the first frame and the video sink says it created no file
+        log.warning("%s keeps %d frames, from before the failure", cfg.out, n)
 
 
 def run_demo(cfg: RunConfig) -> int:

@@ -125,6 +125,23 @@ def test_frames_of_different_size(clip: Path, tmp_path: Path, capsys) -> None:
     assert "frame_000006.dng" in line and "96x128" in line
 
 
+def test_headerless_dump_is_not_read_by_libraws_size_guess(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "dumps"
+    src.mkdir()
+    bayer = np.random.default_rng(1).integers(64, 1024, (1080, 1920), dtype=np.uint16)
+    for i in range(2):
+        bayer.astype("<u2").tofile(src / f"f{i}.raw")  # 1920x1080 uint16: a size LibRaw reads as a GBRG frame
+    out = tmp_path / "d.mp4"
+    assert main([str(src), "--out", str(out), "--model", "classic"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "f0.raw" in errors[0] and "no raw header" in errors[0] and "--raw-width" in errors[0]
+    assert not out.exists() and "no file created" in err and "keeps" not in err  # no "keeps 0 frames"
+    layout = ["--raw-width", "1920", "--raw-height", "1080", "--cfa", "GRBG", "--white", "1023"]
+    assert main([str(src), "--out", str(out), "--model", "classic", "-q", *layout]) == 0
+    assert _decoded_frames(out)[0] == 2
+
+
 def test_linear_dng_is_rejected(tmp_path: Path, capsys) -> None:
     from tests.capture.conftest import _write_plain_dng
 

@@ -19,8 +19,8 @@ from redi_stream.frames import CFA, RawFrame, RawMeta
 
 from .base import RandomAccessSource
 from .dngfast import DngFastReader
-from .headerless import HeaderlessParams, bayer_from_array, find_sidecar, read_headerless
-from .libraw import LIBRAW_SUFFIXES, read_libraw
+from .headerless import LIBRAW, HeaderlessParams, bayer_from_array, find_sidecar, read_headerless
+from .libraw import LIBRAW_SUFFIXES, SizeOnlyError, read_libraw
 
 DEFAULT_FPS = 24.0
 NPY_SUFFIX = ".npy"
@@ -209,10 +209,14 @@ class RawFileSource(RandomAccessSource):
             return self._decode_npy(i, path)
         if suffix == ".raw":
             params, source = self._params_for(i, path)
+            if params is not None and params.decoder == LIBRAW:
+                return read_libraw(path, i, trust_file_size=True)
             if params is not None:
                 return self._decode_headerless(i, path, params, source)
             try:
                 return read_libraw(path, i)
+            except SizeOnlyError:
+                raise  # says what to give
             except FrameError as exc:
                 raise FrameError(
                     f"{exc}; if it is a headerless dump, pass HeaderlessParams or write a sidecar "
@@ -257,6 +261,8 @@ class RawFileSource(RandomAccessSource):
             data = bayer_from_array(arr)
             if params is None:
                 params = HeaderlessParams(None, None)
+            if params.decoder == LIBRAW:
+                raise ValueError(f"{source} says decoder {LIBRAW!r}, which applies to .raw files only")
             h, w = data.shape
             if (params.height is not None and params.height != h) or (params.width is not None and params.width != w):
                 raise ValueError(f"array is {h}x{w}, but {source} says {params.height}x{params.width}")

@@ -5,13 +5,19 @@ Where the parameters come from (one rule, first match wins):
 1. ``raw_params`` given to :class:`~redi_stream.capture.RawFileSource` (applies to every headerless/npy frame);
 2. a per-file sidecar beside the frame, named after it with ``.json`` appended: ``frame_0001.raw.json``;
 3. a per-folder sidecar ``redi.json`` in the frame's folder;
-4. for ``.npy`` only: defaults (RGGB, black 0, white = the array dtype's maximum). A headerless ``.raw`` without
-   parameters is an error (unless LibRaw recognises it as a camera ``.raw``).
+4. for ``.npy`` only: defaults (RGGB, black 0, white = the array dtype's maximum). A ``.raw`` without parameters
+   goes to LibRaw, which reads camera ``.raw`` formats by their header (Panasonic, Leica, ...). A ``.raw`` with no
+   header LibRaw knows is an error, also when LibRaw would accept it by its file size alone: LibRaw keeps a table of
+   headerless camera dumps keyed on file size, and by it any 1920x1080 16-bit dump is read as a 16-bit GBRG frame,
+   any 768x512 one as an 8-bit 1024x768 frame (see :func:`redi_stream.capture.libraw.read_libraw`).
 
 A sidecar is a JSON object with the keys of :class:`HeaderlessParams`: ``width``, ``height``, ``cfa``, ``black``,
 ``white``, ``dtype``, ``offset``, ``bits`` (``width``/``height`` may be left out for ``.npy``). Example::
 
     {"width": 1920, "height": 1080, "cfa": "RGGB", "black": 64, "white": 1023, "dtype": "<u2"}
+
+``{"decoder": "libraw"}`` instead (no other key) hands the ``.raw`` files it covers to LibRaw and accepts its reading
+by file size: for the headerless camera formats in LibRaw's table (old phone and industrial-camera dumps).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,9 @@ from redi_stream.errors import ConfigError
 from redi_stream.frames import CFA, RawMeta
 
 FOLDER_SIDECAR_NAME = "redi.json"
+
+#: ``HeaderlessParams.decoder`` values: read with the layout given, or let LibRaw read the file its own way.
+HEADERLESS, LIBRAW = "headerless", "libraw"
 
 # Accepted spellings -> canonical NumPy dtype string of the stored samples.
 _DTYPES = {
@@ -61,6 +70,9 @@ class HeaderlessParams:
         dtype: stored sample type: ``'u1'``, ``'<u2'`` (default) or ``'>u2'`` (aliases ``uint8``, ``uint16``).
         offset: bytes to skip at the start of the file (a fixed-size header).
         bits: significant bits per sample (e.g. 10, 12, 14), used only for the default ``white``.
+        decoder: ``"headerless"`` (default): read the file with the layout above. ``"libraw"``: ``.raw`` only, and
+            with no other field given: LibRaw reads the file, trusting the layout it infers from the file size
+            when the file has no header (see the module docstring).
     """
 
     width: int | None
@@ -71,8 +83,16 @@ class HeaderlessParams:
     dtype: str = "<u2"
     offset: int = 0
     bits: int | None = None
+    decoder: str = HEADERLESS
 
     def __post_init__(self) -> None:
+        if self.decoder not in (HEADERLESS, LIBRAW):
+            raise ConfigError(f"unknown decoder {self.decoder!r}; valid: {HEADERLESS!r}, {LIBRAW!r}")
+        if self.decoder == LIBRAW:
+            given = [f.name for f in fields(self) if f.name != "decoder"
+                     and getattr(self, f.name) != (None if f.default is MISSING else f.default)]
+            if given:
+                raise ConfigError(f"decoder {LIBRAW!r} takes the layout from LibRaw; remove {', '.join(given)}")
         object.__setattr__(self, "width", _positive_int_or_none("width", self.width))
         object.__setattr__(self, "height", _positive_int_or_none("height", self.height))
         try:

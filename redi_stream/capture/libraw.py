@@ -7,6 +7,8 @@ share nothing.
 
 from __future__ import annotations
 
+import functools
+import io
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,24 @@ def bayer_cfa(raw: Any, path: Path | str) -> CFA:
         ) from None
 
 
+def _refuse_size_only(raw: Any, path: Path, index: int) -> None:
+    """FrameError if LibRaw read ``path`` as it would any file of its size (a header gives another reading)."""
+    layout = _layout(raw)
+    if layout != size_table_layout(path.stat().st_size):
+        return
+    w, h, white, _ = layout
+    guess = f"LibRaw would guess {w}x{h}, white {white:g} from the file size alone"
+    layout_keys = "--raw-width/--raw-height/--raw-dtype/--cfa/--black/--white"
+    if path.suffix.lower() == ".raw":
+        why = (f"no raw header; {guess}. If it is a headerless dump, give its layout: {layout_keys}, or a sidecar "
+               f'{path.name}.json or redi.json with keys width, height, cfa, black, white, dtype ({{"decoder": '
+               f'"libraw"}} there accepts the guess)')
+    else:
+        why = (f"no {path.suffix[1:].upper()} header ({guess}); a headerless dump needs the .raw extension and its "
+               f"layout ({layout_keys})")
+    raise SizeOnlyError(f"frame {index} ({path}): {why}", index=index, name=path.name)
+
+
 def _camera_name(path: Path) -> str:
     """'Make Model' from the TIFF header of TIFF-based raws, else ''."""
     if path.suffix.lower() not in _TIFF_SUFFIXES:
@@ -132,12 +152,49 @@ def _cam_to_srgb(rgb_xyz: np.ndarray, color_matrix: np.ndarray, path: Path, warn
     return IDENTITY_3x3.copy()
 
 
-def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
+class SizeOnlyError(FrameError):
+    """A file LibRaw knows only by its size, where that is not trusted (see :func:`read_libraw`)."""
+
+
+# Extensions whose files LibRaw must read by their header: a DNG always has one (TIFF), and a ``.raw`` with none is
+# a headerless dump whose layout the user gives (``capture.headerless``). Under other camera extensions LibRaw's
+# file-size table stays trusted: it lists headerless dumps that cameras saved under them.
+_HEADER_REQUIRED = frozenset({".dng", ".raw"})
+
+
+def _layout(raw: Any) -> tuple[int, int, float, bytes]:
+    """What LibRaw made of a file: (raw width, raw height, white level, colour pattern)."""
+    s = raw.sizes
+    pattern = b"" if raw.raw_pattern is None else np.asarray(raw.raw_pattern).tobytes()
+    return int(s.raw_width), int(s.raw_height), float(raw.white_level), pattern
+
+
+@functools.lru_cache(maxsize=16)
+def size_table_layout(size: int) -> tuple[int, int, float, bytes] | None:
+    """LibRaw's reading of any file of ``size`` bytes, whatever it holds, or None if that size alone means nothing.
+
+    LibRaw identifies headerless camera dumps (old phones, industrial sensors) by file size alone, from a table.
+    Opening ``size`` zero bytes shows whether it would: a buffer with no header identifies only through that table.
+    """
+    raw = rawpy.RawPy()
+    try:
+        raw.open_buffer(io.BytesIO(bytes(size)))
+        return _layout(raw)
+    except rawpy.LibRawError:
+        return None
+    finally:
+        raw.close()
+
+
+def read_libraw(path: Path, index: int, *, trust_file_size: bool | None = None) -> tuple[np.ndarray, RawMeta]:
     """Decode the raw mosaic and metadata of one file.
 
     Args:
         path: a raw file LibRaw can read.
         index: the frame's position in its source, for error messages.
+        trust_file_size: False: refuse a file LibRaw recognises by its size alone (:func:`size_table_layout`), as
+            it would any file of that size: a dump of 1920x1080 uint16 samples would be read as LibRaw's table
+            says, a 16-bit GBRG frame. None (default): False for ``.dng`` and ``.raw``, else True.
 
     Returns:
         ``(data, meta)``: data is the visible area, (H, W) uint16, C-contiguous, owned by the caller (copied out of
@@ -145,14 +202,17 @@ def read_libraw(path: Path, index: int) -> tuple[np.ndarray, RawMeta]:
         area, WB gains (G = 1) and ``cam_to_srgb``.
 
     Raises:
-        FrameError: unreadable, truncated, corrupt, or inconsistent levels.
+        FrameError: unreadable, truncated, corrupt, or inconsistent levels; known by its size alone when
+            ``trust_file_size`` is False.
         UnsupportedSensorError: not a 2x2 Bayer mosaic.
     """
-    data, meta, _ = read_libraw_with_margins(path, index)
+    data, meta, _ = read_libraw_with_margins(path, index, trust_file_size=trust_file_size)
     return data, meta
 
 
-def read_libraw_with_margins(path: Path, index: int) -> tuple[np.ndarray, RawMeta, tuple[int, int]]:
+def read_libraw_with_margins(
+    path: Path, index: int, *, trust_file_size: bool | None = None
+) -> tuple[np.ndarray, RawMeta, tuple[int, int]]:
     """:func:`read_libraw`, plus where the visible area lies in the stored raw image.
 
     Returns:
@@ -167,6 +227,8 @@ def read_libraw_with_margins(path: Path, index: int) -> tuple[np.ndarray, RawMet
         raise UnsupportedSensorError(f"{path}: Foveon X3F sensors are not supported; redi-stream needs a 2x2 Bayer raw")
     try:
         with rawpy.imread(str(path)) as raw:
+            if not (path.suffix.lower() not in _HEADER_REQUIRED if trust_file_size is None else trust_file_size):
+                _refuse_size_only(raw, path, index)
             cfa = bayer_cfa(raw, path)
             data = np.array(raw.raw_image_visible, dtype=np.uint16, order="C", copy=True)
             margins = (int(raw.sizes.top_margin), int(raw.sizes.left_margin))
@@ -178,8 +240,8 @@ def read_libraw_with_margins(path: Path, index: int) -> tuple[np.ndarray, RawMet
             daylight_wb = raw.daylight_whitebalance
             rgb_xyz = np.array(raw.rgb_xyz_matrix, dtype=np.float64)
             color_matrix = np.array(raw.color_matrix, dtype=np.float64)
-    except UnsupportedSensorError:
-        raise  # an OSError too, but already says what is wrong
+    except (UnsupportedSensorError, FrameError):
+        raise  # OSErrors too, but they already say what is wrong
     except rawpy.LibRawError as exc:
         if not path.exists():  # LibRaw reports a missing file as an I/O error; say what happened
             raise FrameError(f"frame {index} ({path}): no such file (removed after the frames were listed)",

@@ -182,6 +182,71 @@ def test_headerless_raw_without_params_explains_the_sidecar(tmp_path: Path) -> N
         RawFileSource(tmp_path / "a.raw").read(0)
 
 
+# 1920x1080 uint16: the commonest headerless dump, and an entry of LibRaw's file-size table (a 16-bit GBRG frame).
+HD_BYTES = 1920 * 1080 * 2
+
+
+def _write_hd_dump(path: Path) -> np.ndarray:
+    data = np.random.default_rng(7).integers(64, 1024, (1080, 1920), dtype=np.uint16)
+    path.write_bytes(data.astype("<u2").tobytes())
+    return data
+
+
+def test_headerless_raw_libraw_knows_only_by_its_size_is_refused(tmp_path: Path) -> None:
+    from redi_stream.capture.libraw import size_table_layout
+
+    assert size_table_layout(HD_BYTES) is not None and size_table_layout(96) is None
+    _write_hd_dump(tmp_path / "a.raw")
+    with pytest.raises(FrameError) as info:
+        RawFileSource(tmp_path / "a.raw").read(0)
+    msg = str(info.value)
+    assert msg.startswith(f"frame 0 ({tmp_path / 'a.raw'}): no raw header; LibRaw would guess 1920x1080, white 65535 "
+                          "from the file size alone")
+    assert "--raw-width" in msg and "sidecar a.raw.json or redi.json" in msg and '{"decoder": "libraw"}' in msg
+    assert "HeaderlessParams" not in msg and "\n" not in msg  # one line, not wrapped twice
+    assert info.value.index == 0 and info.value.name == "a.raw"
+
+
+def test_headerless_raw_of_a_table_size_reads_with_its_layout_or_libraw_by_choice(tmp_path: Path) -> None:
+    data = _write_hd_dump(tmp_path / "a.raw")
+    (tmp_path / "a.raw.json").write_text(json.dumps({"width": 1920, "height": 1080, "cfa": "GRBG", "white": 1023}))
+    frame = RawFileSource(tmp_path / "a.raw").read(0)
+    np.testing.assert_array_equal(frame.data, data)
+    assert frame.meta.cfa is CFA.GRBG and frame.meta.white_level == 1023
+    (tmp_path / "a.raw.json").write_text(json.dumps({"decoder": "libraw"}))  # the user vouches for LibRaw's table
+    frame = RawFileSource(tmp_path / "a.raw").read(0)
+    assert frame.data.shape == (1080, 1920) and frame.meta.white_level == 65535
+
+
+def test_dng_without_a_header_is_refused_not_read_by_its_size(tmp_path: Path) -> None:
+    _write_hd_dump(tmp_path / "a.dng")
+    with pytest.raises(FrameError, match=r"frame 0 \(.*a\.dng\): no DNG header \(LibRaw would guess 1920x1080, "
+                                         r"white 65535 from the file size alone\); a headerless dump needs the \.raw"):
+        RawFileSource(tmp_path / "a.dng").read(0)
+
+
+def test_raw_with_a_header_is_read_by_it_even_at_a_table_size(tmp_path: Path, write_plain_dng) -> None:
+    bayer = np.random.default_rng(3).integers(0, 4000, (64, 96), dtype=np.uint16)
+    dng = write_plain_dng(tmp_path / "a.dng", bayer)
+    blob = dng.read_bytes()
+    assert len(blob) < HD_BYTES
+    (tmp_path / "cam.raw").write_bytes(blob + bytes(HD_BYTES - len(blob)))  # a header, and LibRaw's table size
+    frame = RawFileSource(tmp_path / "cam.raw").read(0)
+    np.testing.assert_array_equal(frame.data, RawFileSource(dng).read(0).data)
+
+
+def test_libraw_decoder_takes_no_layout_and_no_npy(tmp_path: Path) -> None:
+    assert HeaderlessParams(None, None, decoder="libraw").decoder == "libraw"
+    with pytest.raises(ConfigError, match="takes the layout from LibRaw; remove width, height, white"):
+        HeaderlessParams(8, 6, white=1023, decoder="libraw")
+    with pytest.raises(ConfigError, match="unknown decoder 'dcraw'; valid: 'headerless', 'libraw'"):
+        HeaderlessParams(8, 6, decoder="dcraw")
+    np.save(tmp_path / "f.npy", np.zeros((6, 8), np.uint16))
+    (tmp_path / "redi.json").write_text(json.dumps({"decoder": "libraw"}))
+    with pytest.raises(FrameError, match=r"f\.npy\): sidecar redi\.json says decoder 'libraw', which applies to \.raw"):
+        RawFileSource(tmp_path / "f.npy").read(0)
+
+
 def test_broken_sidecar_is_a_frame_error(tmp_path: Path) -> None:
     _write_raw(tmp_path / "a.raw")
     (tmp_path / "a.raw.json").write_text('{"width": 8, "heigth": 6}')
