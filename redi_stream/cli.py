@@ -211,7 +211,9 @@ def _one_line(exc: BaseException) -> str:
     cause = exc.__cause__
     while cause is not None:
         text = str(cause) or type(cause).__name__
-        if text not in parts[-1]:
+        # An OSError whose reason ("No such file or directory") the message already gives adds only its errno form.
+        told = isinstance(cause, OSError) and bool(cause.strerror) and cause.strerror in parts[-1]
+        if not told and text not in parts[-1]:
             parts.append(text)
         cause = cause.__cause__
     return ": ".join(p.replace("\n", " ") for p in parts)

@@ -242,8 +242,12 @@ def load_weights(path: str | os.PathLike[str]) -> RediNet:
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types (OSError, UnpicklingError, RuntimeError, ...)
-        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # a file that is not a checkpoint: UnpicklingError, RuntimeError, IndexError, ...
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (torch.load: {type(exc).__name__}"
+                           f"{': ' + detail if detail else ''})") from exc
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT_NAME:
         return _load_ours(obj, str(path))
     if isinstance(obj, Mapping) and _is_official_state(obj.get("model")):

@@ -245,6 +245,8 @@ class VideoSink:
             raise ConfigError(f"invalid yuv {yuv!r}; valid: auto, kernel, sws")
         if not 0 <= crf <= 51:
             raise ConfigError(f"crf must be in 0..51, got {crf}")
+        if codec in ("libx264", "libx265") and preset not in X26X_PRESETS:
+            raise ConfigError(f"invalid preset {preset!r} for {codec}; valid: {', '.join(X26X_PRESETS)}")
         self.fps = fps_to_fraction(fps)
         self.codec = codec
         self.crf = crf
@@ -598,6 +600,10 @@ class NullSink:
 
 _PATTERN_RE = re.compile(r"^(?P<prefix>.*?)(?:%0?(?P<digits>\d*)d|\*)$")
 
+
+#: The presets libx264 and libx265 accept, fastest first.
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 
 _VIDEO_OPTS = {"codec", "crf", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options"}
 _IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits"}

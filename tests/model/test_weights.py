@@ -189,12 +189,15 @@ def test_meta_validation_and_dict_round_trip():
 
 def test_unreadable_or_foreign_files_raise_weights_error_naming_the_path(tmp_path):
     missing = tmp_path / "nope.pt"
-    with pytest.raises(WeightsError, match="nope.pt"):
+    with pytest.raises(WeightsError, match=r"cannot read weights file .*nope\.pt: No such file or directory$"):
         load_weights(missing)
+    with pytest.raises(WeightsError, match=r"cannot read weights file .*: Is a directory$"):
+        load_weights(tmp_path)
     garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(WeightsError, match="garbage.pt"):
-        load_weights(garbage)
+    for junk in (b"this is not a checkpoint", b"hello", bytes(range(256)) * 4):
+        garbage.write_bytes(junk)
+        with pytest.raises(WeightsError, match=r"garbage\.pt: not a PyTorch checkpoint \(torch\.load: \w+"):
+            load_weights(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state": {"a": torch.zeros(1)}}, foreign)
     with pytest.raises(WeightsError, match="not a REDI checkpoint"):

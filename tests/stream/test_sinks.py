@@ -228,6 +228,10 @@ def test_open_sink_dispatch(tmp_path):
         open_sink(tmp_path / "x.gif")
     with pytest.raises(TypeError):
         open_sink(tmp_path / "x.mp4", quality=3)
+    with pytest.raises(ConfigError, match="invalid preset 'turbo' for libx264; valid: ultrafast, superfast, "):
+        open_sink(tmp_path / "x.mp4", 24, preset="turbo")  # before any frame, not from x264 at the first one
+    assert not (tmp_path / "x.mp4").exists()
+    assert open_sink(tmp_path / "m.mp4", 24, codec="mpeg4", preset="turbo").preset == "turbo"  # x26x only
 
 
 def test_fps_to_fraction():
