@@ -454,6 +454,11 @@ def live_report(summary: Any, source: Any, *, window: bool = True) -> str:
     total_drop = getattr(summary, "frames_dropped", 0) + getattr(summary, "frames_dropped_at_source", 0)
     if cap:
         parts.append(f"{total_drop} dropped ({100.0 * total_drop / cap:.1f} %)")
+        # Read from the device but not taken by the pipeline when it stopped (--frames, Ctrl-C): the reader's frame
+        # in hand and its mailbox's. With these the counts add up: captured = read + dropped at source + unread.
+        unread = cap - getattr(summary, "frames_in", cap) - getattr(summary, "frames_dropped_at_source", 0)
+        if unread > 0:
+            parts.append(f"{unread} not taken at the stop")
     disp = summary.stages.get("display") if getattr(summary, "stages", None) else None
     if disp is not None and disp.count:
         what = "capture->display" if window else "capture->display hand-off (no window)"
