@@ -45,7 +45,7 @@ from ..frames import EnhancedFrame, RawFrame, RawMeta
 from ..model import RediNet
 from ..model.gpu_ops import BayerPacker, apply_isp, float_to_uint, rgb_to_yuv420p
 from ..model.runner import StreamedRunner, parse_device, parse_precision
-from .enhance import _check_out_dtype, _GainControl
+from .enhance import _check_out_dtype, _GainControl, _LiveGain
 
 
 class EnhancerClosedError(RediStreamError, ValueError):
@@ -116,7 +116,7 @@ class _InFlight:
     timings_ns: dict[str, int]
 
 
-class CudaRediEnhancer:
+class CudaRediEnhancer(_LiveGain):
     """The REDI network between raw upload and 8-bit download, all on one CUDA device. See the module docstring.
 
     Args:

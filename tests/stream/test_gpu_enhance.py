@@ -90,6 +90,11 @@ def test_cuda_enhancer_without_cuda_is_a_config_error(net):
         CudaRediEnhancer(net)
 
 
+def test_cuda_enhancer_gain_multiplier_is_live_like_the_cpu_ones():
+    # The preview's +/- keys (app.run passes the enhancer as gain_control when it has a settable gain_multiplier).
+    assert isinstance(CudaRediEnhancer.gain_multiplier, property) and CudaRediEnhancer.gain_multiplier.fset
+
+
 # --- CUDA ---------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def no_tf32(monkeypatch):
@@ -158,6 +163,16 @@ def test_cuda_pipelined_equals_one_at_a_time(net, no_tf32, cuda_graph, fast):
         out = pipelined(enh, fs)
     for o, r in zip(out, ref):
         assert np.abs(o.rgb.astype(np.int64) - r).max() <= 1, o.index
+
+
+@pytest.mark.gpu
+def test_cuda_gain_multiplier_applies_from_the_next_frame(net):
+    fs = frames(CFA.RGGB, n=2)
+    with CudaRediEnhancer(net, None, gain=10.0) as enh:
+        enh.warm_up(fs[0].shape, fs[0].meta)
+        assert enh.process(fs[0]).gain == pytest.approx(10.0)
+        enh.gain_multiplier = 2.5
+        assert enh.process(fs[1]).gain == pytest.approx(25.0)
 
 
 @pytest.mark.gpu
