@@ -77,6 +77,10 @@ class RawMeta:
         cam_to_srgb: (3, 3) float32 matrix, linear white-balanced camera RGB -> linear sRGB, rows sum to 1.
         camera: "make model" if known, else "".
         warnings: human-readable notes about fallbacks taken while reading metadata (e.g. no colour matrix).
+        flip: how the file says the stored mosaic is turned for display, as LibRaw's ``sizes.flip`` (0 none, 3 180°,
+            6 90° clockwise, 5 90° anticlockwise; 1, 2, 4, 7 mirrored). Only a decoder's own result carries a
+            non-zero value: :func:`redi_stream.capture.orient.orient` turns the mosaic and sets it to 0, so every
+            frame a source hands out is upright with 0 here.
     """
 
     cfa: CFA
@@ -86,8 +90,11 @@ class RawMeta:
     cam_to_srgb: np.ndarray = field(default_factory=lambda: IDENTITY_3x3.copy())
     camera: str = ""
     warnings: tuple[str, ...] = ()
+    flip: int = 0
 
     def __post_init__(self) -> None:
+        if self.flip not in range(8):
+            raise ValueError(f"flip must be a LibRaw orientation code 0..7, got {self.flip!r}")
         if len(self.black_level) != 4:
             raise ValueError(f"black_level needs 4 values (one per 2x2 position), got {len(self.black_level)}")
         if not all(np.isfinite(v) for v in (*self.black_level, self.white_level)):

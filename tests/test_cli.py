@@ -142,6 +142,26 @@ def test_headerless_dump_is_not_read_by_libraws_size_guess(tmp_path: Path, capsy
     assert _decoded_frames(out)[0] == 2
 
 
+def test_portrait_dng_gives_a_portrait_video(tmp_path: Path) -> None:
+    from tests.capture.conftest import _write_plain_dng
+
+    src = tmp_path / "portrait"
+    src.mkdir()
+    bayer = np.full((64, 96), 200, np.uint16)
+    bayer[:16, :8] = 3000  # a bright patch at the stored top-left
+    _write_plain_dng(src / "a.dng", bayer, Orientation=6)  # camera turned a quarter clockwise
+    out = tmp_path / "p.mp4"
+    assert main([str(src), "--out", str(out), "--model", "classic", "-q"]) == 0
+    with av.open(str(out)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24").mean(axis=2)
+    assert frame.shape == (96, 64)  # upright: taller than wide
+    corners = {"top right": frame[:8, 48:], "top left": frame[:8, :16], "bottom left": frame[-8:, :16],
+               "bottom right": frame[-8:, 48:]}
+    means = {k: v.mean() for k, v in corners.items()}
+    assert max(means, key=means.get) == "top right"  # the patch turned with the picture
+    assert means["top right"] > max(v for k, v in means.items() if k != "top right") + 50
+
+
 def test_linear_dng_is_rejected(tmp_path: Path, capsys) -> None:
     from tests.capture.conftest import _write_plain_dng
 

@@ -21,6 +21,7 @@ from .base import RandomAccessSource
 from .dngfast import DngFastReader
 from .headerless import LIBRAW, HeaderlessParams, bayer_from_array, find_sidecar, read_headerless
 from .libraw import LIBRAW_SUFFIXES, SizeOnlyError, read_libraw
+from .orient import orient
 
 DEFAULT_FPS = 24.0
 NPY_SUFFIX = ".npy"
@@ -118,7 +119,8 @@ class RawFileSource(RandomAccessSource):
     Sources: a folder (its raw files, natural order, non-raw files and hidden files ignored), a glob pattern, a list
     of paths (kept in the given order) or one file. Formats: DNG/CinemaDNG and any 2x2-Bayer raw LibRaw reads,
     ``.npy`` (H, W) arrays, and headerless ``.raw`` with :class:`HeaderlessParams` from ``raw_params`` or a JSON
-    sidecar (rule in :mod:`redi_stream.capture.headerless`).
+    sidecar (rule in :mod:`redi_stream.capture.headerless`). Frames come out upright: a file's Orientation tag
+    (a camera held vertically, a rig mounted upside down) turns the mosaic and its pattern (:mod:`.orient`).
 
     Thread safety: :meth:`read` may be called from any number of threads at once; each call opens, decodes and
     closes its own file handle and returns a frame it alone owns. The only shared state is frame 0's geometry,
@@ -203,6 +205,10 @@ class RawFileSource(RandomAccessSource):
     # -- internals ------------------------------------------------------------------------------------------------
 
     def _decode(self, i: int) -> tuple[np.ndarray, RawMeta]:
+        """Frame ``i`` upright (its file's orientation applied: :mod:`.orient`)."""
+        return orient(*self._decode_stored(i))
+
+    def _decode_stored(self, i: int) -> tuple[np.ndarray, RawMeta]:
         path = self.paths[i]
         suffix = path.suffix.lower()
         if suffix == NPY_SUFFIX:

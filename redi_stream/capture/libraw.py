@@ -199,7 +199,8 @@ def read_libraw(path: Path, index: int, *, trust_file_size: bool | None = None) 
     Returns:
         ``(data, meta)``: data is the visible area, (H, W) uint16, C-contiguous, owned by the caller (copied out of
         LibRaw before its handle closes); meta has per-position black levels, white level, CFA of the visible
-        area, WB gains (G = 1) and ``cam_to_srgb``.
+        area, WB gains (G = 1), ``cam_to_srgb`` and the file's orientation as ``flip``, not yet applied (the
+        data is as stored; :func:`~.orient.orient` turns it).
 
     Raises:
         FrameError: unreadable, truncated, corrupt, or inconsistent levels; known by its size alone when
@@ -232,6 +233,7 @@ def read_libraw_with_margins(
             cfa = bayer_cfa(raw, path)
             data = np.array(raw.raw_image_visible, dtype=np.uint16, order="C", copy=True)
             margins = (int(raw.sizes.top_margin), int(raw.sizes.left_margin))
+            flip = int(raw.sizes.flip)
             pattern = np.asarray(raw.raw_pattern)
             black_by_colour = [float(b) for b in raw.black_level_per_channel]
             white = float(raw.white_level)
@@ -270,6 +272,7 @@ def read_libraw_with_margins(
             cam_to_srgb=cam_to_srgb,
             camera=_camera_name(path),
             warnings=tuple(warnings),
+            flip=flip if flip in range(8) else 0,
         )
     except ValueError as exc:
         raise FrameError(f"frame {index} ({path}): bad metadata: {exc}", index=index, name=path.name) from exc

@@ -13,6 +13,7 @@ import tifffile
 from redi_stream.capture import RawFileSource, SyntheticSource, dngfast, write_dark_dng_sequence, write_dng
 from redi_stream.capture.dngfast import DngFastReader
 from redi_stream.capture.libraw import read_libraw
+from redi_stream.capture.orient import orient
 from redi_stream.errors import FrameError
 from redi_stream.frames import CFA, RawMeta
 
@@ -47,8 +48,8 @@ def assert_same(data: np.ndarray, meta: RawMeta, want_data: np.ndarray, want_met
 
 
 def assert_like_libraw(data: np.ndarray, meta: RawMeta, path: Path, index: int = 0) -> None:
-    """``(data, meta)`` is what read_libraw gives for ``path``."""
-    assert_same(data, meta, *read_libraw(path, index))
+    """``(data, meta)`` is what read_libraw gives for ``path``, turned upright as every source does."""
+    assert_same(data, meta, *orient(*read_libraw(path, index)))
 
 
 def assert_source_like_libraw(src: RawFileSource, order=None) -> None:
@@ -228,8 +229,8 @@ def test_fast_path_comes_back_after_a_pause(tmp_path, tiny, libraw_calls, parse_
 
 def test_another_decode_relevant_tag_goes_through_libraw(tmp_path, libraw_calls, write_plain_dng) -> None:
     write_plain_dng(tmp_path / "s0.dng", full_range(0, (24, 32)))
-    write_plain_dng(tmp_path / "s1.dng", full_range(1, (24, 32)), Orientation=3)
-    write_plain_dng(tmp_path / "s2.dng", full_range(2, (24, 32)), Orientation=3)
+    write_plain_dng(tmp_path / "s1.dng", full_range(1, (24, 32)), WhiteLevel=4000)
+    write_plain_dng(tmp_path / "s2.dng", full_range(2, (24, 32)), WhiteLevel=4000)
     assert_source_like_libraw(RawFileSource(tmp_path))
     assert libraw_calls == ["s0.dng", "s1.dng"]
 
