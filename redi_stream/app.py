@@ -82,7 +82,9 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
     """
     from .stream import ClassicEnhancer, RediEnhancer
 
-    out_dtype = np.uint16 if (cfg.out is not None and _is_image_dir(cfg.out) and cfg.bits == 16) else np.uint8
+    # 16-bit frames for 16-bit image sequences and for 10-bit video (swscale reduces them to the pixel format).
+    frames16 = cfg.out is not None and (cfg.video_bits > 8 if cfg.video_out else cfg.bits == 16)
+    out_dtype = np.uint16 if frames16 else np.uint8
     common = dict(gain=cfg.gain, smoothing_frames=cfg.gain_smoothing_frames, out_dtype=out_dtype)
     if cfg.model is ModelKind.CLASSIC:
         if cfg.tile is not None:
@@ -120,10 +122,6 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
                                             **common))
 
 
-def _is_image_dir(out: Path) -> bool:
-    return out.suffix.lower() not in (".mp4", ".mkv", ".mov")
-
-
 def encoder_threads(cfg: RunConfig) -> int:
     """Video encoder threads: 1 when the network runs on the CPU, else 0 (FFmpeg's choice).
 
@@ -145,7 +143,7 @@ def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack) -> list:
 
     if cfg.out is None:
         return []
-    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.codec, crf=cfg.crf, preset=cfg.preset,
+    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
                      threads=encoder_threads(cfg), image_format=cfg.image_format.value, bits=cfg.bits)
     return [stack.enter_context(sink)]
 

@@ -81,6 +81,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf", type=int, default=18, help="x264 constant rate factor 0..51 (default 18)")
     g.add_argument("--preset", default="ultrafast",
                    help="x264 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
+    g.add_argument("--pix-fmt", default="yuv420p",
+                   help="video pixel format: yuv420p (default, plays everywhere), yuv444p, or 10-bit yuv420p10le / "
+                        "yuv444p10le (no banding in amplified shadows; libx264 High 10, libx265 Main 10)")
     g.add_argument("--format", dest="image_format", default="png", help="frame-sequence format: png or tiff")
     g.add_argument("--bits", type=int, default=16, help="frame-sequence bit depth: 8 or 16 (default 16)")
     g.add_argument("--preview", dest="preview", action="store_const", const=True, default=None,
@@ -151,6 +154,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         codec=ns.codec,
         crf=ns.crf,
         preset=ns.preset,
+        pix_fmt=getattr(ns, "pix_fmt", "yuv420p"),
         image_format=parse_enum(ImageFormat, ns.image_format, "--format"),
         bits=ns.bits,
         on_error=parse_enum(OnError, getattr(ns, "on_error", "stop"), "--on-error"),

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
+from .stream.sinks import VIDEO_PIX_FMTS, VIDEO_SUFFIXES, pix_fmt_bits
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -106,6 +108,7 @@ class RunConfig:
     codec: str = "libx264"
     crf: int = 18
     preset: str = "ultrafast"
+    pix_fmt: str = "yuv420p"
     image_format: ImageFormat = ImageFormat.PNG
     bits: int = 16
     on_error: OnError = OnError.STOP
@@ -153,6 +156,10 @@ class RunConfig:
             raise ConfigError(f"--crf must be in 0..51, got {self.crf}")
         if self.bits not in (8, 16):
             raise ConfigError(f"--bits must be 8 or 16, got {self.bits}")
+        if self.pix_fmt not in VIDEO_PIX_FMTS:
+            raise ConfigError(f"invalid --pix-fmt {self.pix_fmt!r}; valid: {', '.join(VIDEO_PIX_FMTS)}")
+        if self.pix_fmt != "yuv420p" and not self.video_out:
+            raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov); frame sequences take --bits")
         if not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
         if self.tile is not None and any(t <= 0 or t % 32 for t in self.tile):
@@ -161,3 +168,14 @@ class RunConfig:
             raise ConfigError("--weights applies to --model redi only")
         if self.precision in (Precision.FP16,) and self.device is Device.CPU:
             raise ConfigError("--precision fp16 needs --device cuda; valid on the CPU: fp32, bf16")
+
+    @property
+    def video_out(self) -> bool:
+        """``--out`` names a video file (as ``stream.open_sink`` decides it), not frames or nothing."""
+        return (self.out is not None and self.out.suffix.lower() in VIDEO_SUFFIXES
+                and not str(self.out).endswith(("/", os.sep)))
+
+    @property
+    def video_bits(self) -> int:
+        """Bits per sample of the video's pixel format (8 or 10)."""
+        return pix_fmt_bits(self.pix_fmt)

@@ -44,3 +44,32 @@ def test_enhancer_makes_yuv_planes_only_for_a_yuv420p_video(tmp_path: Path, monk
     cfg = RunConfig(source=str(clip), out=target, model=ModelKind.CLASSIC, progress=False, preview=preview)
     assert app.run(cfg) == 0
     assert seen == want
+
+
+@pytest.mark.parametrize(
+    "out, extra, want",
+    [
+        ("o.mp4", {}, "uint8"),
+        ("o.mkv", {"pix_fmt": "yuv444p"}, "uint8"),
+        ("o.mp4", {"pix_fmt": "yuv420p10le"}, "uint16"),  # 10-bit video is made from 16-bit frames
+        ("frames/", {}, "uint16"),
+        ("frames/", {"bits": 8}, "uint8"),
+    ],
+)
+def test_output_bit_depth_reaches_the_enhancer(tmp_path: Path, out: str, extra: dict, want: str) -> None:
+    from contextlib import ExitStack
+
+    cfg = RunConfig(source="x", out=tmp_path / out, model=ModelKind.CLASSIC, **extra)
+    with ExitStack() as stack:
+        enhancer = app.build_enhancer(cfg, stack, yuv420p=False, rgb=True)
+        assert enhancer.out_dtype.name == want
+
+
+def test_pix_fmt_is_checked() -> None:
+    from redi_stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid --pix-fmt 'yuv420p12le'; valid: yuv420p, yuv422p, yuv444p, "):
+        RunConfig(source="x", out=Path("o.mp4"), pix_fmt="yuv420p12le")
+    with pytest.raises(ConfigError, match="--pix-fmt applies to video output"):
+        RunConfig(source="x", out=Path("frames/"), pix_fmt="yuv420p10le")
+    assert RunConfig(source="x", out=Path("o.mov"), pix_fmt="yuv422p10le").video_bits == 10

@@ -46,6 +46,18 @@ from ..frames import EnhancedFrame
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+#: Pixel formats offered for video output: 8-bit 4:2:0 (plays everywhere), 4:2:2 and 4:4:4, and their 10-bit forms
+#: (libx264 High 10 / High 4:4:4, libx265 Main 10), which keep amplified shadows free of 8-bit banding.
+VIDEO_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
+
+
+#: Narrower frames make libx265 (8 and 10 bit, as bundled with PyAV) corrupt memory and abort the process.
+X265_MIN_WIDTH = 64
+
+
+def pix_fmt_bits(pix_fmt: str) -> int:
+    """Bits per sample of a pixel format of :data:`VIDEO_PIX_FMTS` (8 or 10)."""
+    return 10 if pix_fmt.endswith("p10le") else 8
 IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 
 # AVCOL_* values (libavutil/pixfmt.h): BT.709 primaries, transfer and matrix; "MPEG" = limited (tv) range.
@@ -186,7 +198,8 @@ class VideoSink:
         fps: frame rate (float, ``Fraction`` or ``"24000/1001"``); the codec time base is ``1/fps``.
         codec: FFmpeg encoder name (``libx264``, ``libx265``, ``h264_nvenc``, ``mpeg4``, ...).
         crf, preset: quality and speed for libx264/libx265 (ignored by other encoders; pass ``options``).
-        pix_fmt: encoder pixel format; ``yuv420p`` (default, plays everywhere) or e.g. ``yuv444p``.
+        pix_fmt: encoder pixel format; ``yuv420p`` (default, plays everywhere) or e.g. ``yuv444p``, or a 10-bit
+            one such as ``yuv420p10le`` (give it uint16 frames, or the extra bits are empty).
         threads: encoder threads (0 = FFmpeg's choice).
         fragmented: for ``.mp4``/``.mov``, write fragmented MP4 so a hard-killed run stays playable (see module).
         pts_from: ``"t_ns"`` (default; frame timestamps, so camera drops and skipped files keep real timing) or
@@ -201,7 +214,7 @@ class VideoSink:
     first frame (size known then). Odd H or W are padded to even by repeating the last row/column (yuv420p needs
     even sizes; padding keeps every pixel, the video is one pixel larger). RGB -> YUV uses the BT.709 matrix into
     limited range (see ``yuv``), and the stream is tagged BT.709 (primaries, transfer, matrix) and tv range.
-    uint16 input goes in as rgb48 and is reduced to 8 bits by swscale.
+    uint16 input goes in as rgb48 and is reduced to the pixel format's bit depth by swscale.
 
     Thread use: one thread at a time (``write`` then ``close``). ``close()`` is idempotent and safe after a failed
     ``write``; it flushes the encoder and writes the trailer exactly once.
@@ -291,6 +304,8 @@ class VideoSink:
         opts: dict[str, str] = {}
         if self.codec in ("libx264", "libx265"):
             opts = {"crf": str(self.crf), "preset": self.preset}
+        if self.codec == "libx265":
+            opts["x265-params"] = "log-level=error"  # x265 prints ~20 info lines per file on stderr otherwise
         opts.update(self.options)
         return opts
 
@@ -299,6 +314,10 @@ class VideoSink:
         from av.video.reformatter import VideoReformatter
 
         eh, ew = h + h % 2, w + w % 2
+        if self.codec == "libx265" and ew < X265_MIN_WIDTH:
+            # The bundled x265 corrupts its heap on such frames and aborts the process (48 wide, any height).
+            raise SinkError(f"cannot write {self.path}: libx265 cannot encode frames narrower than {X265_MIN_WIDTH} "
+                            f"pixels (these are {w}); use --codec libx264")
         if (eh, ew) != (h, w):
             log.info("%s: %dx%d is odd; padding to %dx%d (last row/column repeated)", self.path, w, h, ew, eh)
             self._pad_buf = np.empty((eh, ew, 3), dtype=dtype)

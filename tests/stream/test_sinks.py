@@ -244,3 +244,22 @@ def test_fps_to_fraction():
         fps_to_fraction(0)
     with pytest.raises(ConfigError):
         fps_to_fraction("fast")
+
+
+def test_x265_writes_no_banner_to_stderr(tmp_path, capfd):
+    import av
+
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no libx265")
+    sink = VideoSink(tmp_path / "h.mp4", fps=24, codec="libx265", pix_fmt="yuv420p10le")
+    for i in range(2):
+        sink.write(EnhancedFrame(rgb=np.full((64, 96, 3), 1000 * (i + 1), np.uint16), index=i, t_ns=i * 41_666_667))
+    sink.close()
+    assert "x265 [info]" not in capfd.readouterr().err
+    with av.open(str(tmp_path / "h.mp4")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p10le" and len(list(c.decode(video=0))) == 2
+    # Frames too narrow for it are refused before x265 sees them (it would abort the process).
+    narrow = VideoSink(tmp_path / "n.mp4", fps=24, codec="libx265")
+    with pytest.raises(SinkError, match="libx265 cannot encode frames narrower than 64 pixels \\(these are 48\\)"):
+        narrow.write(EnhancedFrame(rgb=np.zeros((64, 48, 3), np.uint8), index=0, t_ns=0))
+    narrow.close()
