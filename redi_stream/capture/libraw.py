@@ -85,24 +85,6 @@ def bayer_cfa(raw: Any, path: Path | str) -> CFA:
         ) from None
 
 
-def _refuse_size_only(raw: Any, path: Path, index: int) -> None:
-    """FrameError if LibRaw read ``path`` as it would any file of its size (a header gives another reading)."""
-    layout = _layout(raw)
-    if layout != size_table_layout(path.stat().st_size):
-        return
-    w, h, white, _ = layout
-    guess = f"LibRaw would guess {w}x{h}, white {white:g} from the file size alone"
-    layout_keys = "--raw-width/--raw-height/--raw-dtype/--cfa/--black/--white"
-    if path.suffix.lower() == ".raw":
-        why = (f"no raw header; {guess}. If it is a headerless dump, give its layout: {layout_keys}, or a sidecar "
-               f'{path.name}.json or redi.json with keys width, height, cfa, black, white, dtype ({{"decoder": '
-               f'"libraw"}} there accepts the guess)')
-    else:
-        why = (f"no {path.suffix[1:].upper()} header ({guess}); a headerless dump needs the .raw extension and its "
-               f"layout ({layout_keys})")
-    raise SizeOnlyError(f"frame {index} ({path}): {why}", index=index, name=path.name)
-
-
 def _camera_name(path: Path) -> str:
     """'Make Model' from the TIFF header of TIFF-based raws, else ''."""
     if path.suffix.lower() not in _TIFF_SUFFIXES:
@@ -186,6 +168,24 @@ def size_table_layout(size: int) -> tuple[int, int, float, bytes] | None:
         raw.close()
 
 
+def _refuse_size_only(raw: Any, path: Path, index: int) -> None:
+    """FrameError if LibRaw read ``path`` as it would any file of its size (a header gives another reading)."""
+    layout = _layout(raw)
+    if layout != size_table_layout(path.stat().st_size):
+        return
+    w, h, white, _ = layout
+    guess = f"LibRaw would guess {w}x{h}, white {white:g} from the file size alone"
+    layout_keys = "--raw-width/--raw-height/--raw-dtype/--cfa/--black/--white"
+    if path.suffix.lower() == ".raw":
+        why = (f"no raw header; {guess}. If it is a headerless dump, give its layout: {layout_keys}, or a sidecar "
+               f'{path.name}.json or redi.json with keys width, height, cfa, black, white, dtype ({{"decoder": '
+               f'"libraw"}} there accepts the guess)')
+    else:
+        why = (f"no {path.suffix[1:].upper()} header ({guess}); a headerless dump needs the .raw extension and its "
+               f"layout ({layout_keys})")
+    raise SizeOnlyError(f"frame {index} ({path}): {why}", index=index, name=path.name)
+
+
 def read_libraw(path: Path, index: int, *, trust_file_size: bool | None = None) -> tuple[np.ndarray, RawMeta]:
     """Decode the raw mosaic and metadata of one file.
 
@@ -228,7 +228,9 @@ def read_libraw_with_margins(
         raise UnsupportedSensorError(f"{path}: Foveon X3F sensors are not supported; redi-stream needs a 2x2 Bayer raw")
     try:
         with rawpy.imread(str(path)) as raw:
-            if not (path.suffix.lower() not in _HEADER_REQUIRED if trust_file_size is None else trust_file_size):
+            if trust_file_size is None:
+                trust_file_size = path.suffix.lower() not in _HEADER_REQUIRED
+            if not trust_file_size:
                 _refuse_size_only(raw, path, index)
             cfa = bayer_cfa(raw, path)
             data = np.array(raw.raw_image_visible, dtype=np.uint16, order="C", copy=True)
