@@ -357,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sizes = parse_sizes(ns.sizes)
+    if ns.json is not None:
+        from .stream.sinks import check_writable_file
+
+        check_writable_file(ns.json)  # before the benchmark, not after it
     if ns.device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif ns.device in ("cpu", "cuda"):

@@ -207,6 +207,9 @@ def _guarded(fn, *args) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except RediStreamError as exc:
         return _fail(_one_line(exc), EXIT_FAILED)
+    except OSError as exc:  # a path a subcommand cannot use (train --out-dir in a read-only place, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}", EXIT_FAILED)
 
 
 def _one_line(exc: BaseException) -> str:

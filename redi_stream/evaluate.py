@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from redi_stream import kernels
-from redi_stream.errors import CaptureError, ConfigError, WeightsError
+from redi_stream.errors import CaptureError, ConfigError, SinkError, WeightsError
 from redi_stream.frames import CFA, RawFrame, RawMeta
 from redi_stream.model.data import CleanImageDataset
 from redi_stream.model.net import RediNet
@@ -71,6 +71,7 @@ from redi_stream.model.synth import (
 )
 from redi_stream.model.weights import WeightsMeta, load_weights
 from redi_stream.stream.enhance import ClassicEnhancer, RediEnhancer
+from redi_stream.stream.sinks import check_writable_file
 
 DEFAULT_RATIOS = (100.0, 250.0, 300.0)
 
@@ -525,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result: dict[str, Any] = {}
     try:
+        if args.json:
+            check_writable_file(Path(args.json))  # before the evaluation, not after it
         if not args.test_data and not args.real_data:
             raise ConfigError("give --test-data (held-out photos) and/or --real-data (real raw files)")
         real_config = None
@@ -548,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if real_config is not None:
             result["real_data"] = real_data_check(real_config, load_model_for_eval(args.weights), progress=True)
             print(format_real_table(result["real_data"]))
-    except (ConfigError, WeightsError, CaptureError) as exc:
+    except (ConfigError, WeightsError, CaptureError, SinkError) as exc:
         print(f"redi-stream eval: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

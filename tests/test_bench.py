@@ -59,6 +59,26 @@ def test_bench_option_errors(argv, match):
         main(["--sizes", "32x32", *argv])
 
 
+def test_bench_checks_the_json_path_first(tmp_path, capsys, monkeypatch):
+    import redi_stream.bench as bench
+
+    monkeypatch.setattr(bench, "load_bench_network", lambda w: pytest.fail("benchmarked before checking --json"))
+    assert cli_main(["bench", "--sizes", "32x32", "--json", str(tmp_path / "no" / "b.json")]) == 1
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_subcommand_os_errors_are_one_line(tmp_path, capsys):
+    from redi_stream.cli import EXIT_FAILED, _guarded
+
+    def writes_into_a_file_as_if_a_folder():
+        (tmp_path / "f").write_text("")
+        (tmp_path / "f" / "out").mkdir(parents=True)
+
+    assert _guarded(writes_into_a_file_as_if_a_folder) == EXIT_FAILED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"redi-stream: error: {tmp_path / 'f' / 'out'}: Not a directory"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
 def test_bench_cuda_without_cuda():
     assert cli_main(["bench", "--device", "cuda", "--sizes", "32x32"]) == 2

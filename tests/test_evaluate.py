@@ -69,6 +69,18 @@ def test_eval_cli_writes_json(tiny, tmp_path, capsys):
     assert load_model_for_eval(weights).meta.version == "random"
 
 
+def test_eval_cli_checks_the_json_path_before_evaluating(tiny, tmp_path, capsys, monkeypatch):
+    import redi_stream.evaluate as ev
+
+    photos, noise, weights, _ = tiny
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    rc = main([str(weights), "--test-data", str(photos), "--noise-params", str(noise), "--cameras", "TestCam",
+               "--json", str(tmp_path / "no" / "r.json")])
+    assert rc == 2
+    assert f"cannot write {tmp_path / 'no' / 'r.json'}: directory {tmp_path / 'no'} does not exist" in (
+        capsys.readouterr().err)
+
+
 def test_eval_config_validation(tiny):
     photos, noise, _, _ = tiny
     with pytest.raises(ConfigError, match="ratios"):

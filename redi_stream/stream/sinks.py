@@ -101,7 +101,7 @@ def fps_to_fraction(fps: float | Fraction | str) -> Fraction:
     return f
 
 
-def _check_writable_file(path: Path) -> None:
+def check_writable_file(path: Path) -> None:
     """Raise SinkError unless ``path`` can be created/overwritten as a regular file. Leaves no new file behind."""
     if path.is_dir():
         raise SinkError(f"cannot write {path}: it is a directory")
@@ -273,7 +273,7 @@ class VideoSink:
         if yuv == "kernel" and not self._use_kernel:
             raise ConfigError(f"yuv='kernel' needs pix_fmt='yuv420p', got {pix_fmt!r}")
         self.options = dict(options or {})
-        _check_writable_file(self.path)
+        check_writable_file(self.path)
 
         self.frames_written = 0
         self.frames_kept: int | None = None  # after a failed write + close: frames left in the (cut) file
