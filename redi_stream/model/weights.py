@@ -245,7 +245,8 @@ def load_weights(path: str | os.PathLike[str]) -> RediNet:
     except OSError as exc:
         raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # a file that is not a checkpoint: UnpicklingError, RuntimeError, IndexError, ...
-        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        # The first sentence only: torch's longer texts go on to advise weights_only=False, which is not the point.
+        detail = str(exc).strip().splitlines()[0].split(". ")[0][:200] if str(exc).strip() else ""
         raise WeightsError(f"{path}: not a PyTorch checkpoint (torch.load: {type(exc).__name__}"
                            f"{': ' + detail if detail else ''})") from exc
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT_NAME:
