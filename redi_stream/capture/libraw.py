@@ -142,6 +142,7 @@ class SizeOnlyError(FrameError):
 # a headerless dump whose layout the user gives (``capture.headerless``). Under other camera extensions LibRaw's
 # file-size table stays trusted: it lists headerless dumps that cameras saved under them.
 _HEADER_REQUIRED = frozenset({".dng", ".raw"})
+_TIFF_MAGIC = (b"II*\0", b"MM\0*")
 
 
 def _layout(raw: Any) -> tuple[int, int, float, bytes]:
@@ -169,7 +170,14 @@ def size_table_layout(size: int) -> tuple[int, int, float, bytes] | None:
 
 
 def _refuse_size_only(raw: Any, path: Path, index: int) -> None:
-    """FrameError if LibRaw read ``path`` as it would any file of its size (a header gives another reading)."""
+    """FrameError if LibRaw read ``path`` as it would any file of its size (a header gives another reading).
+
+    A file that starts with a TIFF header (every DNG) is taken as read by that header without probing: the probe
+    costs a zero buffer of the file's size, once per size, and compressed DNG sequences change size every frame.
+    """
+    with open(path, "rb") as f:
+        if f.read(4) in _TIFF_MAGIC:
+            return
     layout = _layout(raw)
     if layout != size_table_layout(path.stat().st_size):
         return
