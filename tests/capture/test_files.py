@@ -235,6 +235,25 @@ def test_raw_with_a_header_is_read_by_it_even_at_a_table_size(tmp_path: Path, wr
     np.testing.assert_array_equal(frame.data, RawFileSource(dng).read(0).data)
 
 
+def test_only_a_reading_equal_to_the_size_tables_is_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from redi_stream.capture.libraw import SizeOnlyError, _refuse_size_only, size_table_layout
+
+    w, h, white, pattern = size_table_layout(HD_BYTES)
+    path = tmp_path / "cam.raw"
+    path.write_bytes(b"HDR!" + bytes(HD_BYTES - 4))  # some header LibRaw might know, at a table size
+
+    def reading(width: int, height: int, wl: float):
+        return SimpleNamespace(sizes=SimpleNamespace(raw_width=width, raw_height=height), white_level=wl,
+                               raw_pattern=np.frombuffer(pattern, dtype=np.uint8).reshape(2, 2))
+
+    _refuse_size_only(reading(w, h, 4095.0), path, 0)  # read another way than the table: by its header
+    _refuse_size_only(reading(w // 2, h, white), path, 0)
+    with pytest.raises(SizeOnlyError, match="no raw header"):
+        _refuse_size_only(reading(w, h, white), path, 0)
+
+
 def test_libraw_decoder_takes_no_layout_and_no_npy(tmp_path: Path) -> None:
     assert HeaderlessParams(None, None, decoder="libraw").decoder == "libraw"
     with pytest.raises(ConfigError, match="takes the layout from LibRaw; remove width, height, white"):
