@@ -35,7 +35,7 @@ def open_source(cfg: RunConfig):
         r = cfg.raw
         params = HeaderlessParams(
             width=r.width, height=r.height, cfa=r.cfa or CFA.RGGB, black=r.black or 0.0,
-            white=r.white if r.white is not None else 65535.0, dtype=r.dtype,
+            white=r.white, dtype=r.dtype,  # None: 2**bits - 1 of the stored type (255 for u1), or normalised floats
         )
     return RawFileSource(cfg.source, raw_params=params, fps=cfg.fps)
 

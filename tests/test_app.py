@@ -73,3 +73,15 @@ def test_pix_fmt_is_checked() -> None:
     with pytest.raises(ConfigError, match="--pix-fmt applies to video output"):
         RunConfig(source="x", out=Path("frames/"), pix_fmt="yuv420p10le")
     assert RunConfig(source="x", out=Path("o.mov"), pix_fmt="yuv422p10le").video_bits == 10
+
+
+def test_headerless_flags_without_white_take_the_sample_types_white(tmp_path: Path) -> None:
+    import numpy as np
+
+    from redi_stream.config import RawLayout
+
+    raw = tmp_path / "f.raw"
+    np.full((8, 12), 200, np.uint8).tofile(raw)
+    cfg = RunConfig(source=str(raw), out=tmp_path / "o.mp4", raw=RawLayout(width=12, height=8, dtype="u1"))
+    with app.open_source(cfg) as src:
+        assert src.read(0).meta.white_level == 255  # 8-bit samples: not 65535, which made them 256x too dark

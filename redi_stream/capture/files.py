@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import operator
@@ -19,7 +20,9 @@ from redi_stream.frames import CFA, RawFrame, RawMeta
 
 from .base import RandomAccessSource
 from .dngfast import DngFastReader
-from .headerless import LIBRAW, HeaderlessParams, bayer_from_array, find_sidecar, read_headerless
+from .headerless import (
+    LIBRAW, HeaderlessParams, bayer_from_array, find_sidecar, normalised_to_dn, read_headerless,
+)
 from .libraw import LIBRAW_SUFFIXES, SizeOnlyError, read_libraw
 from .orient import orient
 
@@ -264,15 +267,18 @@ class RawFileSource(RandomAccessSource):
             arr = np.load(path, allow_pickle=False)
             if not isinstance(arr, np.ndarray):
                 raise ValueError("not a single array (.npz archives are not frames)")
-            data = bayer_from_array(arr)
             if params is None:
                 params = HeaderlessParams(None, None)
             if params.decoder == LIBRAW:
                 raise ValueError(f"{source} says decoder {LIBRAW!r}, which applies to .raw files only")
+            arr, params, note = normalised_to_dn(arr, params)
+            data = bayer_from_array(arr)
             h, w = data.shape
             if (params.height is not None and params.height != h) or (params.width is not None and params.width != w):
                 raise ValueError(f"array is {h}x{w}, but {source} says {params.height}x{params.width}")
             meta = params.meta(arr.dtype)
+            if note:  # one text for every frame, so a sequence logs it once
+                meta = dataclasses.replace(meta, warnings=(*meta.warnings, f".npy frames: {note}"))
         except (ValueError, OSError, EOFError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise FrameError(f"frame {i} ({path}): {reason}", index=i, name=path.name) from exc

@@ -5,7 +5,8 @@ Where the parameters come from (one rule, first match wins):
 1. ``raw_params`` given to :class:`~redi_stream.capture.RawFileSource` (applies to every headerless/npy frame);
 2. a per-file sidecar beside the frame, named after it with ``.json`` appended: ``frame_0001.raw.json``;
 3. a per-folder sidecar ``redi.json`` in the frame's folder;
-4. for ``.npy`` only: defaults (RGGB, black 0, white = the array dtype's maximum). A ``.raw`` without parameters
+4. for ``.npy`` only: defaults (RGGB, black 0, white = the array dtype's maximum; a float array whose values all lie in
+   [0, 1] is taken as normalised, white 1, see :func:`normalised_to_dn`). A ``.raw`` without parameters
    goes to LibRaw, which reads camera ``.raw`` formats by their header (Panasonic, Leica, ...). A ``.raw`` with no
    header LibRaw knows is an error, also when LibRaw would accept it by its file size alone: LibRaw keeps a table of
    headerless camera dumps keyed on file size, and by it any 1920x1080 16-bit dump is read as a 16-bit GBRG frame,
@@ -22,6 +23,7 @@ by file size: for the headerless camera formats in LibRaw's table (old phone and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -233,6 +235,32 @@ def read_headerless(path: Path, params: HeaderlessParams) -> np.ndarray:
     if data.size != count:  # the file shrank between stat and read
         raise ValueError(f"file holds {data.size} samples, expected {count}")
     return np.ascontiguousarray(data.reshape(params.height, params.width).astype(np.uint16, copy=False))
+
+
+def normalised_to_dn(arr: np.ndarray, params: HeaderlessParams) -> tuple[np.ndarray, HeaderlessParams, str]:
+    """A float array of normalised values (white 1) as 16-bit DN, with its levels scaled alike.
+
+    A float ``.npy`` is normalised when its parameters give a white level of at most 1, or give none and every value
+    lies in [0, 1] (as DN such a frame would hold nothing but zeros and ones). It is then scaled by ``65535 / white``
+    so that ``bayer_from_array`` keeps 16 bits of it. Anything else is returned as it is.
+
+    Returns:
+        ``(arr, params, note)``: the array and parameters to use, and a note for the frame's warnings ("" when
+        nothing was scaled).
+    """
+    if arr.dtype.kind != "f" or arr.size == 0 or not np.all(np.isfinite(arr)):
+        return arr, params, ""  # integers, or a float array bayer_from_array will refuse with its own reason
+    white = params.white
+    if white is None and (params.bits is not None or float(arr.max()) > 1.0 or float(arr.min()) < 0.0):
+        return arr, params, ""
+    if white is not None and white > 1.0:
+        return arr, params, ""
+    white = 1.0 if white is None else float(white)
+    scale = 65535.0 / white
+    scaled = np.clip(arr.astype(np.float64) * scale, 0.0, 65535.0)
+    black = tuple(b * scale for b in params.black_level)
+    note = f"float values taken as normalised (white {white:g}) and scaled to 16 bits"
+    return scaled, dataclasses.replace(params, black=black, white=65535.0), note
 
 
 def bayer_from_array(arr: np.ndarray) -> np.ndarray:

@@ -331,6 +331,27 @@ def test_bad_npy_frames(tmp_path: Path, array: np.ndarray, needle: str) -> None:
         RawFileSource(tmp_path / "x.npy").read(0)
 
 
+def test_normalised_float_npy_frames_are_scaled_to_16_bits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    norm = (rng.random((6, 8)) * 0.02).astype(np.float32)  # a dark frame, normalised: white 1
+    np.save(tmp_path / "a.npy", norm)
+    f = RawFileSource(tmp_path / "a.npy").read(0)
+    np.testing.assert_array_equal(f.data, np.round(norm.astype(np.float64) * 65535).astype(np.uint16))
+    assert f.meta.white_level == 65535 and f.meta.black_level == (0.0,) * 4
+    assert f.meta.warnings == (".npy frames: float values taken as normalised (white 1) and scaled to 16 bits",)
+    # A white level of at most 1 in the parameters says the same; its black level is scaled alike.
+    np.save(tmp_path / "b.npy", norm + 0.0625)
+    params = HeaderlessParams(None, None, black=0.0625, white=1.0)
+    f = RawFileSource(tmp_path / "b.npy", raw_params=params).read(0)
+    assert f.meta.black_level == (0.0625 * 65535,) * 4 and f.meta.white_level == 65535
+    # Float DN (values above 1, or a white level above 1) stay DN, as before.
+    np.save(tmp_path / "c.npy", norm * 4000 + 64)
+    f = RawFileSource(tmp_path / "c.npy").read(0)
+    assert f.meta.white_level == 65535 and f.meta.warnings == () and f.data.max() < 200
+    f = RawFileSource(tmp_path / "a.npy", raw_params=HeaderlessParams(None, None, white=1023.0)).read(0)
+    assert f.data.max() <= 1 and f.meta.white_level == 1023
+
+
 def test_truncated_npy(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros((60, 80), np.uint16))
     blob = (tmp_path / "x.npy").read_bytes()
