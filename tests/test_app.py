@@ -85,3 +85,25 @@ def test_headerless_flags_without_white_take_the_sample_types_white(tmp_path: Pa
     cfg = RunConfig(source=str(raw), out=tmp_path / "o.mp4", raw=RawLayout(width=12, height=8, dtype="u1"))
     with app.open_source(cfg) as src:
         assert src.read(0).meta.white_level == 255  # 8-bit samples: not 65535, which made them 256x too dark
+
+
+@pytest.mark.parametrize("n, max_frames, want", [(2, None, "cores"), (10, None, "auto"), (10, 3, "cores")])
+def test_short_runs_skip_the_thread_probe(tmp_path: Path, monkeypatch, n: int, max_frames, want: str) -> None:
+    import os
+
+    import redi_stream.model as model
+
+    clip = tmp_path / "clip"
+    make_dng(None, clip, n_frames=n, size=(32, 48), fps=24.0, ratio=100)
+    seen = {}
+    real = model.TorchRunner
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(model, "TorchRunner", spy)
+    cfg = RunConfig(source=str(clip), out=tmp_path / "o.mp4", device=Device.CPU, progress=False,
+                    max_frames=max_frames)
+    assert app.run(cfg) == 0
+    assert seen["num_threads"] == ((os.cpu_count() or 1) if want == "cores" else "auto")
