@@ -30,6 +30,7 @@ Video files stay playable when a run ends badly:
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -504,7 +505,8 @@ class ImageSequenceSink:
         prefix, digits: file name pattern; the number is the frame's source index, so a skipped frame leaves a gap.
 
     Colour: files hold RGB in the usual order (OpenCV's BGR convention is handled here). Existing files with the
-    same names are overwritten. Each file is written under a temporary name and renamed, so a failed write (disk
+    same names are overwritten; if the folder already holds frame files of this pattern, a warning says so at
+    construction (a previous run's frames that this one does not renumber stay beside the new ones). Each file is written under a temporary name and renamed, so a failed write (disk
     full) leaves no partial image: every frame file present is complete. ``close()`` is idempotent.
 
     Raises:
@@ -539,6 +541,10 @@ class ImageSequenceSink:
             probe.unlink()
         except OSError as exc:
             raise SinkError(f"cannot write frames to {self.directory}: {exc.strerror or exc}") from exc
+        old = sorted(self.directory.glob(f"{glob.escape(prefix)}{'[0-9]' * digits}{self._ext}"))
+        if old:  # a previous run's frames: those this run does not renumber would mix into the sequence
+            log.warning("%s already holds %d frame files (%s ... %s); this run overwrites the ones it writes and "
+                        "leaves the rest", self.directory, len(old), old[0].name, old[-1].name)
         self.frames_written = 0
         self._closed = False
 

@@ -206,6 +206,23 @@ def test_image_sequence_sink_16bit_png_rgb_order(tmp_path):
     assert tuple(rgb[10, 10]) == (65535, 128 * 257, 0)
 
 
+def test_image_sequence_warns_of_a_previous_runs_frames(tmp_path, caplog):
+    import logging
+
+    frame = EnhancedFrame(rgb=np.zeros((4, 6, 3), np.uint8), index=0, t_ns=0)
+    for i in range(3):
+        (tmp_path / f"frame_{i:06d}.png").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.WARNING):
+        ImageSequenceSink(tmp_path).write(frame)
+    assert "already holds 3 frame files (frame_000000.png ... frame_000002.png)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ImageSequenceSink(tmp_path / "fresh", fmt="tiff").write(frame)
+        ImageSequenceSink(tmp_path, fmt="tiff")  # .tif frames: the .png ones are another sequence
+    assert "already holds" not in caplog.text
+
+
 def test_image_sequence_tiff_from_uint16_and_8bit_option(tmp_path):
     sink = open_sink(tmp_path / "t" / "shot_%04d.tif", bits=16)
     assert isinstance(sink, ImageSequenceSink) and sink.fmt == "tiff" and sink.prefix == "shot_"
