@@ -243,6 +243,8 @@ def make_dng_main(argv: list[str]) -> int:
     p.add_argument("--fps", type=float, default=24.0, help="frame rate stored in the DNGs (default 24)")
     p.add_argument("--seed", type=int, default=0)
     ns = p.parse_args(argv)
+    if ns.frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {ns.frames}")
     size = None
     if ns.size:
         try:

@@ -281,3 +281,47 @@ def test_signal_mid_run_finalises_a_playable_file(tmp_path: Path, sig: int) -> N
     n, _ = _decoded_frames(out)
     assert 0 < n < total
     assert f"{n} frames" in err, err  # the summary states exactly how many frames the file holds
+
+
+def test_make_dng_writes_a_sequence_the_tool_reads(tmp_path: Path) -> None:
+    import cv2
+
+    from redi_stream.capture import RawFileSource
+    from redi_stream.frames import CFA
+
+    out = tmp_path / "demo_clip"
+    assert main(["make-dng", "--out", str(out), "--frames", "3", "--size", "64x96", "--cfa", "GBRG",
+                 "--fps", "30", "--ratio", "200"]) == 0  # the photo shipped with scikit-image
+    with RawFileSource(out) as src:
+        assert len(src) == 3 and src.fps == 30
+        f = src.read(2)
+        assert f.shape == (64, 96) and f.meta.cfa is CFA.GBRG
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    assert main(["make-dng", str(photo), "--out", str(tmp_path / "from_png"), "--frames", "2"]) == 0
+    with RawFileSource(tmp_path / "from_png") as src:
+        assert len(src) == 2 and src.read(0).shape == (40, 60)  # the input's size by default
+    video = tmp_path / "v.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(4):
+            rgb = np.full((48, 64, 3), 40 * i, np.uint8)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    assert main(["make-dng", str(video), "--out", str(tmp_path / "from_video"), "--frames", "4"]) == 0
+    with RawFileSource(tmp_path / "from_video") as src:
+        assert len(src) == 4 and src.read(3).shape == (48, 64)
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["--frames", "0"], EXIT_USAGE, "--frames must be >= 1"),
+    (["--size", "64"], EXIT_USAGE, "--size wants HxW"),
+    (["--cfa", "RGBW"], EXIT_USAGE, "valid: RGGB"),
+    (["nope.png"], EXIT_FAILED, "nope.png"),
+])
+def test_make_dng_bad_input_is_one_line(tmp_path: Path, capsys, argv: list[str], code: int, needle: str) -> None:
+    assert main(["make-dng", "--out", str(tmp_path / "o"), "--frames", "2", *argv]) == code
+    assert needle in _error_line(capsys)
