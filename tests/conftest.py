@@ -55,6 +55,25 @@ def write_tiny_photos_and_noise(root: Path, folder: str, count: int, shape: tupl
     return photos, noise
 
 
+def write_grey_ramp_video(path: Path, frames: int, size: tuple[int, int], *, codec: str = "libx264",
+                          rate: int = 24) -> Path:
+    """A small video whose frame ``i`` is flat grey ``40 * i``, (H, W) = ``size``: input for make-dng tests."""
+    import av
+    import numpy as np
+
+    h, w = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            img = np.full((h, w, 3), 40 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def make_random_redi_net(seed: int):
     """A RediNet with random weights whose weight-norm scales are halved, so outputs sit mostly inside (0, 1)
     rather than at the clamp: comparisons between ways of running the network then see real values."""

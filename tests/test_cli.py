@@ -288,6 +288,7 @@ def test_make_dng_writes_a_sequence_the_tool_reads(tmp_path: Path) -> None:
 
     from redi_stream.capture import RawFileSource
     from redi_stream.frames import CFA
+    from tests.conftest import write_grey_ramp_video
 
     out = tmp_path / "demo_clip"
     assert main(["make-dng", "--out", str(out), "--frames", "3", "--size", "64x96", "--cfa", "GBRG",
@@ -301,16 +302,7 @@ def test_make_dng_writes_a_sequence_the_tool_reads(tmp_path: Path) -> None:
     assert main(["make-dng", str(photo), "--out", str(tmp_path / "from_png"), "--frames", "2"]) == 0
     with RawFileSource(tmp_path / "from_png") as src:
         assert len(src) == 2 and src.read(0).shape == (40, 60)  # the input's size by default
-    video = tmp_path / "v.mp4"
-    with av.open(str(video), "w") as c:
-        s = c.add_stream("libx264", rate=24)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(4):
-            rgb = np.full((48, 64, 3), 40 * i, np.uint8)
-            for pkt in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    video = write_grey_ramp_video(tmp_path / "v.mp4", 4, (48, 64))
     assert main(["make-dng", str(video), "--out", str(tmp_path / "from_video"), "--frames", "4"]) == 0
     with RawFileSource(tmp_path / "from_video") as src:
         assert len(src) == 4 and src.read(3).shape == (48, 64)

@@ -90,8 +90,9 @@ def test_sequence_from_srgb_images(tmp_path: Path) -> None:
 
 
 def test_make_dng_demo_image_and_video(tmp_path: Path) -> None:
-    import av
     import cv2
+
+    from tests.conftest import write_grey_ramp_video
 
     demo = make_dng(None, tmp_path / "demo", n_frames=2, size=(32, 48), ratio=50, cfa="GRBG")
     assert len(demo) == 2 and RawFileSource(tmp_path / "demo").read(0).meta.cfa is CFA.GRBG
@@ -102,15 +103,7 @@ def test_make_dng_demo_image_and_video(tmp_path: Path) -> None:
     src = RawFileSource(tmp_path / "img")
     assert len(from_image) == 3 and src.read(2).shape == (40, 60) and src.fps == 12.0
 
-    with av.open(str(tmp_path / "clip.mp4"), "w") as out:
-        stream = out.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(4):
-            img = np.full((48, 64, 3), 40 * i, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    write_grey_ramp_video(tmp_path / "clip.mp4", 4, (48, 64), codec="mpeg4", rate=25)
     from_video = make_dng(tmp_path / "clip.mp4", tmp_path / "vid", n_frames=3, ratio=5)
     vid = RawFileSource(tmp_path / "vid")
     assert len(from_video) == 3 and vid.fps == 25.0 and vid.read(0).shape == (48, 64)
