@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import enum
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import VIDEO_PIX_FMTS, VIDEO_SUFFIXES, pix_fmt_bits
+from .stream.sinks import VIDEO_PIX_FMTS, is_video_target, pix_fmt_bits
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -172,8 +171,7 @@ class RunConfig:
     @property
     def video_out(self) -> bool:
         """``--out`` names a video file (as ``stream.open_sink`` decides it), not frames or nothing."""
-        return (self.out is not None and self.out.suffix.lower() in VIDEO_SUFFIXES
-                and not str(self.out).endswith(("/", os.sep)))
+        return self.out is not None and is_video_target(self.out)
 
     @property
     def video_bits(self) -> int:

@@ -56,6 +56,12 @@ VIDEO_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le",
 X265_MIN_WIDTH = 64
 
 
+def is_video_target(target: str | os.PathLike) -> bool:
+    """True when :func:`open_sink` makes a :class:`VideoSink` of ``target``: a video suffix, no trailing slash."""
+    s = os.fspath(target)
+    return Path(s).suffix.lower() in VIDEO_SUFFIXES and not s.endswith(("/", os.sep))
+
+
 def pix_fmt_bits(pix_fmt: str) -> int:
     """Bits per sample of a pixel format of :data:`VIDEO_PIX_FMTS` (8 or 10)."""
     return 10 if pix_fmt.endswith("p10le") else 8
@@ -665,7 +671,7 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
         return NullSink()
     p = Path(s)
     suffix = p.suffix.lower()
-    if suffix in VIDEO_SUFFIXES and not s.endswith(("/", os.sep)):
+    if is_video_target(s):
         return VideoSink(p, fps=fps, **video)  # an existing folder named x.mp4 is an error there, not PNGs
     if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
         return ImageSequenceSink(p, fmt=str(fmt or "png"), **image)
