@@ -23,11 +23,10 @@ by file size: for the headerless camera formats in LibRaw's table (old phone and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +259,7 @@ def normalised_to_dn(arr: np.ndarray, params: HeaderlessParams) -> tuple[np.ndar
     scaled = np.clip(arr.astype(np.float64) * scale, 0.0, 65535.0)
     black = tuple(b * scale for b in params.black_level)
     note = f"float values taken as normalised (white {white:g}) and scaled to 16 bits"
-    return scaled, dataclasses.replace(params, black=black, white=65535.0), note
+    return scaled, replace(params, black=black, white=65535.0), note
 
 
 def bayer_from_array(arr: np.ndarray) -> np.ndarray:
