@@ -106,6 +106,9 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
                                                    **common))
     from .model import TorchRunner
 
+    if cfg.denoise:
+        log.warning("--denoise applies to --model classic only; the network denoises by itself (still scenes: "
+                    "--temporal-denoise)")
     net = load_network(cfg)
     device, precision = resolve_device(cfg)
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
@@ -165,6 +168,10 @@ def run(cfg: RunConfig) -> int:
     """One enhancement run; returns the exit code (errors raise)."""
     from .stream import Pipeline, PipelineConfig
 
+    if cfg.tile is not None and cfg.model is ModelKind.REDI:
+        from .model.tiling import check_tile
+
+        check_tile(cfg.tile)  # the network's rule, before any file is opened
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))

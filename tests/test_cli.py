@@ -232,6 +232,7 @@ def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
         (["x", "--out", "o.mp4", "--device", "cpu", "--precision", "fp16"], "fp16"),
         (["x", "--out", "o.mp4", "--temporal-denoise", "0.5"], "--temporal-denoise"),
         (["x", "--out", "o.mp4", "--cuda-net", "turbo"], "valid: fast, streams, sequential"),
+        (["x", "--out", "o.mp4", "--tile", "512x512"], "larger than 768"),
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> None:
@@ -247,6 +248,21 @@ def test_cuda_net_option(extra: list[str], want: str) -> None:
 
     cfg = build_run_config(build_parser().parse_args(["x", "--out", "o.mp4", *extra]))
     assert cfg.cuda_net == want
+
+
+def test_small_tile_is_refused_before_the_output_is_touched(clip: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o.mp4"
+    assert main([str(clip), "--out", str(out), "--tile", "512x1024"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tile 512x1024" in err[0], err  # the error alone: no model line, no sink report
+    assert not out.exists()
+
+
+def test_classic_denoise_with_the_network_is_warned_about(clip: Path, tmp_path: Path, weights: Path, capsys) -> None:
+    out = tmp_path / "o.mp4"
+    assert main([str(clip), "--out", str(out), "--weights", str(weights), "--denoise", "--no-progress"]) == 0
+    assert "--denoise applies to --model classic only" in capsys.readouterr().err
+    assert _decoded_frames(out)[0] == 8
 
 
 def test_missing_weights_file(clip: Path, tmp_path: Path, capsys) -> None:

@@ -121,6 +121,19 @@ def check_tiling(h: int, w: int, tile: tuple[int, int], overlap: int) -> None:
             raise ConfigError(f"run_tiled: tile {name} {t} must exceed twice the overlap ({2 * overlap})")
 
 
+def check_tile(tile: tuple[int, int], overlap: int = DEFAULT_OVERLAP) -> tuple[int, int]:
+    """``tile`` as two ints, each a multiple of 32 larger than ``2 * overlap`` (the CLI's ``--tile`` rule).
+
+    Raises:
+        ConfigError: naming ``--tile`` and the smallest size allowed.
+    """
+    th, tw = int(tile[0]), int(tile[1])
+    if any(t % SIZE_MULTIPLE or t <= 2 * overlap for t in (th, tw)):
+        raise ConfigError(f"--tile {th}x{tw}: each side must be a multiple of {SIZE_MULTIPLE} "
+                          f"larger than {2 * overlap} (twice the {overlap}-px overlap), e.g. 1024x1024")
+    return th, tw
+
+
 def run_tiled(
     fn: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -221,10 +234,7 @@ class TiledRunner:
         if overlap % SIZE_MULTIPLE or overlap < 64:
             raise ConfigError(f"tile overlap must be a multiple of {SIZE_MULTIPLE} and >= 64, got {overlap}")
         if tile is not None:
-            tile = (int(tile[0]), int(tile[1]))
-            if any(t % SIZE_MULTIPLE or t <= 2 * overlap for t in tile):
-                raise ConfigError(f"--tile {tile[0]}x{tile[1]}: each side must be a multiple of {SIZE_MULTIPLE} "
-                                  f"larger than {2 * overlap} (twice the {overlap}-px overlap), e.g. 1024x1024")
+            tile = check_tile(tile, overlap)
         self.runner = runner
         self.tile = tile
         self.overlap = int(overlap)
