@@ -28,7 +28,8 @@ Recipe (SPEC §5): Adam, lr 1e-4 then 1e-5 after half the iterations, batch 8, r
   weights used 64 frames, one per photo, and got 0.116 where the population value is 0.125 (their held-out
   median auto / true ratio was 0.80). ``redi-stream train calibrate`` redoes this fit for existing weights.
 * ``max_minutes``: the run checkpoints and returns cleanly once the budget is spent (for short device slots);
-  ``resume`` continues it.
+  ``resume`` continues it. On the command line ``--resume CKPT`` alone is enough: the checkpoint's saved setup fills
+  every option not typed (:func:`config_from_argv`), and the run writes beside the checkpoint.
 
 Only trusted checkpoints may be resumed: they are full pickles (optimizer and RNG states), unlike the exported
 weights, which :func:`~redi_stream.model.weights.load_weights` reads with ``weights_only=True``.
@@ -1243,17 +1244,67 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic frames for the Eq. 5 calibration (default 1024)")
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this wall time")
     p.add_argument("--keep-checkpoints", type=int, default=3)
-    p.add_argument("--resume", help="training checkpoint to continue from")
+    p.add_argument("--resume", help="training checkpoint to continue from, with its saved setup (options typed "
+                   "override it; --out-dir defaults to the checkpoint's folder)")
     p.add_argument("--export-to", help="after training, export inference weights here")
     return p
 
 
+#: Command-line options whose TrainConfig field has another name, or that set two fields (default: the same name).
+_OPTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "data": ("train_dirs", "val_dirs"),
+    "val_data": ("val_dirs",),
+    "data_kind": ("data",),
+    "threads": ("num_threads",),
+    "ckpt_minutes": ("ckpt_every_minutes",),
+    "export_to": (),
+}
+
+
+def _typed_options(argv: Sequence[str]) -> set[str]:
+    """The parser destinations the command line sets itself (options left at their defaults are absent)."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(list(argv))))
+
+
+def config_from_argv(argv: Sequence[str]) -> tuple[TrainConfig, argparse.Namespace]:
+    """Parse a training command line. With ``--resume CKPT`` the checkpoint's saved setup is the default for every
+    option not typed (so ``--resume CKPT`` alone continues the run; ``--out-dir`` defaults to the checkpoint's
+    folder), and typed options override it (a trajectory field that differs is then refused by :func:`train`).
+
+    Raises:
+        WeightsError: the checkpoint cannot be read.
+    """
+    args = build_parser().parse_args(list(argv))
+    if not args.resume:
+        return config_from_args(args), args
+    saved = load_checkpoint(args.resume)["config"]
+    # Fields an older checkpoint lacks ran with their legacy value, or else take the default.
+    values = {f.name: _saved_field(saved, f.name) for f in fields(TrainConfig)
+              if f.name in saved or f.name in _LEGACY_DEFAULTS}
+    values["out_dir"] = Path(args.resume).parent
+    typed = _typed_options(argv)
+    given = config_fields_from_args(args)
+    for dest in typed:
+        for name in _OPTION_FIELDS.get(dest, (dest,)):
+            values[name] = given[name]
+    values["resume"] = Path(args.resume)
+    return TrainConfig(**values), args
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The one place a :class:`TrainConfig` is built from command-line arguments."""
+    """The one place a :class:`TrainConfig` is built from command-line arguments (every option as parsed)."""
+    return TrainConfig(**config_fields_from_args(args))
+
+
+def config_fields_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:class:`TrainConfig` keyword arguments from parsed command-line arguments (not yet validated)."""
     train_dirs, val_dirs = _split_dirs(args.data)
     if args.val_data:
         val_dirs = tuple(Path(v) for v in args.val_data)
-    return TrainConfig(
+    return dict(
         out_dir=Path(args.out_dir),
         data=args.data_kind,
         train_dirs=train_dirs,
@@ -1361,8 +1412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"cannot read evaluation result {a.eval_json}: {exc}") from exc
             print(f"wrote {record_eval(a.weights, result, a.command)}")
             return 0
-        args = build_parser().parse_args(argv)
-        config = config_from_args(args)
+        config, args = config_from_argv(argv)
+        if config.resume is not None:
+            print(f"resuming {config.resume} (its saved setup, options typed here override it); "
+                  f"writing to {config.out_dir}", flush=True)
         ckpt = train(config, progress=True)
         print(f"checkpoint: {ckpt}")
         if args.export_to:

@@ -376,6 +376,29 @@ def test_cli_main(tmp_path, tiny_data, capsys):
     assert "CUDA-only" in capsys.readouterr().err
 
 
+def test_cli_resume_alone_continues_the_saved_setup(tmp_path, tiny_data, capsys):
+    """``--resume CKPT`` with no other option: the checkpoint's setup, written beside it, equal to a straight run."""
+    photos, noise = tiny_data
+    assert main(["--data", str(photos), "--noise-params", str(noise), "--out-dir", str(tmp_path / "a"),
+                 "--iterations", "4", "--batch-size", "1", "--crop", "64", "--threads", "1", "--calib-count", "2",
+                 "--val-every", "0", "--ckpt-every", "2", "--seed", "3"]) == 0
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "ckpt_0000002.pt", tmp_path / "b" / "ckpt_0000002.pt")
+    ckpt = str(tmp_path / "b" / "ckpt_0000002.pt")
+    assert main(["--resume", ckpt, "--log-every", "1"]) == 0  # a typed non-trajectory option is taken
+    assert "resuming" in capsys.readouterr().out
+    ma = load_checkpoint(tmp_path / "a" / "ckpt_0000004.pt")
+    mb = load_checkpoint(tmp_path / "b" / "ckpt_0000004.pt")
+    assert mb["config"]["log_every"] == 1 and mb["config"]["seed"] == 3
+    for k in ma["model"]:
+        torch.testing.assert_close(mb["model"][k], ma["model"][k], rtol=1e-6, atol=1e-7)
+
+    assert main(["--resume", ckpt, "--crop", "96"]) == 2  # a typed trajectory option that differs is refused
+    assert "crop: checkpoint 64 != now 96" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+
+
 # --- shift consistency --------------------------------------------------------------------------------------------
 
 
