@@ -20,6 +20,7 @@ from redi_stream.errors import FrameError, UnsupportedSensorError
 from redi_stream.frames import CFA, IDENTITY_3x3, RawMeta
 
 from .colour import checked_cam_to_srgb, xyz_to_cam_to_cam_to_srgb
+from .orient import shift_origin
 
 # Suffixes of files that hold camera raw data LibRaw may read (lower case). ``.raw`` is shared with headerless dumps.
 LIBRAW_SUFFIXES = frozenset(
@@ -241,8 +242,13 @@ def read_libraw_with_margins(
             if not trust_file_size:
                 _refuse_size_only(raw, path, index)
             cfa = bayer_cfa(raw, path)
-            data = np.array(raw.raw_image_visible, dtype=np.uint16, order="C", copy=True)
+            visible = raw.raw_image_visible
             margins = (int(raw.sizes.top_margin), int(raw.sizes.left_margin))
+            crop = _dng_default_crop(raw.sizes, visible.shape, margins) if path.suffix.lower() == ".dng" else None
+            if crop is not None:
+                top, left, height, width = crop
+                visible = visible[top : top + height, left : left + width]
+            data = np.array(visible, dtype=np.uint16, order="C", copy=True)
             flip = int(raw.sizes.flip)
             pattern = np.asarray(raw.raw_pattern)
             black_by_colour = [float(b) for b in raw.black_level_per_channel]
@@ -286,4 +292,29 @@ def read_libraw_with_margins(
         )
     except ValueError as exc:
         raise FrameError(f"frame {index} ({path}): bad metadata: {exc}", index=index, name=path.name) from exc
+    if crop is not None:
+        meta = shift_origin(meta, crop[0], crop[1])
+        margins = (margins[0] + crop[0], margins[1] + crop[1])
     return data, meta, margins
+
+
+def _dng_default_crop(sizes: Any, visible: tuple[int, int], margins: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """A DNG's DefaultCrop as ``(top, left, height, width)`` inside the visible area, or None when it keeps all of it.
+
+    LibRaw reports the crop in raw-image coordinates (``sizes.crop_*``: ActiveArea origin plus DefaultCropOrigin,
+    rounded up to even so the Bayer phase stays, the size shrunk to match). Every DNG reader shows only this
+    rectangle: the rest is the camera's border pixels, often dark or smeared. A crop outside the visible area (a
+    malformed tag) is ignored.
+    """
+    try:
+        top = int(sizes.crop_top_margin) - margins[0]
+        left = int(sizes.crop_left_margin) - margins[1]
+        height, width = int(sizes.crop_height), int(sizes.crop_width)
+    except AttributeError:  # a rawpy without the fields
+        return None
+    vh, vw = visible
+    if height <= 0 or width <= 0 or top < 0 or left < 0 or top + height > vh or left + width > vw:
+        return None
+    if (top, left, height, width) == (0, 0, vh, vw):
+        return None
+    return top, left, height, width

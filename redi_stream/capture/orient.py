@@ -1,4 +1,5 @@
-"""Orientation: turn a stored mosaic the way its file says it is displayed (a camera held upright, a flipped rig).
+"""Geometry of a stored mosaic: turn it the way its file says it is displayed (a camera held upright, a flipped
+rig), and move its origin (a DNG's default crop).
 
 Cameras store the sensor's rows as read out and record how to turn them in the Orientation tag (TIFF/EXIF, DNG),
 which LibRaw reports as ``sizes.flip`` (dcraw's code). :func:`orient` turns the mosaic itself, before anything else
@@ -57,3 +58,13 @@ def orient(data: np.ndarray, meta: RawMeta) -> tuple[np.ndarray, RawMeta]:
     cfa = CFA("".join(meta.cfa.value[p] for p in sources))
     black = tuple(meta.black_level[p] for p in sources)
     return np.ascontiguousarray(view), dataclasses.replace(meta, cfa=cfa, black_level=black, flip=0)
+
+
+def shift_origin(meta: RawMeta, top: int, left: int) -> RawMeta:
+    """The metadata of a mosaic cut out of ``meta``'s from row ``top``, column ``left``: its 2x2 pattern and
+    per-position black levels follow the parity of the new origin (even offsets change nothing)."""
+    if not (top | left) & 1:
+        return meta
+    sources = [2 * ((top + i) & 1) + ((left + j) & 1) for i in (0, 1) for j in (0, 1)]
+    cfa = CFA("".join(meta.cfa.value[p] for p in sources))
+    return dataclasses.replace(meta, cfa=cfa, black_level=tuple(meta.black_level[p] for p in sources))

@@ -152,6 +152,36 @@ def test_active_area_is_cropped_where_libraw_crops(tmp_path, libraw_calls, write
     assert libraw_calls == ["a0.dng"]
 
 
+@pytest.mark.parametrize("area, origin, size", [
+    (None, [3, 5], [50, 30]),  # odd origin: LibRaw moves it to the next even pixel, keeping the Bayer phase
+    ([2, 4, 38, 58], [3, 5], [49, 29]),
+    ([2, 4, 38, 58], [2, 4], [40, 24]),
+    ([3, 5, 37, 58], [0, 0], [52, 33]),  # the crop's origin is the ActiveArea's, rounded as LibRaw rounds it
+])  # fmt: skip
+def test_default_crop_keeps_only_the_rectangle_dng_readers_show(tmp_path, libraw_calls, write_plain_dng, area,
+                                                               origin, size) -> None:
+    stored = [full_range(i, (40, 60)) for i in range(3)]
+    tags = dict(DefaultCropOrigin=origin, DefaultCropSize=size)
+    if area is not None:
+        tags["ActiveArea"] = area
+    for i, raw in enumerate(stored):
+        write_plain_dng(tmp_path / f"d{i}.dng", raw, **tags)
+    # Written from the DNG tags: the crop is relative to the ActiveArea; its origin in the stored image goes up to
+    # the next even row and column, and the size shrinks by as much. CFAPattern (RGGB) starts at the ActiveArea.
+    top0, left0 = (area[0], area[1]) if area else (0, 0)
+    top, left = top0 + origin[1], left0 + origin[0]
+    etop, eleft = top + (top & 1), left + (left & 1)
+    height, width = size[1] - (etop - top), size[0] - (eleft - left)
+    cfa = CFA("".join("RGGB"[2 * ((etop - top0 + i) & 1) + ((eleft - left0 + j) & 1)] for i in (0, 1) for j in (0, 1)))
+    src = RawFileSource(tmp_path)
+    for i in range(3):
+        frame = src.read(i)
+        np.testing.assert_array_equal(frame.data, stored[i][etop : etop + height, eleft : eleft + width])
+        assert frame.meta.cfa is cfa
+    assert_source_like_libraw(src)
+    assert libraw_calls[:1] == ["d0.dng"] and "d1.dng" not in libraw_calls  # later frames took the fast path
+
+
 def test_per_frame_time_stamps_do_not_break_the_match(tmp_path, libraw_calls, write_plain_dng) -> None:
     for i in range(4):
         write_plain_dng(tmp_path / f"c{i}.dng", full_range(i, (24, 32)), DateTime=f"2024:01:01 10:00:0{i}",

@@ -10,7 +10,7 @@ import pytest
 from redi_stream import kernels
 from redi_stream.capture import RawFileSource
 from redi_stream.capture.libraw import read_libraw
-from redi_stream.capture.orient import FLIP_OF_ORIENTATION, orient
+from redi_stream.capture.orient import FLIP_OF_ORIENTATION, orient, shift_origin
 from redi_stream.frames import CFA, RawMeta
 
 # What each TIFF/EXIF Orientation value asks of the stored image to show it, written from the tag's definition
@@ -105,3 +105,16 @@ def test_turned_dng_sequence_fast_path_equals_libraw(tmp_path: Path, write_plain
         np.testing.assert_array_equal(f.data, want[0])
         assert (f.meta.cfa, f.meta.black_level, f.meta.flip) == (want[1].cfa, want[1].black_level, 0)
         assert f.data.shape == (96, 64)
+
+
+@pytest.mark.parametrize("cfa", list(CFA))
+@pytest.mark.parametrize("top, left", [(0, 0), (0, 1), (1, 0), (1, 1), (2, 3), (5, 4)])
+def test_a_cut_out_mosaic_keeps_each_pixels_colour_and_black_level(cfa: CFA, top: int, left: int):
+    meta = RawMeta(cfa=cfa, black_level=(10.0, 20.0, 30.0, 40.0), white_level=4095.0)
+    h, w = 12, 14
+    colour = np.array(cfa.colors).reshape(2, 2)[np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2]
+    black = np.array(meta.black_level).reshape(2, 2)[np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2]
+    cut = shift_origin(meta, top, left)
+    want_colour, want_black = colour[top:top + 2, left:left + 2], black[top:top + 2, left:left + 2]
+    assert list(cut.cfa.colors) == want_colour.ravel().tolist()
+    assert cut.black_level == tuple(want_black.ravel().tolist())
