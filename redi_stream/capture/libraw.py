@@ -298,7 +298,9 @@ def read_libraw_with_margins(
     return data, meta, margins
 
 
-def _dng_default_crop(sizes: Any, visible: tuple[int, int], margins: tuple[int, int]) -> tuple[int, int, int, int] | None:
+def _dng_default_crop(
+    sizes: Any, visible: tuple[int, int], margins: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
     """A DNG's DefaultCrop as ``(top, left, height, width)`` inside the visible area, or None when it keeps all of it.
 
     LibRaw reports the crop in raw-image coordinates (``sizes.crop_*``: ActiveArea origin plus DefaultCropOrigin,
