@@ -207,8 +207,10 @@ def run(cfg: RunConfig) -> int:
         from .stream.camera import live_report
 
         log.info("%s", live_report(summary, source, window=type(preview).__name__ == "WindowPreview"))
-    if cfg.out is not None:
-        log.info("wrote %s", cfg.out)
+    if cfg.out is not None and os.fspath(cfg.out) == "null":
+        log.info("--out null: %d frames enhanced and discarded, nothing written", summary.frames_out)
+    elif cfg.out is not None:
+        log.info("wrote %s (%d frames)", cfg.out, summary.frames_out)
     return 0
 
 

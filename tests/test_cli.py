@@ -73,6 +73,15 @@ def test_classic_model_to_png16_sequence(clip: Path, tmp_path: Path) -> None:
     assert img.dtype == np.uint16 and img.shape == (64, 96, 3)
 
 
+def test_last_line_says_what_was_written(clip: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o.mp4"
+    assert main([str(clip), "--out", str(out), "--model", "classic", "--no-progress", "--frames", "5"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"redi-stream: wrote {out} (5 frames)"
+    assert main([str(clip), "--out", "null", "--model", "classic", "--no-progress"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "redi-stream: --out null: 8 frames enhanced and discarded, nothing written"
+
+
 def test_glob_source_and_fps_override(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "g.mkv"
     assert main([f"{clip}/*.dng", "--out", str(out), "--model", "classic", "--fps", "12", "-q"]) == 0
