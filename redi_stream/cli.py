@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other commands: " + ", ".join(SUBCOMMANDS) + " (see 'redi-stream COMMAND --help').",
     )
     p.add_argument("source", nargs="?", help="folder, glob ('clip/*.dng') or file of raw frames (DNG, ARW, NEF, "
-                                              "CR2, ..., .npy, headerless .raw)")
+                                              "CR2, ..., .npy frames or (N, H, W) stacks, headerless .raw)")
     p.add_argument("--camera", help="live camera: index (0), /dev/videoN, URL, a video file played as a camera, "
                                     "or fake[:720p30|:WxH@FPS][:FOURCC|:bgr] (synthetic dark Bayer sensor)")
     p.add_argument("--version", action="version", version=f"redi-stream {__version__}")

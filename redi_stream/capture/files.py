@@ -91,6 +91,19 @@ def collect_frame_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLik
     return paths
 
 
+def npy_frame_count(path: Path) -> int | None:
+    """Frames in a stacked ``.npy``: an (N, H, W) array whose last axis is wider than 4 (so (H, W, 3) RGB is not
+    taken for one), read from its header (memory-mapped; no data is read). None for anything else: a single frame,
+    or a file that :meth:`RawFileSource.read` will report."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        shape = arr.shape
+        del arr
+    except Exception:  # noqa: BLE001 - unreadable here means: decode it as one frame, and let that report it
+        return None
+    return int(shape[0]) if len(shape) == 3 and shape[2] > 4 else None
+
+
 def read_cinemadng_fps(path: Path) -> float | None:
     """The CinemaDNG ``FrameRate`` tag (51044) of a DNG's first IFD, or None if absent or unreadable."""
     try:
@@ -121,8 +134,8 @@ class RawFileSource(RandomAccessSource):
 
     Sources: a folder (its raw files, natural order, non-raw files and hidden files ignored), a glob pattern, a list
     of paths (kept in the given order) or one file. Formats: DNG/CinemaDNG and any 2x2-Bayer raw LibRaw reads,
-    ``.npy`` (H, W) arrays, and headerless ``.raw`` with :class:`HeaderlessParams` from ``raw_params`` or a JSON
-    sidecar (rule in :mod:`redi_stream.capture.headerless`). Frames come out upright: a file's Orientation tag
+    ``.npy`` (H, W) arrays or (N, H, W) stacks (N frames each, named ``clip.npy[k]``), and headerless ``.raw`` with
+    :class:`HeaderlessParams` from ``raw_params`` or a JSON sidecar (rule in :mod:`redi_stream.capture.headerless`). Frames come out upright: a file's Orientation tag
     (a camera held vertically, a rig mounted upside down) turns the mosaic and its pattern (:mod:`.orient`).
 
     Thread safety: :meth:`read` may be called from any number of threads at once; each call opens, decodes and
@@ -153,8 +166,17 @@ class RawFileSource(RandomAccessSource):
     ) -> None:
         if raw_params is not None and not isinstance(raw_params, HeaderlessParams):
             raise ConfigError(f"raw_params must be a HeaderlessParams, got {type(raw_params).__name__}")
-        self.paths: list[Path] = collect_frame_paths(spec)
-        self.names: list[str] = [p.name for p in self.paths]
+        # A stacked .npy (N, H, W) gives N frames: paths[i] is its file, _member[i] the frame's place in it.
+        self.paths: list[Path] = []
+        self._member: list[int | None] = []
+        for path in collect_frame_paths(spec):
+            n = npy_frame_count(path) if path.suffix.lower() == NPY_SUFFIX else None
+            self.paths.extend([path] * (1 if n is None else n))
+            self._member.extend([None] if n is None else range(n))
+        if not self.paths:
+            raise CaptureError(f"no frames in {os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else spec}: "
+                               "its .npy stacks are empty (shape (0, H, W))")
+        self.names: list[str] = [p.name if k is None else f"{p.name}[{k}]" for p, k in zip(self.paths, self._member)]
         if isinstance(spec, (str, os.PathLike)):
             self.name: str = os.fspath(spec)
         else:
@@ -263,8 +285,12 @@ class RawFileSource(RandomAccessSource):
 
     def _decode_npy(self, i: int, path: Path) -> tuple[np.ndarray, RawMeta]:
         params, source = self._params_for(i, path)
+        member = self._member[i]
         try:
-            arr = np.load(path, allow_pickle=False)
+            if member is None:
+                arr = np.load(path, allow_pickle=False)
+            else:  # one frame of a stack: only its bytes are read
+                arr = np.array(np.load(path, mmap_mode="r", allow_pickle=False)[member])
             if not isinstance(arr, np.ndarray):
                 raise ValueError("not a single array (.npz archives are not frames)")
             if params is None:
@@ -279,10 +305,15 @@ class RawFileSource(RandomAccessSource):
             meta = params.meta(arr.dtype)
             if note:  # one text for every frame, so a sequence logs it once
                 meta = dataclasses.replace(meta, warnings=(*meta.warnings, f".npy frames: {note}"))
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, OSError, EOFError, IndexError) as exc:  # IndexError: a stack cut short since listed
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise FrameError(f"frame {i} ({path}): {reason}", index=i, name=path.name) from exc
+            raise FrameError(f"frame {i} ({self._where(i)}): {reason}", index=i, name=self.names[i]) from exc
         return data, meta
+
+    def _where(self, i: int) -> str:
+        """Frame ``i``'s file for messages, with its place in a stacked .npy."""
+        member = self._member[i]
+        return str(self.paths[i]) if member is None else f"{self.paths[i]}[{member}]"
 
     def _set_reference(self, shape: tuple[int, ...], cfa: CFA) -> None:
         with self._reference_lock:
@@ -309,7 +340,7 @@ class RawFileSource(RandomAccessSource):
         h, w, ref_cfa = ref
         if (shape[0], shape[1]) != (h, w) or cfa != ref_cfa:
             raise FrameError(
-                f"frame {i} ({self.paths[i]}) is {shape[0]}x{shape[1]} {cfa}, expected {h}x{w} {ref_cfa} like frame 0",
+                f"frame {i} ({self._where(i)}) is {shape[0]}x{shape[1]} {cfa}, expected {h}x{w} {ref_cfa} like frame 0",
                 index=i,
                 name=self.names[i],
             )

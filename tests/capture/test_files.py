@@ -331,6 +331,37 @@ def test_bad_npy_frames(tmp_path: Path, array: np.ndarray, needle: str) -> None:
         RawFileSource(tmp_path / "x.npy").read(0)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_stacked_npy_is_a_sequence_of_frames(tmp_path: Path, order: str) -> None:
+    stack = np.random.default_rng(7).integers(0, 4096, (4, 6, 8)).astype(np.uint16)
+    np.save(tmp_path / "clip.npy", np.asarray(stack, order=order))
+    np.save(tmp_path / "more.npy", stack[:1, :, :] + 1)  # (1, H, W): a stack of one
+    np.save(tmp_path / "single.npy", stack[2])  # (H, W): one frame
+    src = RawFileSource(tmp_path)
+    assert len(src) == 6
+    assert src.names == ["clip.npy[0]", "clip.npy[1]", "clip.npy[2]", "clip.npy[3]", "more.npy[0]", "single.npy"]
+    for i, want in enumerate([*stack, stack[0] + 1, stack[2]]):
+        frame = src.read(i)
+        np.testing.assert_array_equal(frame.data, want)
+        assert frame.data.flags.c_contiguous and frame.name == src.names[i] and frame.index == i
+
+
+def test_stacked_npy_faults_name_the_frame_in_the_stack(tmp_path: Path) -> None:
+    stack = np.full((3, 6, 8), 100.0)
+    stack[2, 0, 0] = np.nan
+    np.save(tmp_path / "clip.npy", stack)
+    src = RawFileSource(tmp_path / "clip.npy")
+    src.read(1)
+    with pytest.raises(FrameError, match=r"frame 2 \(.*clip\.npy\[2\]\): float array holds NaN"):
+        src.read(2)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 6, 8), np.uint16))
+    with pytest.raises(CaptureError, match=r"no frames in .*empty\.npy"):
+        RawFileSource(tmp_path / "empty.npy")
+    np.save(tmp_path / "rgb.npy", np.zeros((6, 8, 3), np.uint16))  # (H, W, 3) is RGB, not a stack of 6
+    with pytest.raises(FrameError, match=r"shape \(6, 8, 3\)"):
+        RawFileSource(tmp_path / "rgb.npy").read(0)
+
+
 def test_normalised_float_npy_frames_are_scaled_to_16_bits(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     norm = (rng.random((6, 8)) * 0.02).astype(np.float32)  # a dark frame, normalised: white 1
