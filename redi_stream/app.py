@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import CudaNet, Device, ModelKind, Precision, RunConfig
 from .errors import ConfigError, PipelineError, WeightsError
-from .frames import CFA
+from .frames import CFA, frames_text
 
 log = logging.getLogger("redi_stream")
 
@@ -208,9 +208,9 @@ def run(cfg: RunConfig) -> int:
 
         log.info("%s", live_report(summary, source, window=type(preview).__name__ == "WindowPreview"))
     if cfg.out is not None and os.fspath(cfg.out) == "null":
-        log.info("--out null: %d frames enhanced and discarded, nothing written", summary.frames_out)
+        log.info("--out null: %s enhanced and discarded, nothing written", frames_text(summary.frames_out))
     elif cfg.out is not None:
-        log.info("wrote %s (%d frames)", cfg.out, summary.frames_out)
+        log.info("wrote %s (%s)", cfg.out, frames_text(summary.frames_out))
     return 0
 
 
@@ -221,7 +221,7 @@ def _report_kept(cfg: RunConfig, sinks: list, summary) -> None:
     kept = [k for k in (getattr(s, "frames_kept", None) for s in sinks) if k is not None]
     n = min(kept) if kept else summary.frames_out  # a sink that hit a full disk knows what reached the file
     if n:  # with none, the error line names the first frame and the video sink says it created no file
-        log.warning("%s keeps %d frames, from before the failure", cfg.out, n)
+        log.warning("%s keeps %s, from before the failure", cfg.out, frames_text(n))
 
 
 def run_demo(cfg: RunConfig) -> int:
@@ -251,6 +251,8 @@ def make_dng_main(argv: list[str]) -> int:
     p.add_argument("--cfa", default="RGGB", help="Bayer pattern: RGGB, BGGR, GRBG, GBRG")
     p.add_argument("--fps", type=float, default=24.0, help="frame rate stored in the DNGs (default 24)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the frame_*.dng files --out already holds (all of them, so no stale frame stays)")
     ns = p.parse_args(argv)
     if ns.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {ns.frames}")
@@ -264,6 +266,6 @@ def make_dng_main(argv: list[str]) -> int:
     from .config import parse_enum
 
     paths = make_dng(ns.input, ns.out, n_frames=ns.frames, ratio=ns.ratio, seed=ns.seed,
-                     cfa=parse_enum(CFA, ns.cfa, "--cfa"), size=size, fps=ns.fps)
-    print(f"wrote {len(paths)} DNG frames to {ns.out}")
+                     cfa=parse_enum(CFA, ns.cfa, "--cfa"), size=size, fps=ns.fps, overwrite=ns.overwrite)
+    print(f"wrote {frames_text(len(paths), 'DNG')} to {ns.out}")
     return 0

@@ -165,3 +165,9 @@ class EnhancedFrame:
     t_capture_ns: int = 0
     raw: RawFrame | None = None
     yuv420p: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def frames_text(n: int, kind: str = "") -> str:
+    """``"1 frame"``, ``"2 frames"``, ``"1 DNG frame"`` (``kind="DNG"``): a frame count for messages."""
+    noun = f"{kind} frame" if kind else "frame"
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

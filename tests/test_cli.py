@@ -342,3 +342,17 @@ def test_make_dng_writes_a_sequence_the_tool_reads(tmp_path: Path) -> None:
 def test_make_dng_bad_input_is_one_line(tmp_path: Path, capsys, argv: list[str], code: int, needle: str) -> None:
     assert main(["make-dng", "--out", str(tmp_path / "o"), "--frames", "2", *argv]) == code
     assert needle in _error_line(capsys)
+
+
+def test_make_dng_overwrite_replaces_every_frame_but_not_for_an_unreadable_input(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "clip"
+    assert main(["make-dng", "--out", str(out), "--frames", "3", "--size", "32x32"]) == 0
+    assert main(["make-dng", "--out", str(out), "--frames", "2", "--size", "32x32"]) == EXIT_FAILED
+    assert "make-dng --overwrite" in _error_line(capsys)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).bytes(4000))
+    assert main(["make-dng", str(junk), "--out", str(out), "--overwrite"]) == EXIT_FAILED
+    assert "junk.mp4" in _error_line(capsys)
+    assert len(list(out.glob("frame_*.dng"))) == 3  # the failed run deleted nothing
+    assert main(["make-dng", "--out", str(out), "--frames", "2", "--size", "32x32", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000.dng", "frame_000001.dng"]  # no stale third frame

@@ -139,7 +139,8 @@ def _prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
     if existing:
         if not overwrite:
             raise SinkError(
-                f"{out} already holds {len(existing)} frame_*.dng files; choose an empty folder or overwrite"
+                f"{out} already holds {len(existing)} frame_*.dng files; choose an empty folder, or overwrite them "
+                "(make-dng --overwrite)"
             )
         # Remove them all, not just the ones we rewrite: stale frames past the new end would join the sequence.
         for p in existing:
@@ -212,9 +213,11 @@ def write_dark_dng_sequence(
     if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
         raise ConfigError(f"fps must be positive and finite, got {fps!r}")
     meta = params.meta()
+    frames = iter(frames)
+    first = next(frames, None)  # an unreadable input fails here, before --overwrite deletes the old frames
     out = _prepare_out_dir(out_dir, overwrite)
     paths = []
-    for i, srgb in enumerate(frames):
+    for i, srgb in enumerate(itertools.chain(() if first is None else (first,), frames)):
         data = dark_frame_from_srgb(srgb, i, params, size=size)
         paths.append(write_dng(out / FRAME_PATTERN.format(i), data, meta, fps=rate))
     return paths

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from ..errors import ConfigError, FrameError, Interrupted, PipelineError
-from ..frames import EnhancedFrame, RawFrame
+from ..frames import EnhancedFrame, RawFrame, frames_text
 from .channels import END, Channel, Policy
 from .cpugate import CpuGate
 from .stats import RateMeter, RssRecorder, StageSummary, StageTimers, peak_rss_bytes
@@ -233,7 +233,7 @@ class RunSummary:
     def format(self) -> str:
         """Multi-line human summary for the end of a run."""
         lines = [
-            f"{self.frames_out} frames written in {self.wall_s:.2f} s ({self.fps:.2f} fps"
+            f"{frames_text(self.frames_out)} written in {self.wall_s:.2f} s ({self.fps:.2f} fps"
             + (f", warm-up {self.warmup_s:.2f} s" if self.warmup_s else "")
             + f"); ended by {self.ended_by}",
         ]
