@@ -112,6 +112,8 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
     net = load_network(cfg)
     device, precision = resolve_device(cfg)
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
+    if device != "cuda" and (cfg.cuda_net != CudaNet.FAST or not cfg.cuda_graph):
+        log.warning("--cuda-net, --sequential and --no-cuda-graph apply to a CUDA device; ignored on the %s", device)
     # The network's form on a GPU (--cuda-net): FastRediNet on one stream, or the spec forward on three or one.
     form = dict(streams=cfg.cuda_net == CudaNet.STREAMS, fast=cfg.cuda_net == CudaNet.FAST)
     if device == "cuda" and cfg.tile is None and not cfg.temporal_denoise_frames:
@@ -168,10 +170,12 @@ def run(cfg: RunConfig) -> int:
     """One enhancement run; returns the exit code (errors raise)."""
     from .stream import Pipeline, PipelineConfig
 
-    if cfg.tile is not None and cfg.model is ModelKind.REDI:
-        from .model.tiling import check_tile
+    if cfg.model is ModelKind.REDI:  # the network's own rules, before any file is opened
+        resolve_device(cfg)
+        if cfg.tile is not None:
+            from .model.tiling import check_tile
 
-        check_tile(cfg.tile)  # the network's rule, before any file is opened
+            check_tile(cfg.tile)
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))

@@ -267,6 +267,27 @@ def test_small_tile_is_refused_before_the_output_is_touched(clip: Path, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, needle", [(["--device", "cuda"], "--device cuda: no CUDA GPU"),
+                                           (["--precision", "fp16"], "--precision fp16 needs a CUDA device")])
+def test_device_errors_come_before_the_output_is_touched(clip: Path, tmp_path: Path, capsys, argv, needle) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: these options are valid here")
+    out = tmp_path / "o.mp4"
+    assert main([str(clip), "--out", str(out), *argv]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_cuda_only_options_on_the_cpu_are_warned_about(clip: Path, tmp_path: Path, weights: Path, capsys) -> None:
+    out = tmp_path / "o.mp4"
+    assert main([str(clip), "--out", str(out), "--weights", str(weights), "--device", "cpu", "--sequential",
+                 "--no-progress"]) == 0
+    assert "--no-cuda-graph apply to a CUDA device; ignored on the cpu" in capsys.readouterr().err
+
+
 def test_classic_denoise_with_the_network_is_warned_about(clip: Path, tmp_path: Path, weights: Path, capsys) -> None:
     out = tmp_path / "o.mp4"
     assert main([str(clip), "--out", str(out), "--weights", str(weights), "--denoise", "--no-progress"]) == 0
