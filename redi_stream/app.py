@@ -80,8 +80,9 @@ TUNE_THREADS_FROM_FRAMES = 8
 
 
 def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, rgb: bool = True,
-                   frames: int | None = None):
-    """The infer stage's enhancer (network or classic), registered on ``stack`` for closing.
+                   frames: int | None = None, net=None):
+    """The infer stage's enhancer (network or classic), registered on ``stack`` for closing. ``net``: the network
+    :func:`load_network` gave for ``cfg``, if the caller loaded it already.
 
     ``frames``: how many frames the run will enhance, if known (files; None for a camera). A CPU network times
     1 vs all threads at warm-up only for runs of at least :data:`TUNE_THREADS_FROM_FRAMES` frames: probing costs
@@ -109,7 +110,7 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
     if cfg.denoise:
         log.warning("--denoise applies to --model classic only; the network denoises by itself (still scenes: "
                     "--temporal-denoise)")
-    net = load_network(cfg)
+    net = load_network(cfg) if net is None else net
     device, precision = resolve_device(cfg)
     log.info("model: %s weights (output %s) on %s, %s", net.meta.version or "?", net.meta.output, device, precision)
     if device != "cuda" and (cfg.cuda_net != CudaNet.FAST or not cfg.cuda_graph):
@@ -170,12 +171,14 @@ def run(cfg: RunConfig) -> int:
     """One enhancement run; returns the exit code (errors raise)."""
     from .stream import Pipeline, PipelineConfig
 
-    if cfg.model is ModelKind.REDI:  # the network's own rules, before any file is opened
+    net = None
+    if cfg.model is ModelKind.REDI:  # the network's own rules and its weights, before any file is opened
         resolve_device(cfg)
         if cfg.tile is not None:
             from .model.tiling import check_tile
 
             check_tile(cfg.tile)
+        net = load_network(cfg)
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
@@ -187,7 +190,7 @@ def run(cfg: RunConfig) -> int:
         frames = len(source) if not live and hasattr(source, "__len__") else None
         if frames is not None and cfg.max_frames is not None:
             frames = min(frames, cfg.max_frames)
-        enhancer = build_enhancer(cfg, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames)
+        enhancer = build_enhancer(cfg, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames, net=net)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
         pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers, max_frames=cfg.max_frames,
