@@ -51,7 +51,7 @@ from ..capture.camera import (
 )
 from ..capture.colour import srgb_to_linear
 from ..errors import CaptureError, ConfigError, FrameError
-from ..frames import CFA, IDENTITY_3x3, RawFrame, RawMeta
+from ..frames import CFA, IDENTITY_3x3, RawFrame, RawMeta, frames_text
 from .channels import END, Channel, Policy
 from .stats import RateMeter
 
@@ -450,7 +450,7 @@ def live_report(summary: Any, source: Any, *, window: bool = True) -> str:
     parts = []
     cap = getattr(source, "frames_read", None)
     if cap:
-        parts.append(f"{cap} frames captured")
+        parts.append(f"{frames_text(cap)} captured")
     total_drop = getattr(summary, "frames_dropped", 0) + getattr(summary, "frames_dropped_at_source", 0)
     if cap:
         parts.append(f"{total_drop} dropped ({100.0 * total_drop / cap:.1f} %)")

@@ -903,7 +903,7 @@ class Pipeline:
             signum = self._signals[0]
             name = signal.Signals(signum).name
             exc_i = Interrupted(
-                f"interrupted by {name}: {summary.frames_out} frames written"
+                f"interrupted by {name}: {frames_text(summary.frames_out)} written"
                 + ("; output finalised" if close_error is None else f"; {close_error[1]}")
             )
             exc_i.signum = signum  # type: ignore[attr-defined]

@@ -51,7 +51,8 @@ def _interrupt(proc, sig: int, delay_s: float) -> int:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + sig, err
     lines = [ln for ln in err.splitlines() if f"interrupted by {sig.name}" in ln]
-    assert len(lines) == 1 and lines[0].endswith("frames written; output finalised"), err
+    assert len(lines) == 1 and lines[0].endswith(("frames written; output finalised",
+                                                  ": 1 frame written; output finalised")), err
     return int(lines[0].split(": ")[-1].split()[0])
 
 
