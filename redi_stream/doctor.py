@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import importlib
+import os
 import platform
 import sys
 
@@ -55,6 +57,10 @@ def report() -> list[tuple[str, str]]:
     if cv2 is not None:
         v += f"; GUI: {_cv2_gui(cv2)}"
     rows.append(("opencv", v))
+    rows.append(("display", _display()))
+    if sys.platform.startswith("linux"):
+        devices = sorted(glob.glob("/dev/video*"), key=lambda d: (len(d), d))
+        rows.append(("cameras", ", ".join(devices) if devices else "none found (/dev/video*); try --camera fake"))
     try:
         from .model import default_weights_path, load_weights
 
@@ -67,6 +73,15 @@ def report() -> list[tuple[str, str]]:
     except Exception as exc:
         rows.append(("default weights", f"cannot load: {exc}"))
     return rows
+
+
+def _display() -> str:
+    """Where a preview window would open, or why it cannot."""
+    from .stream.preview import display_available
+
+    if not display_available():
+        return "none (DISPLAY and WAYLAND_DISPLAY unset): previews run headless; --out still records"
+    return os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or "the desktop's"
 
 
 def _cpu_count() -> int:

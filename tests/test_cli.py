@@ -306,6 +306,18 @@ def test_doctor_runs() -> None:
     assert main(["doctor"]) == 0
 
 
+def test_doctor_says_where_a_preview_would_show(monkeypatch) -> None:
+    from redi_stream.doctor import report
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert dict(report())["display"].startswith("none (DISPLAY and WAYLAND_DISPLAY unset)")
+    monkeypatch.setenv("DISPLAY", ":7")
+    rows = dict(report())
+    assert rows["display"] == ":7" and "cameras" in rows
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_run_finalises_a_playable_file(tmp_path: Path, sig: int) -> None:
     src = tmp_path / "long"
