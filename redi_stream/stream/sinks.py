@@ -54,6 +54,10 @@ VIDEO_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le",
 
 #: Narrower frames make libx265 (8 and 10 bit, as bundled with PyAV) corrupt memory and abort the process.
 X265_MIN_WIDTH = 64
+#: Encoders that --crf sets (each in its own terms, see ``VideoSink._codec_options``); others run FFmpeg's defaults.
+CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "h264_nvenc", "hevc_nvenc", "mpeg4")
+#: Parts of encoder names that mean a hardware encoder, which opens only with its device and driver present.
+_HARDWARE_ENCODERS = ("nvenc", "qsv", "amf", "vaapi", "videotoolbox", "v4l2m2m", "mediacodec", "omx")
 
 
 def is_video_target(target: str | os.PathLike) -> bool:
@@ -70,6 +74,24 @@ IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 # AVCOL_* values (libavutil/pixfmt.h): BT.709 primaries, transfer and matrix; "MPEG" = limited (tv) range.
 _BT709 = 1
 _RANGE_TV = 1
+_FF_QP2LAMBDA = 118  # libavutil/avutil.h: quantiser -> lambda, for global_quality
+
+
+def _probe_hardware_encoder(av, codec: str) -> None:
+    """Open ``codec`` on a small frame now, so a hardware encoder without its device fails before any work.
+
+    Raises:
+        SinkError: the encoder cannot start here.
+    """
+    from fractions import Fraction
+
+    cc = av.CodecContext.create(codec, "w")
+    cc.width, cc.height, cc.pix_fmt, cc.time_base = 256, 256, "yuv420p", Fraction(1, 25)
+    try:
+        cc.open()
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SinkError(f"encoder {codec} cannot start on this machine (a hardware encoder needs its device and "
+                        f"driver: {exc}); use --codec libx264") from exc
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
 
 
@@ -204,7 +226,9 @@ class VideoSink:
         path: ``.mp4``, ``.mov`` or ``.mkv`` (the container follows the suffix); written directly (no temp file).
         fps: frame rate (float, ``Fraction`` or ``"24000/1001"``); the codec time base is ``1/fps``.
         codec: FFmpeg encoder name (``libx264``, ``libx265``, ``h264_nvenc``, ``mpeg4``, ...).
-        crf, preset: quality and speed for libx264/libx265 (ignored by other encoders; pass ``options``).
+        crf: constant quality for :data:`CRF_CODECS`: crf for libx264/libx265/libvpx-vp9, cq for NVENC, a fixed
+            quantiser (crf / 6) for mpeg4; other encoders run FFmpeg's defaults (pass ``options``).
+        preset: libx264/libx265 speed preset (NVENC runs p1, VP9 its real-time mode).
         pix_fmt: encoder pixel format; ``yuv420p`` (default, plays everywhere) or e.g. ``yuv444p``, or a 10-bit
             one such as ``yuv420p10le`` (give it uint16 frames, or the extra bits are empty).
         threads: encoder threads (0 = FFmpeg's choice).
@@ -267,6 +291,8 @@ class VideoSink:
             raise ConfigError(f"crf must be in 0..51, got {crf}")
         if codec in ("libx264", "libx265") and preset not in X26X_PRESETS:
             raise ConfigError(f"invalid preset {preset!r} for {codec}; valid: {', '.join(X26X_PRESETS)}")
+        if any(part in codec for part in _HARDWARE_ENCODERS):
+            _probe_hardware_encoder(av, codec)
         self.fps = fps_to_fraction(fps)
         self.codec = codec
         self.crf = crf
@@ -308,13 +334,29 @@ class VideoSink:
         return opts
 
     def _codec_options(self) -> dict[str, str]:
+        """Constant quality from ``crf`` for every encoder of :data:`CRF_CODECS` (never FFmpeg's default bitrate,
+        which for mpeg4 is 200 kb/s), tuned for speed: the stream must keep up with the frames."""
         opts: dict[str, str] = {}
         if self.codec in ("libx264", "libx265"):
             opts = {"crf": str(self.crf), "preset": self.preset}
         if self.codec == "libx265":
-            opts["x265-params"] = "log-level=error"  # x265 prints ~20 info lines per file on stderr otherwise
+            # log-level: x265 prints ~20 info lines per file on stderr otherwise. bframes=0: with B-frames the
+            # bundled FFmpeg's libx265 wrapper hands out packets with unset or garbage timestamps now and then
+            # ("pts has no value", durations of 2^44), and the MP4 muxer then aborts the whole process in
+            # av_write_trailer (assertion next_dts >= 0, movenc.c); 6 runs in 16 of a 2-frame clip did. Without
+            # B-frames none did (and x264's ultrafast default has none either).
+            opts["x265-params"] = "log-level=error:bframes=0"
+        elif self.codec == "libvpx-vp9":  # constant quality (b 0), its real-time mode; crf on VP9's 0..63 scale
+            opts = {"crf": str(self.crf), "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
+        elif self.codec in ("h264_nvenc", "hevc_nvenc"):  # constant quality: cq, same 0..51 scale as x264's crf
+            opts = {"rc": "vbr", "cq": str(self.crf), "b": "0", "preset": "p1"}
         opts.update(self.options)
         return opts
+
+    def _set_fixed_quantiser(self, cc) -> None:
+        """mpeg4 has no crf: a fixed quantiser (``-q:v``) from ``crf``, 18 -> 3 (1 best .. 31)."""
+        cc.qscale = True
+        cc.global_quality = max(1, min(31, round(self.crf / 6))) * _FF_QP2LAMBDA
 
     def _open(self, h: int, w: int, dtype: np.dtype) -> None:
         av = self._av
@@ -342,6 +384,8 @@ class VideoSink:
             cc.color_trc = _BT709
             cc.colorspace = _BT709
             cc.color_range = _RANGE_TV
+            if self.codec == "mpeg4":
+                self._set_fixed_quantiser(cc)
         except (av.FFmpegError, OSError, ValueError) as exc:
             container.close()
             raise SinkError(f"cannot set up {self.codec} for {self.path}: {exc}") from exc

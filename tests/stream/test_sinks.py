@@ -280,3 +280,72 @@ def test_x265_writes_no_banner_to_stderr(tmp_path, capfd):
     with pytest.raises(SinkError, match="libx265 cannot encode frames narrower than 64 pixels \\(these are 48\\)"):
         narrow.write(EnhancedFrame(rgb=np.zeros((64, 48, 3), np.uint8), index=0, t_ns=0))
     narrow.close()
+
+
+def _textured(n, shape=(128, 128), fps=24.0):
+    """Grey frames (nothing for 4:2:0 to lose) with fine detail everywhere, so a starved bitrate shows."""
+    rng = np.random.default_rng(3)
+    grey = cv2.GaussianBlur(rng.integers(0, 256, shape).astype(np.float32), (0, 0), 1.5)
+    grey = np.clip((grey - grey.mean()) * 4 + 128, 0, 255).astype(np.uint8)
+    base = np.repeat(grey[:, :, None], 3, axis=2)
+    for i in range(n):
+        yield EnhancedFrame(rgb=np.roll(base, i, axis=1), index=i, t_ns=round(i * 1e9 / fps), name=f"f{i}")
+
+
+@pytest.mark.parametrize("codec, suffix", [("mpeg4", ".mkv"), ("libvpx-vp9", ".mkv"), ("libx264", ".mp4")])
+def test_crf_gives_every_mapped_encoder_constant_quality(tmp_path, codec, suffix):
+    """crf 18 must mean high quality for each encoder it is mapped to, not FFmpeg's defaults (mpeg4: 200 kb/s)."""
+    if codec not in av.codecs_available:
+        pytest.skip(f"{codec} not in this FFmpeg")
+    path = tmp_path / f"q{suffix}"
+    frames = list(_textured(6, shape=(360, 480)))
+    with VideoSink(path, codec=codec, crf=18) as sink:
+        for f in frames:
+            sink.write(f)
+    decoded = _decode(path)["rgb"]
+    assert len(decoded) == 6
+    err = np.mean([(d.astype(np.float64) - f.rgb) ** 2 for d, f in zip(decoded, frames)])
+    assert 10 * np.log10(255**2 / err) > 40  # 42.8-46.6 dB here; without the mapping mpeg4 33, libx264 35
+
+
+def test_a_hardware_encoder_without_its_device_fails_before_any_frame(tmp_path):
+    if "h264_nvenc" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no h264_nvenc")
+    cc = av.CodecContext.create("h264_nvenc", "w")
+    cc.width, cc.height, cc.pix_fmt, cc.time_base = 256, 256, "yuv420p", Fraction(1, 25)
+    try:
+        cc.open()
+        pytest.skip("NVENC works on this machine")
+    except (av.FFmpegError, OSError):
+        pass
+    with pytest.raises(SinkError, match="encoder h264_nvenc cannot start on this machine"):
+        VideoSink(tmp_path / "n.mp4", codec="h264_nvenc")
+    assert not (tmp_path / "n.mp4").exists()
+
+
+X265_CHILD = """
+import sys
+import numpy as np
+import redi_stream.stream  # every library a run loads: the abort depended on the memory layout they give
+from redi_stream.frames import EnhancedFrame
+from redi_stream.stream.sinks import VideoSink
+with VideoSink(sys.argv[1], fps=24, codec="libx265", pix_fmt="yuv420p10le") as sink:
+    for i in range(2):
+        sink.write(EnhancedFrame(rgb=np.full((64, 96, 3), 1000 * (i + 1), np.uint16), index=i, t_ns=i * 41_666_667))
+"""
+
+
+def test_x265_clips_never_abort_the_process_at_the_trailer(tmp_path):
+    """With B-frames, libx265 packets came out with garbage timestamps now and then and FFmpeg's MP4 muxer aborted
+    the process in av_write_trailer (6 runs in 16). Each run is a child process, so an abort fails the test only."""
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no libx265")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    for k in range(8):
+        out = tmp_path / f"h{k}.mp4"
+        proc = subprocess.run([sys.executable, "-c", X265_CHILD, str(out)], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, (k, proc.returncode, proc.stderr[-2000:])
+        with av.open(str(out)) as c:
+            pts = [f.pts for f in c.decode(video=0)]
+        assert len(pts) == 2 and pts[0] < pts[1], pts
