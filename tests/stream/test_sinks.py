@@ -230,6 +230,10 @@ def test_image_sequence_tiff_from_uint16_and_8bit_option(tmp_path):
         sink.write(f)
     img = cv2.imread(str(tmp_path / "t" / "shot_0001.tif"), cv2.IMREAD_UNCHANGED)
     assert img.dtype == np.uint16 and tuple(img[5, 5]) == (65535, 0, 0)  # BGR on disk = blue
+    import tifffile
+
+    with tifffile.TiffFile(tmp_path / "t" / "shot_0001.tif") as tf:  # stored: LZW was slower and larger on grain
+        assert tf.pages.first.compression == 1
     s8 = ImageSequenceSink(tmp_path / "e", bits=8)
     s8.write(next(_frames(1, dtype=np.uint16)))
     assert cv2.imread(str(tmp_path / "e" / "frame_000000.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
