@@ -494,8 +494,9 @@ class VideoSink:
         self._closed = True
         container, stream = self._container, self._stream
         self._container = self._stream = None
-        if container is None:
-            log.warning("%s: no frames were written; no file created", self.path)
+        if container is None:  # the file opens at the first frame: an earlier one at this path is untouched
+            left = "the existing file is left as it was" if self.path.exists() else "no file created"
+            log.warning("%s: no frames were written; %s", self.path, left)
             return
         av = self._av
         error: BaseException | None = None

@@ -353,3 +353,13 @@ def test_x265_clips_never_abort_the_process_at_the_trailer(tmp_path):
         with av.open(str(out)) as c:
             pts = [f.pts for f in c.decode(video=0)]
         assert len(pts) == 2 and pts[0] < pts[1], pts
+
+
+def test_a_sink_that_wrote_nothing_leaves_an_earlier_file_alone(tmp_path, caplog):
+    old = tmp_path / "v.mp4"
+    old.write_bytes(b"an earlier run's video")
+    VideoSink(old).close()  # e.g. the run failed at frame 0
+    assert old.read_bytes() == b"an earlier run's video"
+    assert "no frames were written; the existing file is left as it was" in caplog.text
+    VideoSink(tmp_path / "new.mp4").close()
+    assert not (tmp_path / "new.mp4").exists() and "new.mp4: no frames were written; no file created" in caplog.text
