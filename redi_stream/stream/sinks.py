@@ -370,6 +370,8 @@ class VideoSink:
         if (eh, ew) != (h, w):
             log.info("%s: %dx%d is odd; padding to %dx%d (last row/column repeated)", self.path, w, h, ew, eh)
             self._pad_buf = np.empty((eh, ew, 3), dtype=dtype)
+        if self.path.exists():
+            log.info("%s: replacing the existing file", self.path)
         try:
             container = av.open(str(self.path), mode="w", options=self._container_options())
         except (av.FFmpegError, OSError) as exc:

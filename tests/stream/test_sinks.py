@@ -361,5 +361,8 @@ def test_a_sink_that_wrote_nothing_leaves_an_earlier_file_alone(tmp_path, caplog
     VideoSink(old).close()  # e.g. the run failed at frame 0
     assert old.read_bytes() == b"an earlier run's video"
     assert "no frames were written; the existing file is left as it was" in caplog.text
+    with caplog.at_level("INFO"), VideoSink(old) as sink:
+        sink.write(next(_frames(1)))
+    assert "v.mp4: replacing the existing file" in caplog.text and _decode(old)["rgb"]
     VideoSink(tmp_path / "new.mp4").close()
     assert not (tmp_path / "new.mp4").exists() and "new.mp4: no frames were written; no file created" in caplog.text
