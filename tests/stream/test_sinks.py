@@ -355,7 +355,7 @@ def test_x265_clips_never_abort_the_process_at_the_trailer(tmp_path):
         assert len(pts) == 2 and pts[0] < pts[1], pts
 
 
-def test_a_sink_that_wrote_nothing_leaves_an_earlier_file_alone(tmp_path, caplog):
+def test_an_earlier_file_is_left_alone_by_an_empty_run_and_replaced_with_a_notice(tmp_path, caplog):
     old = tmp_path / "v.mp4"
     old.write_bytes(b"an earlier run's video")
     VideoSink(old).close()  # e.g. the run failed at frame 0
