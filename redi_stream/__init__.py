@@ -2,7 +2,7 @@
 
 Layout (arrows point the way imports go)::
 
-    cli / config  ->  stream  ->  {capture, kernels, model}  ->  frames / errors / amplifier / glibc
+    cli / config  ->  stream  ->  {capture, kernels, model}  ->  frames / errors / amplifier / glibc / argparser
 
 ``capture``, ``kernels`` and ``model`` never import each other; only ``stream`` runs threads.
 """

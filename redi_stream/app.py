@@ -6,7 +6,6 @@ is closed here, in reverse order.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from contextlib import ExitStack
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .argparser import ArgumentParser
 from .config import CudaNet, Device, ModelKind, Precision, RunConfig
 from .errors import ConfigError, PipelineError, WeightsError
 from .frames import CFA, frames_text
@@ -252,7 +252,7 @@ def make_dng_main(argv: list[str]) -> int:
     """``redi-stream make-dng``: write a synthetic dark DNG sequence from an image, a video or the demo photo."""
     from .capture import make_dng
 
-    p = argparse.ArgumentParser(prog="redi-stream make-dng",
+    p = ArgumentParser(prog="redi-stream make-dng",
                                 description="Write a dark raw DNG sequence (real DNG files, via pidng) synthesised "
                                             "from a clean image or video, for trying redi-stream without a camera.")
     p.add_argument("input", nargs="?", type=Path, help="image or video (default: a photo shipped with scikit-image)")

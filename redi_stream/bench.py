@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .argparser import ArgumentParser
 from .errors import ConfigError
 
 #: Named sizes: (frame H, W); the network input is :func:`padded` (1080x1920 -> 1088x1952).
@@ -329,7 +330,7 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="redi-stream bench",
+    p = ArgumentParser(prog="redi-stream bench",
                                 description="Model-only ms/frame (vs the plain fp32 forward, same run) and end-to-end "
                                             "DNG -> MP4 fps, as JSON.")
     p.add_argument("--sizes", default="1080p,4k", help="comma list of 720p, 1080p, 2k, 4k or HxW (default 1080p,4k)")

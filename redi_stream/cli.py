@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .argparser import ArgumentParser
 from .config import (
     CudaNet,
     Device,
@@ -97,7 +98,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="redi-stream",
         description="Real-time enhancement of extremely dark RAW video (REDI network).",
         epilog="Other commands: " + ", ".join(SUBCOMMANDS) + " (see 'redi-stream COMMAND --help').",
@@ -238,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_run_config(ns)
     except ConfigError as exc:
-        parser.print_usage(sys.stderr)
         return _fail(str(exc), EXIT_USAGE)
     from .app import run
 
@@ -251,7 +251,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
 
         return doctor_main()
     if name == "demo":
-        p = argparse.ArgumentParser(prog="redi-stream demo",
+        p = ArgumentParser(prog="redi-stream demo",
                                     description="Enhance the embedded demo clip (synthetic dark raw frames made "
                                                 "from a photo shipped with scikit-image; no download).")
         add_run_options(p)

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from redi_stream import kernels
+from redi_stream.argparser import ArgumentParser
 from redi_stream.errors import CaptureError, ConfigError, SinkError, WeightsError
 from redi_stream.frames import CFA, RawFrame, RawMeta
 from redi_stream.model.data import CleanImageDataset
@@ -484,7 +485,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="redi-stream eval", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="redi-stream eval", description=__doc__.split("\n\n")[0])
     p.add_argument("weights", help="our weights (.pt) or a training checkpoint")
     p.add_argument("--test-data", nargs="+", help="held-out clean photos (e.g. BSDS500/test)")
     p.add_argument("--noise-params", required=True, help="ELD noise parameters JSON")

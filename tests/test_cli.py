@@ -249,6 +249,17 @@ def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> N
     assert needle in _error_line(capsys)
 
 
+@pytest.mark.parametrize("argv", [["x", "--out", "o.mp4", "--bogus"], ["x", "--out", "o.mp4", "--fps", "abc"],
+                                  ["make-dng"], ["train", "--bogus"], ["eval"], ["bench", "--bogus"],
+                                  ["demo", "--bogus"]])
+def test_argparse_errors_are_one_line(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ": error: " in err[0] and "--help')" in err[0], err  # no 20-line usage block
+
+
 @pytest.mark.parametrize("extra, want", [([], "fast"), (["--cuda-net", "streams"], "streams"),
                                           (["--sequential"], "sequential"),
                                           (["--cuda-net", "sequential"], "sequential")])

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from redi_stream.argparser import ArgumentParser
 from redi_stream.errors import ConfigError, WeightsError
 from redi_stream.model.data import CleanImageDataset, PairedFolderDataset, RawPairDataset, SIDDataset
 from redi_stream.model.net import RediNet, check_input
@@ -1202,7 +1203,7 @@ def _add_wb_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="redi-stream train",
         description="Train REDI on synthetic dark raw pairs (or SID / paired raw data). "
         "'export CKPT OUT' writes inference weights from a checkpoint; 'calibrate WEIGHTS --data ... "
@@ -1345,7 +1346,7 @@ def config_fields_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _calibrate_main(argv: Sequence[str]) -> int:
-    cp = argparse.ArgumentParser(
+    cp = ArgumentParser(
         prog="redi-stream train calibrate",
         description="Refit Eq. 5's gain_target of exported weights on synthetic frames of the training photos "
         "(as training does) and write the weights with the new constant; the network tensors are unchanged.",
@@ -1388,7 +1389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["export"]:
-            ep = argparse.ArgumentParser(prog="redi-stream train export")
+            ep = ArgumentParser(prog="redi-stream train export")
             ep.add_argument("checkpoint")
             ep.add_argument("out")
             ep.add_argument("--version", default=None)
@@ -1399,7 +1400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["calibrate"]:
             return _calibrate_main(argv[1:])
         if argv[:1] == ["record-eval"]:
-            rp = argparse.ArgumentParser(
+            rp = ArgumentParser(
                 prog="redi-stream train record-eval",
                 description="Store a 'redi-stream eval --json' result in the weights' metadata (in place).")
             rp.add_argument("weights")
