@@ -135,8 +135,9 @@ class RawFileSource(RandomAccessSource):
     Sources: a folder (its raw files, natural order, non-raw files and hidden files ignored), a glob pattern, a list
     of paths (kept in the given order) or one file. Formats: DNG/CinemaDNG and any 2x2-Bayer raw LibRaw reads,
     ``.npy`` (H, W) arrays or (N, H, W) stacks (N frames each, named ``clip.npy[k]``), and headerless ``.raw`` with
-    :class:`HeaderlessParams` from ``raw_params`` or a JSON sidecar (rule in :mod:`redi_stream.capture.headerless`). Frames come out upright: a file's Orientation tag
-    (a camera held vertically, a rig mounted upside down) turns the mosaic and its pattern (:mod:`.orient`).
+    :class:`HeaderlessParams` from ``raw_params`` or a JSON sidecar (rule in :mod:`redi_stream.capture.headerless`).
+    Frames come out upright: a file's Orientation tag (a camera held vertically, a rig mounted upside down) turns the
+    mosaic and its pattern (:mod:`.orient`).
 
     Thread safety: :meth:`read` may be called from any number of threads at once; each call opens, decodes and
     closes its own file handle and returns a frame it alone owns. The only shared state is frame 0's geometry,

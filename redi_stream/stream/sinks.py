@@ -92,6 +92,8 @@ def _probe_hardware_encoder(av, codec: str) -> None:
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise SinkError(f"encoder {codec} cannot start on this machine (a hardware encoder needs its device and "
                         f"driver: {exc}); use --codec libx264") from exc
+
+
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
 
 
@@ -559,8 +561,9 @@ class ImageSequenceSink:
 
     Colour: files hold RGB in the usual order (OpenCV's BGR convention is handled here). Existing files with the
     same names are overwritten; if the folder already holds frame files of this pattern, a warning says so at
-    construction (a previous run's frames that this one does not renumber stay beside the new ones). Each file is written under a temporary name and renamed, so a failed write (disk
-    full) leaves no partial image: every frame file present is complete. ``close()`` is idempotent.
+    construction (a previous run's frames that this one does not renumber stay beside the new ones). Each file is
+    written under a temporary name and renamed, so a failed write (disk full) leaves no partial image: every frame
+    file present is complete. ``close()`` is idempotent.
 
     Raises:
         SinkError: the folder cannot be created or written (at construction), or a file write fails.
