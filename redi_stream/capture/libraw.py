@@ -7,8 +7,10 @@ share nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,10 @@ from redi_stream.errors import FrameError, UnsupportedSensorError
 from redi_stream.frames import CFA, IDENTITY_3x3, RawMeta
 
 from .colour import checked_cam_to_srgb, xyz_to_cam_to_cam_to_srgb
+from .opcodes import apply_gain_field, read_opcode_list2, shading_field
 from .orient import shift_origin
+
+log = logging.getLogger(__name__)
 
 # Suffixes of files that hold camera raw data LibRaw may read (lower case). ``.raw`` is shared with headerless dumps.
 LIBRAW_SUFFIXES = frozenset(
@@ -295,7 +300,41 @@ def read_libraw_with_margins(
     if crop is not None:
         meta = shift_origin(meta, crop[0], crop[1])
         margins = (margins[0] + crop[0], margins[1] + crop[1])
+    if path.suffix.lower() == ".dng":
+        data, meta = _apply_dng_shading(path, data, meta, margins)
     return data, meta, margins
+
+
+def _apply_dng_shading(
+    path: Path, data: np.ndarray, meta: RawMeta, origin: tuple[int, int]
+) -> tuple[np.ndarray, RawMeta]:
+    """Multiply in the DNG's OpcodeList2 gain maps (lens shading), which LibRaw leaves out (:mod:`.opcodes`).
+
+    ``origin``: where ``data`` starts in the stored image. The maps are evaluated over the ActiveArea and the window
+    ``data`` covers is taken, so a DefaultCrop (or LibRaw's even-rounded margins) keeps every pixel's own gain.
+    """
+    note = None
+    try:
+        found = read_opcode_list2(path)
+        if found is None:
+            return data, meta
+        opcodes, (top, left, bottom, right) = found
+        field, others = shading_field(opcodes, bottom - top, right - left)
+    except Exception as exc:  # noqa: BLE001 - tifffile or a malformed list: decode without the maps, and say so
+        field, others = None, ()
+        note = f"its OpcodeList2 could not be read ({exc}); lens-shading gain maps not applied"
+    if others:
+        log.debug("%s: OpcodeList2 also holds %s, not applied", path.name, ", ".join(others))
+    if field is not None:
+        oy, ox = origin[0] - top, origin[1] - left
+        h, w = data.shape
+        if 0 <= oy and 0 <= ox and oy + h <= field.shape[0] and ox + w <= field.shape[1]:
+            data = apply_gain_field(data, meta.black_level, field[oy : oy + h, ox : ox + w])
+        else:
+            note = "its gain maps do not cover the decoded area; lens-shading gain maps not applied"
+    if note is not None:
+        meta = dataclasses.replace(meta, warnings=(*meta.warnings, f"DNG: {note}"))
+    return data, meta
 
 
 def _dng_default_crop(
