@@ -95,6 +95,8 @@ def _gain_map(params: bytes) -> GainMap:
     if spacing_v <= 0 or spacing_h <= 0 or row_pitch < 1 or col_pitch < 1:
         raise ValueError("GainMap with a spacing or pitch below 1")
     gains = np.frombuffer(params, ">f4", n, _GAIN_MAP_HEAD.size).astype(np.float32)
+    if not (np.all(np.isfinite(gains)) and np.all(gains >= 0)):
+        raise ValueError("GainMap with gains that are not finite and >= 0")
     return GainMap(top, left, bottom, right, plane, planes, row_pitch, col_pitch, spacing_v, spacing_h, origin_v,
                    origin_h, gains.reshape(points_v, points_h, map_planes))  # fmt: skip
 

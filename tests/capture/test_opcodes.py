@@ -73,6 +73,8 @@ def test_parse_reads_every_field_and_names_the_other_opcodes():
     np.testing.assert_array_equal(m.gains[:, :, 0], [[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="cut short"):
         parse_opcode_list(data[:-3])
+    with pytest.raises(ValueError, match="not finite"):
+        parse_opcode_list(opcode_list(gain_map_op([[1.0, float("nan")]])))
 
 
 def test_a_uniform_map_scales_the_signal_above_black(tmp_path):
