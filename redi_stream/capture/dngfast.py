@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ import tifffile
 from redi_stream.frames import RawMeta
 
 from .libraw import read_libraw_with_margins
+from .tiffscan import all_ifds, int_tag, is_raw_cfa
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ PER_FRAME_TAGS = frozenset({
 _PER_FRAME_EXIF_NAMES = frozenset(
     name for code in PER_FRAME_TAGS if (name := tifffile.TIFF.EXIF_TAGS.get(code)) is not None
 )
-_CFA_PHOTOMETRIC = 32803
 #: Fingerprint misses in a row (frames decoded by LibRaw although a reference existed) before pausing the fast path.
 MISSES_BEFORE_PAUSE = 6  # above the decode pool's usual width, whose frames may all miss at one metadata change
 _FIRST_PAUSE, _MAX_PAUSE = 8, 64  # frames
@@ -236,8 +235,8 @@ def _parse(path: Path) -> _Parsed | str:
         if tf.is_bigtiff:
             return "BigTIFF"
         file_size = tf.filehandle.size
-        ifds = list(_all_ifds(tf.pages))
-        raws = [p for p in ifds if _int_tag(p, 254, 0) == 0 and _int_tag(p, 262, -1) == _CFA_PHOTOMETRIC]
+        ifds = list(all_ifds(tf.pages))
+        raws = [p for p in ifds if is_raw_cfa(p)]
         if len(raws) != 1:
             return f"{len(raws)} raw CFA images"
         raw = raws[0]
@@ -252,27 +251,6 @@ def _parse(path: Path) -> _Parsed | str:
         return _Parsed(fingerprint, _read_samples(tf, raw))
 
 
-def _all_ifds(pages: Any) -> Iterator[Any]:
-    """Every IFD: the top-level chain in file order, each followed by its SubIFDs (depth first)."""
-    for page in pages:
-        yield page
-        subs = page.pages
-        if subs is not None:
-            yield from _all_ifds(subs)
-
-
-def _int_tag(page: Any, code: int, default: int) -> int:
-    tag = page.tags.get(code)
-    if tag is None:
-        return default
-    value = tag.value
-    if isinstance(value, (tuple, list)):
-        if len(set(value)) != 1:
-            return -1  # several different values: never one of the accepted ones
-        value = value[0]
-    return int(value)
-
-
 def _layout_problem(raw: Any, file_size: int) -> str:
     """Why the raw IFD's samples cannot be taken as they are stored, or '' if they can."""
     checks = (
@@ -284,7 +262,7 @@ def _layout_problem(raw: Any, file_size: int) -> str:
         (266, 1, 1, "reversed bit order"),  # FillOrder
     )
     for code, default, wanted, reason in checks:
-        if _int_tag(raw, code, default) != wanted:
+        if int_tag(raw, code, default) != wanted:
             return reason
     height, width = raw.imagelength, raw.imagewidth
     if height < 1 or width < 1:

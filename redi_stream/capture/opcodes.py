@@ -24,6 +24,9 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+import tifffile
+
+from .tiffscan import all_ifds, is_raw_cfa
 
 GAIN_MAP_ID = 9
 #: Names of the DNG opcodes, for the message about those not applied.
@@ -149,18 +152,15 @@ def apply_gain_field(data: np.ndarray, black: tuple[float, float, float, float],
     return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
 
 
-
-_CFA_PHOTOMETRIC = 32803
 _OPCODE_LIST2, _ACTIVE_AREA = 51009, 50829
+
 
 
 def read_opcode_list2(path) -> tuple[bytes, tuple[int, int, int, int]] | None:
     """The OpcodeList2 bytes of a DNG's raw image (the IFD with NewSubfileType 0 and CFA data) and its ActiveArea
     (top, left, bottom, right in the stored image), or None if it has no such list."""
-    import tifffile
-
     with tifffile.TiffFile(path) as tf:
-        raw = next((p for p in _ifds(tf.pages) if _tag(p, 254, 0) == 0 and _tag(p, 262, 0) == _CFA_PHOTOMETRIC), None)
+        raw = next((p for p in all_ifds(tf.pages) if is_raw_cfa(p)), None)
         if raw is None or _OPCODE_LIST2 not in raw.tags:
             return None
         area_tag = raw.tags.get(_ACTIVE_AREA)
@@ -181,18 +181,3 @@ def shading_field(opcodes: bytes, height: int, width: int) -> tuple[np.ndarray |
     if field is not None:
         field.flags.writeable = False
     return field, tuple(others)
-
-
-def _ifds(pages):
-    for page in pages:
-        yield page
-        if page.pages is not None:
-            yield from _ifds(page.pages)
-
-
-def _tag(page, code: int, default: int) -> int:
-    tag = page.tags.get(code)
-    if tag is None:
-        return default
-    value = tag.value
-    return int(value[0] if isinstance(value, (tuple, list)) else value)
