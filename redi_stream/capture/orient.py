@@ -55,9 +55,7 @@ def orient(data: np.ndarray, meta: RawMeta) -> tuple[np.ndarray, RawMeta]:
             if flip & 1:
                 c = w - 1 - c
             sources.append(2 * (r & 1) + (c & 1))
-    cfa = CFA("".join(meta.cfa.value[p] for p in sources))
-    black = tuple(meta.black_level[p] for p in sources)
-    return np.ascontiguousarray(view), dataclasses.replace(meta, cfa=cfa, black_level=black, flip=0)
+    return np.ascontiguousarray(view), _moved(meta, sources, flip=0)
 
 
 def shift_origin(meta: RawMeta, top: int, left: int) -> RawMeta:
@@ -65,6 +63,12 @@ def shift_origin(meta: RawMeta, top: int, left: int) -> RawMeta:
     per-position black levels follow the parity of the new origin (even offsets change nothing)."""
     if not (top | left) & 1:
         return meta
-    sources = [2 * ((top + i) & 1) + ((left + j) & 1) for i in (0, 1) for j in (0, 1)]
+    return _moved(meta, [2 * ((top + i) & 1) + ((left + j) & 1) for i in (0, 1) for j in (0, 1)])
+
+
+def _moved(meta: RawMeta, sources: list[int], **changes) -> RawMeta:
+    """``meta`` for a mosaic whose 2x2 positions (TL, TR, BL, BR) come from positions ``sources`` of the old one:
+    the pattern and the per-position black levels follow their pixels."""
     cfa = CFA("".join(meta.cfa.value[p] for p in sources))
-    return dataclasses.replace(meta, cfa=cfa, black_level=tuple(meta.black_level[p] for p in sources))
+    black = tuple(meta.black_level[p] for p in sources)
+    return dataclasses.replace(meta, cfa=cfa, black_level=black, **changes)
