@@ -253,8 +253,8 @@ def make_dng_main(argv: list[str]) -> int:
     from .capture import make_dng
 
     p = ArgumentParser(prog="redi-stream make-dng",
-                                description="Write a dark raw DNG sequence (real DNG files, via pidng) synthesised "
-                                            "from a clean image or video, for trying redi-stream without a camera.")
+                       description="Write a dark raw DNG sequence (real DNG files, via pidng) synthesised "
+                                   "from a clean image or video, for trying redi-stream without a camera.")
     p.add_argument("input", nargs="?", type=Path, help="image or video (default: a photo shipped with scikit-image)")
     p.add_argument("--out", type=Path, required=True, help="output folder for frame_000000.dng ...")
     p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")

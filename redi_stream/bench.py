@@ -331,8 +331,8 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="redi-stream bench",
-                                description="Model-only ms/frame (vs the plain fp32 forward, same run) and end-to-end "
-                                            "DNG -> MP4 fps, as JSON.")
+                       description="Model-only ms/frame (vs the plain fp32 forward, same run) and end-to-end "
+                                   "DNG -> MP4 fps, as JSON.")
     p.add_argument("--sizes", default="1080p,4k", help="comma list of 720p, 1080p, 2k, 4k or HxW (default 1080p,4k)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--frames", type=int, help="frames per end-to-end run (default CPU 12, CUDA 120)")

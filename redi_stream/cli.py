@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .argparser import ArgumentParser
+from .argparser import EXIT_USAGE, ArgumentParser
 from .config import (
     CudaNet,
     Device,
@@ -39,7 +39,7 @@ log = logging.getLogger("redi_stream")
 
 SUBCOMMANDS = ("demo", "doctor", "make-dng", "train", "eval", "bench")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130  # EXIT_USAGE (2) comes with the parser
 
 
 def _tile(text: str) -> tuple[int, int]:
@@ -252,8 +252,8 @@ def _subcommand(name: str, argv: list[str]) -> int:
         return doctor_main()
     if name == "demo":
         p = ArgumentParser(prog="redi-stream demo",
-                                    description="Enhance the embedded demo clip (synthetic dark raw frames made "
-                                                "from a photo shipped with scikit-image; no download).")
+                           description="Enhance the embedded demo clip (synthetic dark raw frames made "
+                                       "from a photo shipped with scikit-image; no download).")
         add_run_options(p)
         p.set_defaults(out=Path("demo.mp4"))
         ns = p.parse_args(argv)

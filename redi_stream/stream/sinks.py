@@ -50,8 +50,6 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
 #: Pixel formats offered for video output: 8-bit 4:2:0 (plays everywhere), 4:2:2 and 4:4:4, and their 10-bit forms
 #: (libx264 High 10 / High 4:4:4, libx265 Main 10), which keep amplified shadows free of 8-bit banding.
 VIDEO_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
-
-
 #: Narrower frames make libx265 (8 and 10 bit, as bundled with PyAV) corrupt memory and abort the process.
 X265_MIN_WIDTH = 64
 #: Encoders that --crf sets (each in its own terms, see ``VideoSink._codec_options``); others run FFmpeg's defaults.
@@ -69,6 +67,8 @@ def is_video_target(target: str | os.PathLike) -> bool:
 def pix_fmt_bits(pix_fmt: str) -> int:
     """Bits per sample of a pixel format of :data:`VIDEO_PIX_FMTS` (8 or 10)."""
     return 10 if pix_fmt.endswith("p10le") else 8
+
+
 IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 
 # AVCOL_* values (libavutil/pixfmt.h): BT.709 primaries, transfer and matrix; "MPEG" = limited (tv) range.
