@@ -12,6 +12,14 @@ import pytest
 from redi_stream.capture import write_dng
 from redi_stream.frames import CFA, RawMeta
 
+#: The DNG tags every tifffile-written test DNG needs besides its image: DNGVersion 1.4, Make, Model, an identity
+#: ColorMatrix1 (SRATIONAL pairs) and AsShotNeutral; as tifffile ``extratags``.
+TIFFFILE_DNG_TAGS = [
+    (50706, 1, 4, bytes([1, 4, 0, 0]), True), (271, 2, 0, "Test", True), (272, 2, 0, "Cam", True),
+    (50721, 10, 9, [1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1], True),
+    (50728, 5, 3, [1, 2, 1, 1, 2, 3], True),
+]  # fmt: skip
+
 CAM_TO_SRGB = np.array([[1.7, -0.5, -0.2], [-0.3, 1.5, -0.2], [0.05, -0.45, 1.4]], dtype=np.float32)
 
 

@@ -16,8 +16,8 @@ from redi_stream.capture.libraw import read_libraw
 from redi_stream.capture.orient import orient
 from redi_stream.errors import FrameError
 from redi_stream.frames import CFA, RawMeta
+from tests.capture.conftest import TIFFFILE_DNG_TAGS
 
-IDENTITY_CM = [1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1]  # ColorMatrix1 as SRATIONAL pairs
 
 
 @pytest.fixture()
@@ -61,8 +61,7 @@ def assert_source_like_libraw(src: RawFileSource, order=None) -> None:
 def write_tifffile_dng(path: Path, raw: np.ndarray, *, subifd: bool = False, byteorder: str = "<", **layout) -> Path:
     """A DNG written by tifffile (layouts pidng never makes): raw in IFD0 or in a SubIFD behind an RGB thumbnail,
     strips (``rowsperstrip``) or tiles (``tile``), either byte order."""
-    dng = [(50706, 1, 4, bytes([1, 4, 0, 0]), True), (271, 2, 0, "Test", True), (272, 2, 0, "Cam", True),
-           (50721, 10, 9, IDENTITY_CM, True), (50728, 5, 3, [1, 2, 1, 1, 2, 3], True)]  # fmt: skip
+    dng = TIFFFILE_DNG_TAGS
     cfa = [(33421, 3, 2, (2, 2), True), (33422, 1, 4, bytes([1, 0, 2, 1]), True), (50717, 4, 1, 60000, True),
            (50713, 3, 2, (2, 2), True), (50714, 3, 4, (60, 61, 62, 63), True)]  # fmt: skip
     with tifffile.TiffWriter(path, byteorder=byteorder) as tw:

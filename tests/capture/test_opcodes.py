@@ -13,8 +13,8 @@ import tifffile
 from redi_stream.capture import RawFileSource
 from redi_stream.capture.opcodes import parse_opcode_list
 from redi_stream.frames import CFA
+from tests.capture.conftest import TIFFFILE_DNG_TAGS
 
-IDENTITY_CM = [1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1]  # ColorMatrix1 as SRATIONAL pairs
 BLACK = 100
 
 
@@ -37,10 +37,8 @@ def opcode_list(*ops: bytes) -> bytes:
 def write_dng(path: Path, raw: np.ndarray, ops: bytes | None, **tags) -> Path:
     """An uncompressed RGGB DNG (tifffile) with BlackLevel 100, ``ops`` as OpcodeList2, and ActiveArea /
     DefaultCropOrigin / DefaultCropSize from ``tags``."""
-    extra = [(50706, 1, 4, bytes([1, 4, 0, 0]), True), (271, 2, 0, "Test", True), (272, 2, 0, "Cam", True),
-             (50721, 10, 9, IDENTITY_CM, True), (50728, 5, 3, [1, 2, 1, 1, 2, 3], True),
-             (33421, 3, 2, (2, 2), True), (33422, 1, 4, bytes([0, 1, 1, 2]), True), (50717, 4, 1, 4095, True),
-             (50714, 3, 1, (BLACK,), True)]  # fmt: skip
+    extra = [*TIFFFILE_DNG_TAGS, (33421, 3, 2, (2, 2), True), (33422, 1, 4, bytes([0, 1, 1, 2]), True),
+             (50717, 4, 1, 4095, True), (50714, 3, 1, (BLACK,), True)]  # fmt: skip
     if ops is not None:
         extra.append((51009, 7, len(ops), ops, True))
     if "area" in tags:
