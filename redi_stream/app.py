@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .argparser import ArgumentParser
+from .argparser import ArgumentParser, frame_rate
 from .config import CudaNet, Device, ModelKind, Precision, RunConfig
 from .errors import ConfigError, PipelineError, WeightsError
 from .frames import CFA, frames_text
@@ -261,7 +261,7 @@ def make_dng_main(argv: list[str]) -> int:
     p.add_argument("--ratio", type=float, default=150.0, help="exposure ratio to darken by (default 150)")
     p.add_argument("--size", default=None, help="HxW of the frames, e.g. 1080x1920 (default: the input's)")
     p.add_argument("--cfa", default="RGGB", help="Bayer pattern: RGGB, BGGR, GRBG, GBRG")
-    p.add_argument("--fps", type=float, default=24.0, help="frame rate stored in the DNGs (default 24)")
+    p.add_argument("--fps", type=frame_rate, default=24.0, help="frame rate stored in the DNGs (default 24)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the frame_*.dng files --out already holds (all of them, so no stale frame stays)")

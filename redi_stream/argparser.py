@@ -8,6 +8,7 @@ one clear line naming what is wrong, so :meth:`ArgumentParser.error` prints ``PR
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 
 EXIT_USAGE = 2
 
@@ -18,3 +19,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+
+
+def frame_rate(text: str) -> float:
+    """An argparse ``type`` for frame rates: a number (``24``, ``29.97``) or a ratio as video tools write it
+    (``30000/1001``). Returns a float; the video sink turns NTSC rates back into exact ``N*1000/1001``."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"invalid frame rate {text!r}; give e.g. 24, 29.97 or 30000/1001") from None

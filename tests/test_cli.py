@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -86,6 +87,16 @@ def test_glob_source_and_fps_override(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "g.mkv"
     assert main([f"{clip}/*.dng", "--out", str(out), "--model", "classic", "--fps", "12", "-q"]) == 0
     assert _decoded_frames(out) == (8, 12.0)
+
+
+def test_fps_as_a_ratio_gives_the_exact_ntsc_rate(clip: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "n.mp4"
+    assert main([str(clip), "--out", str(out), "--model", "classic", "--fps", "30000/1001", "-q"]) == 0
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].average_rate == Fraction(30000, 1001)
+    with pytest.raises(SystemExit):
+        main([str(clip), "--out", str(out), "--fps", "30/0"])
+    assert "invalid frame rate '30/0'" in capsys.readouterr().err
 
 
 def test_missing_path(tmp_path: Path, capsys) -> None:
