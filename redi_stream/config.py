@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import VIDEO_PIX_FMTS, is_video_target, pix_fmt_bits
+from .stream.sinks import VIDEO_PIX_FMTS, WEBM_CODECS, default_codec, is_video_target, pix_fmt_bits
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -92,7 +92,7 @@ class RunConfig:
 
     source: str | None = None
     camera: str | None = None
-    out: Path | None = None
+    out: str | Path | None = None  # a str keeps a trailing "/" (a folder of frames even when named x.mp4/)
     model: ModelKind = ModelKind.REDI
     weights: Path | None = None
     device: Device = Device.AUTO
@@ -104,7 +104,7 @@ class RunConfig:
     gain_smoothing_frames: float = 8.0
     temporal_denoise_frames: float = 0.0
     fps: float | None = None
-    codec: str = "libx264"
+    codec: str | None = None  # None: the container's default (stream.sinks.default_codec)
     crf: int = 18
     preset: str = "ultrafast"
     pix_fmt: str = "yuv420p"
@@ -158,7 +158,10 @@ class RunConfig:
         if self.pix_fmt not in VIDEO_PIX_FMTS:
             raise ConfigError(f"invalid --pix-fmt {self.pix_fmt!r}; valid: {', '.join(VIDEO_PIX_FMTS)}")
         if self.pix_fmt != "yuv420p" and not self.video_out:
-            raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov); frame sequences take --bits")
+            raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov, .webm); frame sequences take --bits")
+        if self.video_out and Path(self.out).suffix.lower() == ".webm" and self.video_codec not in WEBM_CODECS:
+            raise ConfigError(f"--out {self.out}: a WebM file holds VP8, VP9 or AV1 video, not {self.video_codec}; "
+                              f"use --codec libvpx-vp9, or write .mp4/.mkv")
         if not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
         if self.tile is not None and any(t <= 0 or t % 32 for t in self.tile):
@@ -167,6 +170,11 @@ class RunConfig:
             raise ConfigError("--weights applies to --model redi only")
         if self.precision in (Precision.FP16,) and self.device is Device.CPU:
             raise ConfigError("--precision fp16 needs --device cuda; valid on the CPU: fp32, bf16")
+
+    @property
+    def video_codec(self) -> str:
+        """The encoder of a video ``--out``: ``--codec``, else the container's default."""
+        return self.codec or default_codec(self.out or "")
 
     @property
     def video_out(self) -> bool:

@@ -230,6 +230,11 @@ def test_unwritable_output_fails_before_any_work(clip: Path, tmp_path: Path, cap
     assert Path(target).name in _error_line(capsys)
 
 
+def test_a_trailing_slash_means_a_folder_of_frames_even_with_a_video_suffix(clip: Path, tmp_path: Path) -> None:
+    assert main([str(clip), "--out", f"{tmp_path / 'o.mkv'}/", "--model", "classic", "--frames", "2", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o.mkv").iterdir()) == ["frame_000000.png", "frame_000001.png"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
 def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
     ro = tmp_path / "ro"
@@ -253,6 +258,7 @@ def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
         (["x", "--out", "o.mp4", "--temporal-denoise", "0.5"], "--temporal-denoise"),
         (["x", "--out", "o.mp4", "--cuda-net", "turbo"], "valid: fast, streams, sequential"),
         (["x", "--out", "o.mp4", "--tile", "512x512"], "larger than 768"),
+        (["x", "--out", "o.webm", "--codec", "libx264"], "a WebM file holds VP8, VP9 or AV1 video, not libx264"),
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> None:

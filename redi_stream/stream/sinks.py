@@ -46,14 +46,16 @@ from ..frames import EnhancedFrame
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm")
+#: The encoders a WebM file may hold (VP8, VP9, AV1); ``.webm`` defaults to the first.
+WEBM_CODECS = ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e")
 #: Pixel formats offered for video output: 8-bit 4:2:0 (plays everywhere), 4:2:2 and 4:4:4, and their 10-bit forms
 #: (libx264 High 10 / High 4:4:4, libx265 Main 10), which keep amplified shadows free of 8-bit banding.
 VIDEO_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 #: Narrower frames make libx265 (8 and 10 bit, as bundled with PyAV) corrupt memory and abort the process.
 X265_MIN_WIDTH = 64
 #: Encoders that --crf sets (each in its own terms, see ``VideoSink._codec_options``); others run FFmpeg's defaults.
-CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "h264_nvenc", "hevc_nvenc", "mpeg4")
+CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "h264_nvenc", "hevc_nvenc", "mpeg4")
 #: Parts of encoder names that mean a hardware encoder, which opens only with its device and driver present.
 _HARDWARE_ENCODERS = ("nvenc", "qsv", "amf", "vaapi", "videotoolbox", "v4l2m2m", "mediacodec", "omx")
 
@@ -62,6 +64,12 @@ def is_video_target(target: str | os.PathLike) -> bool:
     """True when :func:`open_sink` makes a :class:`VideoSink` of ``target``: a video suffix, no trailing slash."""
     s = os.fspath(target)
     return Path(s).suffix.lower() in VIDEO_SUFFIXES and not s.endswith(("/", os.sep))
+
+
+def default_codec(target: str | os.PathLike) -> str:
+    """The encoder a video file gets when none is asked for: VP9 for ``.webm`` (WebM holds nothing else we
+    offer), H.264 (libx264) otherwise."""
+    return WEBM_CODECS[0] if Path(target).suffix.lower() == ".webm" else "libx264"
 
 
 def pix_fmt_bits(pix_fmt: str) -> int:
@@ -225,12 +233,14 @@ class VideoSink:
     """Encodes RGB frames to a video file with PyAV (libx264, yuv420p, BT.709 limited range by default).
 
     Args:
-        path: ``.mp4``, ``.mov`` or ``.mkv`` (the container follows the suffix); written directly (no temp file).
+        path: ``.mp4``, ``.mov``, ``.mkv`` or ``.webm`` (the container follows the suffix); written directly (no temp
+            file).
         fps: frame rate (float, ``Fraction`` or ``"24000/1001"``); the codec time base is ``1/fps``.
-        codec: FFmpeg encoder name (``libx264``, ``libx265``, ``h264_nvenc``, ``mpeg4``, ...).
-        crf: constant quality for :data:`CRF_CODECS`: crf for libx264/libx265/libvpx-vp9, cq for NVENC, a fixed
-            quantiser (crf / 6) for mpeg4; other encoders run FFmpeg's defaults (pass ``options``).
-        preset: libx264/libx265 speed preset (NVENC runs p1, VP9 its real-time mode).
+        codec: FFmpeg encoder name (``libx264``, ``libx265``, ``h264_nvenc``, ``mpeg4``, ...); default
+            :func:`default_codec` (libx264, or libvpx-vp9 for ``.webm``).
+        crf: constant quality for :data:`CRF_CODECS`: crf for libx264/libx265/libvpx-vp9/libsvtav1, cq for NVENC, a
+            fixed quantiser (crf / 6) for mpeg4; other encoders run FFmpeg's defaults (pass ``options``).
+        preset: libx264/libx265 speed preset (NVENC runs p1, VP9 its real-time mode, SVT-AV1 preset 12).
         pix_fmt: encoder pixel format; ``yuv420p`` (default, plays everywhere) or e.g. ``yuv444p``, or a 10-bit
             one such as ``yuv420p10le`` (give it uint16 frames, or the extra bits are empty).
         threads: encoder threads (0 = FFmpeg's choice).
@@ -263,7 +273,7 @@ class VideoSink:
         path: str | os.PathLike,
         *,
         fps: float | Fraction | str = 24.0,
-        codec: str = "libx264",
+        codec: str | None = None,
         crf: int = 18,
         preset: str = "ultrafast",
         pix_fmt: str = "yuv420p",
@@ -279,12 +289,20 @@ class VideoSink:
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_SUFFIXES:
             raise ConfigError(f"unknown video suffix {suffix!r} in {self.path}; valid: {', '.join(VIDEO_SUFFIXES)}")
+        codec = codec or default_codec(self.path)
+        if suffix == ".webm" and codec not in WEBM_CODECS:
+            raise ConfigError(f"{self.path}: a WebM file holds VP8, VP9 or AV1 video, not {codec}; use --codec "
+                              f"libvpx-vp9, or write .mp4/.mkv")
         try:
-            av.codec.Codec(codec, "w")
+            encoder = av.codec.Codec(codec, "w")
         except Exception:  # av raises several types for an unknown or decode-only codec
             encoders = sorted(c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4", "libvpx-vp9")
                               if c in av.codecs_available)
             raise ConfigError(f"no encoder {codec!r} in this FFmpeg; available: {', '.join(encoders)}") from None
+        formats = [f.name for f in encoder.video_formats or ()]
+        if formats and pix_fmt not in formats:
+            offered = ", ".join(f for f in VIDEO_PIX_FMTS if f in formats)
+            raise ConfigError(f"{codec} in this FFmpeg cannot encode {pix_fmt}; it can: {offered or ', '.join(formats)}")
         if pts_from not in ("t_ns", "index"):
             raise ConfigError(f"invalid pts_from {pts_from!r}; valid: t_ns, index")
         if yuv not in ("auto", "kernel", "sws"):
@@ -350,6 +368,8 @@ class VideoSink:
             opts["x265-params"] = "log-level=error:bframes=0"
         elif self.codec == "libvpx-vp9":  # constant quality (b 0), its real-time mode; crf on VP9's 0..63 scale
             opts = {"crf": str(self.crf), "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
+        elif self.codec == "libsvtav1":  # crf on AV1's 0..63 scale; preset 12 of 0..13 runs in real time
+            opts = {"crf": str(self.crf), "preset": "12"}
         elif self.codec in ("h264_nvenc", "hevc_nvenc"):  # constant quality: cq, same 0..51 scale as x264's crf
             opts = {"rc": "vbr", "cq": str(self.crf), "b": "0", "preset": "p1"}
         opts.update(self.options)
@@ -374,6 +394,8 @@ class VideoSink:
             self._pad_buf = np.empty((eh, ew, 3), dtype=dtype)
         if self.path.exists():
             log.info("%s: replacing the existing file", self.path)
+        if self.codec == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints a 20-line banner otherwise
         try:
             container = av.open(str(self.path), mode="w", options=self._container_options())
         except (av.FFmpegError, OSError) as exc:
@@ -700,7 +722,7 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
               **opts) -> VideoSink | ImageSequenceSink | NullSink:
     """Choose a sink from the output path.
 
-    * ``*.mp4``, ``*.mkv``, ``*.mov`` -> :class:`VideoSink`
+    * ``*.mp4``, ``*.mkv``, ``*.mov``, ``*.webm`` -> :class:`VideoSink`
     * an existing directory, or a path ending in ``/`` or with no suffix -> :class:`ImageSequenceSink` (PNG unless
       ``image_format``/``fmt`` says ``tiff``; 16 bit unless ``bits=8``)
     * ``dir/frame_%06d.png`` / ``dir/*.tif`` / ``dir/x.tiff`` pattern -> :class:`ImageSequenceSink` in ``dir``, format

@@ -296,7 +296,8 @@ def _textured(n, shape=(128, 128), fps=24.0):
         yield EnhancedFrame(rgb=np.roll(base, i, axis=1), index=i, t_ns=round(i * 1e9 / fps), name=f"f{i}")
 
 
-@pytest.mark.parametrize("codec, suffix", [("mpeg4", ".mkv"), ("libvpx-vp9", ".mkv"), ("libx264", ".mp4")])
+@pytest.mark.parametrize("codec, suffix", [("mpeg4", ".mkv"), ("libvpx-vp9", ".mkv"), ("libx264", ".mp4"),
+                                          ("libsvtav1", ".webm")])
 def test_crf_gives_every_mapped_encoder_constant_quality(tmp_path, codec, suffix):
     """crf 18 must mean high quality for each encoder it is mapped to, not FFmpeg's defaults (mpeg4: 200 kb/s)."""
     if codec not in av.codecs_available:
@@ -309,7 +310,38 @@ def test_crf_gives_every_mapped_encoder_constant_quality(tmp_path, codec, suffix
     decoded = _decode(path)["rgb"]
     assert len(decoded) == 6
     err = np.mean([(d.astype(np.float64) - f.rgb) ** 2 for d, f in zip(decoded, frames)])
-    assert 10 * np.log10(255**2 / err) > 40  # 42.8-46.6 dB here; without the mapping mpeg4 33, libx264 35
+    # 42.8-46.7 dB here; without the mapping mpeg4 33, libx264 35, libsvtav1 (its default crf 35) 42.8
+    assert 10 * np.log10(255**2 / err) > (45 if codec == "libsvtav1" else 40)
+
+
+def test_webm_holds_vp9_by_default_and_refuses_h264(tmp_path):
+    if "libvpx-vp9" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no libvpx-vp9")
+    path = tmp_path / "w.webm"
+    with open_sink(path, 24) as sink:
+        for f in _frames(5):
+            sink.write(f)
+    with av.open(str(path)) as c:
+        assert c.format.name.endswith("webm") and c.streams.video[0].codec_context.name == "vp9"
+        assert len(list(c.decode(video=0))) == 5
+    with pytest.raises(ConfigError, match="a WebM file holds VP8, VP9 or AV1 video, not libx264"):
+        open_sink(tmp_path / "h.webm", 24, codec="libx264")
+    assert not (tmp_path / "h.webm").exists()
+
+
+def test_a_pixel_format_the_encoder_lacks_is_refused_before_any_frame(tmp_path):
+    with pytest.raises(ConfigError, match="mpeg4 in this FFmpeg cannot encode yuv444p; it can: yuv420p$"):
+        VideoSink(tmp_path / "m.mp4", codec="mpeg4", pix_fmt="yuv444p")
+    assert not (tmp_path / "m.mp4").exists()
+
+
+def test_svt_av1_writes_no_banner_to_stderr(tmp_path, capfd):
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no libsvtav1")
+    with VideoSink(tmp_path / "a.mkv", codec="libsvtav1") as sink:
+        for f in _frames(2, shape=(64, 96)):
+            sink.write(f)
+    assert "Svt[" not in capfd.readouterr().err
 
 
 def test_a_hardware_encoder_without_its_device_fails_before_any_frame(tmp_path):
