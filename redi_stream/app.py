@@ -167,8 +167,9 @@ def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack) -> list:
     if cfg.video_out and cfg.video_codec not in CRF_CODECS:
         log.warning("--crf does not apply to %s (it does to %s): it runs with FFmpeg's default rate control",
                     cfg.video_codec, ", ".join(CRF_CODECS))
-    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.video_codec, crf=cfg.crf, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
-                     threads=encoder_threads(cfg), image_format=cfg.image_format.value, bits=cfg.bits)
+    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.video_codec, crf=cfg.crf, preset=cfg.preset,
+                     pix_fmt=cfg.pix_fmt, threads=encoder_threads(cfg), image_format=cfg.image_format.value,
+                     bits=cfg.bits)
     return [stack.enter_context(sink)]
 
 

@@ -158,7 +158,8 @@ class RunConfig:
         if self.pix_fmt not in VIDEO_PIX_FMTS:
             raise ConfigError(f"invalid --pix-fmt {self.pix_fmt!r}; valid: {', '.join(VIDEO_PIX_FMTS)}")
         if self.pix_fmt != "yuv420p" and not self.video_out:
-            raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov, .webm); frame sequences take --bits")
+            raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov, .webm); frame sequences take "
+                              "--bits")
         if self.video_out and Path(self.out).suffix.lower() == ".webm" and self.video_codec not in WEBM_CODECS:
             raise ConfigError(f"--out {self.out}: a WebM file holds VP8, VP9 or AV1 video, not {self.video_codec}; "
                               f"use --codec libvpx-vp9, or write .mp4/.mkv")
