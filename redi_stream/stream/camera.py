@@ -232,13 +232,20 @@ class CameraSource:
         self._iterated = False
         self._closed = False
         self.frames_read = 0
+        self.frames_skipped_warming_up = 0
         self.reconnects = 0
 
     # -- stats ---------------------------------------------------------------------------------------------------
     @property
     def frames_dropped(self) -> int:
-        """Frames read from the device but replaced in the mailbox before the pipeline took them."""
-        return self._mailbox.dropped
+        """Frames read from the device but replaced in the mailbox before the pipeline took them (after the
+        enhancer's warm-up: those before are ``frames_skipped_warming_up``)."""
+        return self._mailbox.dropped - self.frames_skipped_warming_up
+
+    def warmed_up(self) -> None:
+        """The pipeline's enhancer has warmed up on the first frame (it reads nothing meanwhile): the frames the
+        mailbox replaced until now were skipped by design, not dropped because the pipeline fell behind."""
+        self.frames_skipped_warming_up = self._mailbox.dropped
 
     @property
     def capture_fps(self) -> float:
@@ -455,10 +462,14 @@ def live_report(summary: Any, source: Any, *, window: bool = True) -> str:
     if cap:
         parts.append(f"{total_drop} dropped ({100.0 * total_drop / cap:.1f} %)")
         # Read from the device but not taken by the pipeline when it stopped (--frames, Ctrl-C): the reader's frame
-        # in hand and its mailbox's. With these the counts add up: captured = read + dropped at source + unread.
-        unread = cap - getattr(summary, "frames_in", cap) - getattr(summary, "frames_dropped_at_source", 0)
+        # in hand and its mailbox's. With these the counts add up: captured = read + dropped at source + unread
+        # + skipped during the warm-up.
+        skipped = getattr(source, "frames_skipped_warming_up", 0)
+        unread = cap - getattr(summary, "frames_in", cap) - getattr(summary, "frames_dropped_at_source", 0) - skipped
         if unread > 0:
             parts.append(f"{unread} not taken at the stop")
+        if skipped:
+            parts.append(f"{skipped} skipped while the enhancer warmed up ({getattr(summary, 'warmup_s', 0):.2f} s)")
     disp = summary.stages.get("display") if getattr(summary, "stages", None) else None
     if disp is not None and disp.count:
         what = "capture->display" if window else "capture->display hand-off (no window)"

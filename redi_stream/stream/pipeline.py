@@ -400,6 +400,8 @@ class Pipeline:
         self._skipped: list[tuple[int, str, str]] = []
         self._warned: set[str] = set()  # metadata warnings already logged (capture thread only)
         self._warmup_s = 0.0
+        # Set by infer once the enhancer is warm (or infer has ended); a live source is not read meanwhile.
+        self._warmed = threading.Event()
         self._signals: list[int] = []  # appended by the signal handler only (no locks in a handler)
         self._force_event = threading.Event()  # set by the handler only; waited on by the guard thread only
         self._guard_quit = False
@@ -641,10 +643,22 @@ class Pipeline:
                     break
                 self._frames_in += 1
                 self._in_rate.tick()
+                if self._live and count == 1:
+                    self._wait_for_warm_up()
         finally:
             close = getattr(it, "close", None)
             if close is not None and it is not self.source:
                 close()
+
+    def _wait_for_warm_up(self) -> None:
+        """A live source is read no further until the enhancer has warmed up on its first frame (kernel
+        compilation, thread probing, CUDA graphs: up to seconds). The sensor's frames of that time are never taken,
+        so they are not counted as dropped, and the run starts when the enhancer can keep up."""
+        while not self._warmed.wait(0.05) and not self._stop.is_set():
+            pass
+        warmed_up = getattr(self.source, "warmed_up", None)
+        if callable(warmed_up):
+            warmed_up()  # a camera's reader kept reading: what it replaced so far is not a drop
 
     def _infer(self) -> None:
         st = self._states["infer"]
@@ -667,6 +681,7 @@ class Pipeline:
                             warm_up(frame.shape, frame.meta)
                         self._warmup_s = time.monotonic() - t0
                         warmed = True
+                        self._warmed.set()
                     st.busy(frame.index, frame.name)
                     out = enhancer.process(frame)
                 except Exception as exc:  # noqa: BLE001 -- carried to the caller with the frame named
@@ -691,6 +706,7 @@ class Pipeline:
                     break
                 self._holding["infer"] = False
         finally:
+            self._warmed.set()
             if self._gate is not None:
                 self._gate.infer_done()
             self._enc_ch.close()
