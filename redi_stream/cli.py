@@ -218,7 +218,9 @@ def _one_line(exc: BaseException) -> str:
     parts = [str(exc)]
     cause = exc.__cause__
     while cause is not None:
-        text = str(cause) or type(cause).__name__
+        # Some libraries' errors carry bytes (rawpy: b'Input/output error'): their text, not their repr.
+        arg = cause.args[0] if len(cause.args) == 1 else None
+        text = arg.decode(errors="replace") if isinstance(arg, bytes) else str(cause) or type(cause).__name__
         # An OSError whose reason ("No such file or directory") the message already gives adds only its errno form.
         told = isinstance(cause, OSError) and bool(cause.strerror) and cause.strerror in parts[-1]
         if not told and text not in parts[-1]:

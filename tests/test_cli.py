@@ -418,3 +418,22 @@ def test_make_dng_overwrite_replaces_every_frame_but_not_for_an_unreadable_input
     assert len(list(out.glob("frame_*.dng"))) == 3  # the failed run deleted nothing
     assert main(["make-dng", "--out", str(out), "--frames", "2", "--size", "32x32", "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["frame_000000.dng", "frame_000001.dng"]  # no stale third frame
+
+
+def test_a_library_error_carrying_bytes_is_told_as_text_once() -> None:
+    from redi_stream.cli import _one_line
+
+    try:
+        try:
+            raise OSError(b"Input/output error")  # as rawpy's LibRawIOError carries it
+        except OSError as exc:
+            raise RuntimeError("frame 4 (x.dng): truncated or unreadable (LibRaw: Input/output error)") from exc
+    except RuntimeError as exc:
+        assert _one_line(exc) == "frame 4 (x.dng): truncated or unreadable (LibRaw: Input/output error)"
+    try:
+        try:
+            raise ValueError(b"bad \xff header")
+        except ValueError as exc:
+            raise RuntimeError("decode failed") from exc
+    except RuntimeError as exc:
+        assert _one_line(exc) == "decode failed: bad \ufffd header"

@@ -54,6 +54,7 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -551,6 +552,9 @@ class Pipeline:
             index = exc.index if exc.index >= 0 else index
             name = exc.name or name
             reason = str(exc) or type(exc).__name__
+            # A source's FrameError already names the frame ("frame 4 (dir/x.dng): ..."); say it once.
+            told = re.match(rf"frame {index} \([^)]*\): ", reason)
+            reason = reason[told.end():] if told else reason
             log.warning("skipping frame %d (%s): %s", index, name, reason)
             with self._lock:
                 self._skipped.append((index, name, reason))

@@ -69,6 +69,7 @@ def test_bad_frame_on_error_skip_keeps_all_others_and_names_it(damaged, tmp_path
     err = _stderr_lines(capsys)
     name = f"frame_{BAD:06d}.dng"
     assert sum(ln.startswith(f"redi-stream: skipping frame {BAD} ({name}): ") for ln in err) == 1, err
+    assert not any(f"): frame {BAD} (" in ln for ln in err), err  # the frame named once per line
     assert any(ln.strip().startswith(f"skipped frame {BAD} ({name}): ") for ln in err), err  # in the summary
     assert any(f"{N - 1} frames written" in ln for ln in err) and any("1 skipped" in ln for ln in err), err
     assert decoded_indices(out, FPS) == [i for i in range(N) if i != BAD]  # its time slot left, nothing shifted
