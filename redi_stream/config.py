@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .capture.headerless import canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
@@ -78,8 +79,7 @@ class RawLayout:
                 raise ConfigError(f"--raw-{name} must be positive, got {v}")
         if self.black is not None and self.white is not None and self.white <= self.black:
             raise ConfigError(f"--white ({self.white}) must exceed --black ({self.black})")
-        if self.dtype not in ("<u2", ">u2", "u1", "<u4"):
-            raise ConfigError(f"invalid --raw-dtype {self.dtype!r}; valid: <u2, >u2, u1, <u4")
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype, "--raw-dtype"))
 
     @property
     def given(self) -> bool:

@@ -259,6 +259,7 @@ def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
         (["x", "--out", "o.mp4", "--cuda-net", "turbo"], "valid: fast, streams, sequential"),
         (["x", "--out", "o.mp4", "--tile", "512x512"], "larger than 768"),
         (["x", "--out", "o.webm", "--codec", "libx264"], "a WebM file holds VP8, VP9 or AV1 video, not libx264"),
+        (["x", "--out", "o.mp4", "--raw-dtype", "<u4"], "unsupported --raw-dtype '<u4'; valid: 'u1' (uint8)"),
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> None:
@@ -437,3 +438,15 @@ def test_a_library_error_carrying_bytes_is_told_as_text_once() -> None:
             raise RuntimeError("decode failed") from exc
     except RuntimeError as exc:
         assert _one_line(exc) == "decode failed: bad \ufffd header"
+
+
+def test_raw_dtype_takes_numpy_names(tmp_path: Path) -> None:
+    frames = tmp_path / "hr"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        (rng.poisson(3, (64, 96)) + 64).astype("<u2").tofile(frames / f"f{i}.raw")
+    out = tmp_path / "h.mp4"
+    assert main([str(frames), "--raw-width", "96", "--raw-height", "64", "--black", "64", "--white", "1023",
+                 "--raw-dtype", "uint16", "--out", str(out), "--model", "classic", "-q"]) == 0
+    assert _decoded_frames(out)[0] == 2

@@ -251,8 +251,9 @@ class RawFileSource(RandomAccessSource):
                 raise  # says what to give
             except FrameError as exc:
                 raise FrameError(
-                    f"{exc}; if it is a headerless dump, pass HeaderlessParams or write a sidecar "
-                    f"{path.name}.json (keys width, height, cfa, black, white, dtype)",
+                    f"{exc}; if it is a headerless dump, give its layout (--raw-width, --raw-height, --cfa, "
+                    f"--black, --white, --raw-dtype) or a sidecar {path.name}.json (keys width, height, cfa, "
+                    f"black, white, dtype)",
                     index=i,
                     name=path.name,
                 ) from exc.__cause__

@@ -49,6 +49,18 @@ _DTYPES = {
 _VALID_DTYPES = "'u1' (uint8), '<u2' (uint16 little-endian), '>u2' (uint16 big-endian)"
 
 
+def canonical_dtype(value: Any, what: str = "dtype") -> str:
+    """The NumPy dtype string of a stored-sample spelling (``uint16`` -> ``'<u2'``).
+
+    Raises:
+        ConfigError: a type headerless frames cannot have (names ``what``, e.g. ``--raw-dtype``).
+    """
+    dtype = _DTYPES.get(str(value).lower())
+    if dtype is None:
+        raise ConfigError(f"unsupported {what} {value!r}; valid: {_VALID_DTYPES}")
+    return dtype
+
+
 def _positive_int_or_none(name: str, value: Any) -> int | None:
     if value is None:
         return None
@@ -104,10 +116,7 @@ class HeaderlessParams:
             ) from None
         object.__setattr__(self, "cfa", cfa)
 
-        dtype = _DTYPES.get(str(self.dtype).lower())
-        if dtype is None:
-            raise ConfigError(f"unsupported dtype {self.dtype!r}; valid: {_VALID_DTYPES}")
-        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
 
         black = self.black
         if isinstance(black, (int, float, np.integer, np.floating)) and not isinstance(black, bool):

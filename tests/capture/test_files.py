@@ -178,7 +178,8 @@ def test_headerless_raw_wrong_size_states_expected_and_actual_bytes(tmp_path: Pa
 
 def test_headerless_raw_without_params_explains_the_sidecar(tmp_path: Path) -> None:
     _write_raw(tmp_path / "a.raw")
-    with pytest.raises(FrameError, match=r"a\.raw.*HeaderlessParams or write a sidecar a\.raw\.json"):
+    with pytest.raises(FrameError, match=r"a\.raw.*give its layout \(--raw-width, --raw-height, .*\) or a sidecar "
+                                          r"a\.raw\.json"):
         RawFileSource(tmp_path / "a.raw").read(0)
 
 
