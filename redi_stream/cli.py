@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decode-workers", type=int, default=2, help="parallel raw decoders for files (default 2)")
     g.add_argument("--raw-width", type=int, help="headerless .raw: width in pixels; camera: width to ask for")
     g.add_argument("--raw-height", type=int, help="headerless .raw: height in pixels; camera: height to ask for")
-    g.add_argument("--raw-dtype", default="<u2", help="headerless .raw sample type: <u2 (uint16, default), >u2 (big-endian), u1 (uint8)")
+    g.add_argument("--raw-dtype", default="<u2",
+                   help="headerless .raw sample type: <u2 (uint16, default), >u2 (big-endian), u1 (uint8)")
     g.add_argument("--cfa", help="Bayer pattern when the input does not say: RGGB, BGGR, GRBG, GBRG")
     g.add_argument("--black", type=float, help="black level in DN when the input does not say")
     g.add_argument("--white", type=float, help="white level in DN when the input does not say")
