@@ -485,7 +485,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="redi-stream eval", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="redi-stream eval", description=__doc__.split("\n\n")[0].replace("``", "'"))
     p.add_argument("weights", help="our weights (.pt) or a training checkpoint")
     p.add_argument("--test-data", nargs="+", help="held-out clean photos (e.g. BSDS500/test)")
     p.add_argument("--noise-params", required=True, help="ELD noise parameters JSON")
