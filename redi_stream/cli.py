@@ -252,7 +252,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "doctor":
         from .doctor import main as doctor_main
 
-        return doctor_main()
+        return doctor_main(argv)
     if name == "demo":
         p = ArgumentParser(prog="redi-stream demo",
                            description="Enhance the embedded demo clip (synthetic dark raw frames made "

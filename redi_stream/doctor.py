@@ -98,7 +98,13 @@ def _cv2_gui(cv2) -> str:
     return "unknown"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    from .argparser import ArgumentParser
+
+    parser = ArgumentParser(prog="redi-stream doctor",
+                            description="What this machine offers redi-stream: Python, torch and CUDA, video "
+                                        "encoders, LibRaw, numba, OpenCV, a display for the preview window, cameras.")
+    parser.parse_args(argv or [])
     rows = report()
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

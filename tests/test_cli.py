@@ -269,7 +269,7 @@ def test_bad_options_are_usage_errors(argv: list[str], needle: str, capsys) -> N
 
 @pytest.mark.parametrize("argv", [["x", "--out", "o.mp4", "--bogus"], ["x", "--out", "o.mp4", "--fps", "abc"],
                                   ["make-dng"], ["train", "--bogus"], ["eval"], ["bench", "--bogus"],
-                                  ["demo", "--bogus"]])
+                                  ["demo", "--bogus"], ["doctor", "--bogus"]])
 def test_argparse_errors_are_one_line(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
