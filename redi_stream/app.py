@@ -188,9 +188,15 @@ def run(cfg: RunConfig) -> int:
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
+        want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
+        if want_preview and cfg.out is None:
+            from .stream.preview import display_available
+
+            if not display_available():
+                raise ConfigError("no display for the preview window (DISPLAY is not set) and no --out: nothing "
+                                  "would be shown or written; give --out FILE.mp4 (or --out null to only measure)")
         sinks = build_sinks(cfg, source.fps, stack)
         live = bool(getattr(source, "live", False))
-        want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
         planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
         planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB
         frames = len(source) if not live and hasattr(source, "__len__") else None

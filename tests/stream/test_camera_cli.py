@@ -24,6 +24,18 @@ def test_no_camera_is_one_line_and_exit_1(capsys):
     assert _stderr_lines(capsys) == ["redi-stream: error: camera 0: no such device (/dev/video0 does not exist)"]
 
 
+def test_a_preview_with_no_display_and_no_output_is_refused(monkeypatch, capsys):
+    """Nothing would be shown or written: before, the camera ran until Ctrl-C with nothing to show for it."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["--camera", "fake:96x64@60", "--model", "classic"]) == EXIT_USAGE
+    err = [ln for ln in _stderr_lines(capsys) if "error" in ln]
+    assert err == ["redi-stream: error: no display for the preview window (DISPLAY is not set) and no --out: nothing "
+                   "would be shown or written; give --out FILE.mp4 (or --out null to only measure)"]
+    assert main(["--camera", "fake:96x64@60", "--model", "classic", "--out", "null", "--frames", "3", "-q"]) == 0
+
+
 def _decoded_frames(path: Path) -> int:
     import av
 
