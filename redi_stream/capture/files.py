@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
 import math
 import operator
@@ -43,6 +44,18 @@ def natural_key(text: str) -> tuple[list[str | int], str]:
     return parts, text
 
 
+def _other_case_hint(pattern: str) -> str:
+    """For a glob that matched nothing: a note when names in its folder match it in another case (``*.DNG`` for
+    ``x.dng``; globbing is case-sensitive here), else ``""``."""
+    folder, name = os.path.split(os.path.expanduser(pattern))
+    folded = sorted((n for n in os.listdir(folder or ".") if fnmatch.fnmatch(n.lower(), name.lower()))
+                    if os.path.isdir(folder or ".") else (), key=natural_key)
+    if not folded:
+        return ""
+    files = f"{len(folded)} file" + ("s" if len(folded) != 1 else "")
+    return f" (the match is case-sensitive: {files} such as {folded[0]} would match in another case)"
+
+
 def collect_frame_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Resolve a source spec to frame files.
 
@@ -75,7 +88,7 @@ def collect_frame_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLik
             matches = [Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)]
             files = [p for p in matches if p.is_file()]
             if not files:
-                raise CaptureError(f"no files match {text}")
+                raise CaptureError(f"no files match {text}{_other_case_hint(text)}")
             return sorted(files, key=lambda p: natural_key(str(p)))
         raise CaptureError(f"no such file or folder: {text}")
     if isinstance(spec, (bytes, bytearray)) or not isinstance(spec, Sequence):

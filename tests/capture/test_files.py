@@ -68,6 +68,15 @@ def test_bad_specs_raise_capture_error_naming_the_path(tmp_path: Path, spec: str
     assert spec.split("/")[0] in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_glob_in_the_wrong_case_says_so(make_dngs) -> None:
+    clip = make_dngs(["f10.dng", "f2.dng"])[0].parent
+    with pytest.raises(CaptureError, match=r"no files match .*\*\.DNG \(the match is case-sensitive: 2 files such as "
+                                           r"f2\.dng would match in another case\)$"):
+        RawFileSource(str(clip / "*.DNG"))
+    with pytest.raises(CaptureError, match=r"no files match .*\*\.nef$"):
+        RawFileSource(str(clip / "*.nef"))
+
+
 def test_bad_lists_raise_capture_error(make_dngs, tmp_path: Path) -> None:
     paths = make_dngs(["a.dng"])
     with pytest.raises(CaptureError, match="empty list"):
