@@ -233,6 +233,8 @@ class CameraSource:
         self._closed = False
         self.frames_read = 0
         self.frames_skipped_warming_up = 0
+        self.startup_s = 0.0  # first device frame -> the pipeline ready for the second (see warmed_up)
+        self._t_first_ns: int | None = None
         self.reconnects = 0
 
     # -- stats ---------------------------------------------------------------------------------------------------
@@ -244,8 +246,12 @@ class CameraSource:
 
     def warmed_up(self) -> None:
         """The pipeline's enhancer has warmed up on the first frame (it reads nothing meanwhile): the frames the
-        mailbox replaced until now were skipped by design, not dropped because the pipeline fell behind."""
+        mailbox replaced until now were skipped by design, not dropped because the pipeline fell behind. They
+        include those of the first frame's conversion (kernel loading) before the pipeline took it; ``startup_s``
+        is the whole span, from the device's first frame."""
         self.frames_skipped_warming_up = self._mailbox.dropped
+        if self._t_first_ns is not None:
+            self.startup_s = (time.monotonic_ns() - self._t_first_ns) / 1e9
 
     @property
     def capture_fps(self) -> float:
@@ -326,6 +332,8 @@ class CameraSource:
                 arr, t_ns = got
                 seq = max(seq, getattr(dev, "last_seq", seq))  # the fake sensor numbers its frames (misses show)
                 self._rate.tick()
+                if self._t_first_ns is None:
+                    self._t_first_ns = time.monotonic_ns()
                 self.frames_read += 1
                 self._mailbox.put(_Grab(arr, t_ns, seq, dev.layout))
                 seq += 1
@@ -469,7 +477,7 @@ def live_report(summary: Any, source: Any, *, window: bool = True) -> str:
         if unread > 0:
             parts.append(f"{unread} not taken at the stop")
         if skipped:
-            parts.append(f"{skipped} skipped while the enhancer warmed up ({getattr(summary, 'warmup_s', 0):.2f} s)")
+            parts.append(f"{skipped} skipped while starting up ({getattr(source, 'startup_s', 0.0):.2f} s)")
     disp = summary.stages.get("display") if getattr(summary, "stages", None) else None
     if disp is not None and disp.count:
         what = "capture->display" if window else "capture->display hand-off (no window)"

@@ -209,7 +209,7 @@ def test_the_camera_is_not_read_while_the_enhancer_warms_up():
     # After the first frame, the next one taken is from after the warm-up.
     assert sink.indices[1] - sink.indices[0] > 15
     report = live_report(summary, src)
-    assert f"{src.frames_skipped_warming_up} skipped while the enhancer warmed up (0.3" in report
+    assert f"{src.frames_skipped_warming_up} skipped while starting up (0.3" in report
     unread = src.frames_read - summary.frames_in - summary.frames_dropped_at_source - src.frames_skipped_warming_up
     assert unread in (0, 1, 2)
 
