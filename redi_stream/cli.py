@@ -69,9 +69,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="still cameras: average each pixel over about FRAMES frames where the scene does not move "
                         "(motion-adaptive; network only; 0 = off, the default)")
     g = p.add_argument_group("amplification")
-    g.add_argument("--gain", type=float, help="fixed amplification (overrides the automatic amplifier)")
+    g.add_argument("--gain", type=float, help="fixed amplification, all of it (overrides the automatic amplifier)")
     g.add_argument("--gain-multiplier", type=float,
-                   help="multiplies the automatic gain (default: the weights' own, 1 for ours, 5 for the official)")
+                   help="multiplies the gain (default: for the automatic gain the weights' own, 1 for ours, 5 for the "
+                        "official; 1 with --gain)")
     g.add_argument("--gain-smoothing", type=float, default=8.0, metavar="FRAMES",
                    help="time constant of the gain's temporal smoothing in frames; 0 = per-frame gain (default 8)")
     g = p.add_argument_group("output")

@@ -10,7 +10,8 @@ Protocol (all three methods are called from the ``redi-infer`` thread only; cons
 scratch buffers (the packed network input, the demosaic buffers) are owned by the enhancer and reused per shape.
 ``timings_ns`` holds ``gain``, ``pack``, ``infer`` (network or demosaic), ``isp`` (and ``denoise``).
 
-Gain (SPEC §3): a fixed ``gain`` (the CLI's ``--gain``) is used as is, times ``gain_multiplier``. Otherwise each
+Gain (SPEC §3): a fixed ``gain`` (the CLI's ``--gain``) is used as is, times ``gain_multiplier`` if one is given
+(the weights' default multiplier does not apply to it: ``--gain`` is the whole amplification). Otherwise each
 frame's Eq. 5 estimate (``kernels.estimate_gain``) is smoothed by ``kernels.GainSmoother`` (EMA in log space,
 ``smoothing_frames`` time constant, scene-cut aware; 0 = no smoothing) and multiplied by ``gain_multiplier``.
 """
@@ -39,6 +40,14 @@ def _check_out_dtype(out_dtype) -> np.dtype:
     if dt not in (np.uint8, np.uint16):
         raise ConfigError(f"out_dtype must be uint8 or uint16, got {dt}")
     return dt
+
+
+def default_multiplier(gain: float | None, multiplier: float | None, weights_meta) -> float:
+    """The multiplier ``m`` when the caller gave none: the weights' own default for the automatic gain (5 for the
+    official weights, trained on 5 x Eq. 5), 1 for a fixed ``gain``, which is the whole amplification asked for."""
+    if multiplier is not None:
+        return float(multiplier)
+    return 1.0 if gain is not None else float(getattr(weights_meta, "gain_multiplier_default", 1.0))
 
 
 class _GainControl:
@@ -93,7 +102,8 @@ class RediEnhancer(_LiveGain):
             colour matrix; ``"srgb"`` -> quantise only), ``gain_target`` (Eq. 5 constant the weights were trained
             with), ``gain_multiplier_default``.
         gain: fixed amplification (``--gain``), or None for the smoothed per-frame estimate.
-        gain_multiplier: user multiplier ``m``; None = ``weights_meta.gain_multiplier_default`` (1.0 if absent).
+        gain_multiplier: user multiplier ``m``; None = ``weights_meta.gain_multiplier_default`` (1.0 if absent)
+            for the automatic gain, 1.0 with a fixed ``gain`` (:func:`default_multiplier`).
         smoothing_frames: GainSmoother time constant in frames (0 = none).
         out_dtype: ``np.uint8`` (video) or ``np.uint16`` (16-bit image sequences).
         isp: False skips WB/matrix for linear models (quantise the camera RGB as is; for debugging).
@@ -144,9 +154,8 @@ class RediEnhancer(_LiveGain):
         if output not in ("linear_camera_rgb", "srgb"):
             raise ConfigError(f"unknown model output {output!r}; valid: linear_camera_rgb, srgb")
         self.output = output
-        if gain_multiplier is None:
-            gain_multiplier = float(getattr(weights_meta, "gain_multiplier_default", 1.0))
-        self._gain = _GainControl(gain=gain, multiplier=gain_multiplier, smoothing_frames=smoothing_frames,
+        self._gain = _GainControl(gain=gain, multiplier=default_multiplier(gain, gain_multiplier, weights_meta),
+                                  smoothing_frames=smoothing_frames,
                                   target=float(getattr(weights_meta, "gain_target", 0.01)))
         self.out_dtype = _check_out_dtype(out_dtype)
         self.isp = isp

@@ -45,7 +45,7 @@ from ..frames import EnhancedFrame, RawFrame, RawMeta
 from ..model import RediNet
 from ..model.gpu_ops import BayerPacker, apply_isp, float_to_uint, rgb_to_yuv420p
 from ..model.runner import StreamedRunner, parse_device, parse_precision
-from .enhance import _check_out_dtype, _GainControl, _LiveGain
+from .enhance import _check_out_dtype, _GainControl, _LiveGain, default_multiplier
 
 
 class EnhancerClosedError(RediStreamError, ValueError):
@@ -152,9 +152,8 @@ class CudaRediEnhancer(_LiveGain):
         if output not in ("linear_camera_rgb", "srgb"):
             raise ConfigError(f"unknown model output {output!r}; valid: linear_camera_rgb, srgb")
         self.output = output
-        if gain_multiplier is None:
-            gain_multiplier = float(getattr(self.meta, "gain_multiplier_default", 1.0))
-        self._gain = _GainControl(gain=gain, multiplier=gain_multiplier, smoothing_frames=smoothing_frames,
+        self._gain = _GainControl(gain=gain, multiplier=default_multiplier(gain, gain_multiplier, self.meta),
+                                  smoothing_frames=smoothing_frames,
                                   target=float(getattr(self.meta, "gain_target", 0.01)))
         self.out_dtype = _check_out_dtype(out_dtype)
         self.isp, self.yuv, self.cuda_graph, self.n_slots = isp, yuv, bool(cuda_graph), int(slots)

@@ -142,8 +142,13 @@ def test_redi_enhancer_uses_weights_defaults():
 
     raw = np.full((32, 32), 80, np.uint16)
     out = RediEnhancer(Flat(), meta, gain=2.0, out_dtype=np.uint16).process(_frame(raw, CFA.RGGB))
-    assert out.gain == pytest.approx(10.0)  # fixed gain x weights' default multiplier
+    assert out.gain == pytest.approx(2.0)  # a fixed gain is the whole amplification: no default multiplier
     assert out.rgb.dtype == np.uint16 and np.all(out.rgb == 32768)  # sRGB model: quantise only
+    out = RediEnhancer(Flat(), meta, gain=2.0, gain_multiplier=3.0).process(_frame(raw, CFA.RGGB))
+    assert out.gain == pytest.approx(6.0)  # an explicit multiplier (or the preview's +/- keys) still applies
+    auto = RediEnhancer(Flat(), meta, smoothing_frames=0)
+    expected = kernels.estimate_gain(raw, np.full(4, BLACK, np.float32), WHITE, target=0.02) * 5.0
+    assert auto.process(_frame(raw, CFA.RGGB)).gain == pytest.approx(expected)  # automatic: x the weights' 5
 
 
 @pytest.mark.parametrize("shape, want_planes", [((32, 64), True), ((31, 64), False)])
