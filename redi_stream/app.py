@@ -195,18 +195,21 @@ def run(cfg: RunConfig) -> int:
             if not display_available():
                 raise ConfigError("no display for the preview window (DISPLAY is not set) and no --out: nothing "
                                   "would be shown or written; give --out FILE.mp4 (or --out null to only measure)")
+        if cfg.start and cfg.start >= len(source):
+            raise ConfigError(f"--start {cfg.start}: {getattr(source, 'name', cfg.source)} has "
+                              f"{frames_text(len(source))} (0..{len(source) - 1})")
         sinks = build_sinks(cfg, source.fps, stack)
         live = bool(getattr(source, "live", False))
         planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
         planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB
-        frames = len(source) if not live and hasattr(source, "__len__") else None
+        frames = len(source) - cfg.start if not live and hasattr(source, "__len__") else None
         if frames is not None and cfg.max_frames is not None:
             frames = min(frames, cfg.max_frames)
         enhancer = build_enhancer(cfg, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames, net=net)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
         pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers, max_frames=cfg.max_frames,
-                              **({"queue_size": 1} if live else {}))
+                              start=cfg.start, **({"queue_size": 1} if live else {}))
         preview = None
         if want_preview or live:
             from .stream import make_preview

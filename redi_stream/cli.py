@@ -94,6 +94,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="no window (headless); --camera runs until Ctrl-C or --frames")
     g.add_argument("--frames", dest="max_frames", type=int, metavar="N",
                    help="stop after N source frames (default: the whole source; a camera runs until stopped)")
+    g.add_argument("--start", type=int, default=0, metavar="N",
+                   help="file sources: begin at frame N (0-based; frames keep their numbers, so --out DIR/ resumes "
+                        "a sequence's names)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
@@ -168,6 +171,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         progress=ns.progress,
         preview=ns.preview,
         max_frames=getattr(ns, "max_frames", None),
+        start=getattr(ns, "start", 0),
         fourcc=getattr(ns, "fourcc", None),
         reconnect_s=getattr(ns, "reconnect_s", 10.0),
     )

@@ -118,6 +118,7 @@ class RunConfig:
     progress: bool = True
     preview: bool | None = None  # None: a window for cameras (when a display exists), none for files
     max_frames: int | None = None
+    start: int = 0
     fourcc: str | None = None
     reconnect_s: float = 10.0
 
@@ -136,6 +137,10 @@ class RunConfig:
             raise ConfigError(f"--reconnect must be in 0..3600 seconds, got {self.reconnect_s}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"--frames must be >= 1, got {self.max_frames}")
+        if self.start < 0:
+            raise ConfigError(f"--start must be >= 0, got {self.start}")
+        if self.start and self.camera is not None:
+            raise ConfigError("--start applies to file sources; a camera starts now")
         if self.camera is not None and (self.raw.width is None) != (self.raw.height is None):
             raise ConfigError("--raw-width and --raw-height: give both (the camera resolution to ask for) or neither")
         if self.source is not None and self.out is None and not self.preview:

@@ -450,3 +450,16 @@ def test_raw_dtype_takes_numpy_names(tmp_path: Path) -> None:
     assert main([str(frames), "--raw-width", "96", "--raw-height", "64", "--black", "64", "--white", "1023",
                  "--raw-dtype", "uint16", "--out", str(out), "--model", "classic", "-q"]) == 0
     assert _decoded_frames(out)[0] == 2
+
+
+def test_start_resumes_a_sequence_under_its_own_frame_numbers(clip: Path, tmp_path: Path, capsys) -> None:
+    frames = tmp_path / "seq"
+    assert main([str(clip), "--out", f"{frames}/", "--model", "classic", "--start", "5", "-q"]) == 0
+    assert sorted(p.name for p in frames.iterdir()) == ["frame_000005.png", "frame_000006.png", "frame_000007.png"]
+    out = tmp_path / "trim.mp4"
+    assert main([str(clip), "--out", str(out), "--model", "classic", "--start", "2", "--frames", "3", "-q"]) == 0
+    with av.open(str(out)) as c:
+        assert [round(float(f.time), 3) for f in c.decode(video=0)] == [0.0, 0.033, 0.067]  # from 0, not 2/30 s
+    assert main([str(clip), "--out", str(tmp_path / "no.mp4"), "--model", "classic", "--start", "8"]) == EXIT_USAGE
+    assert f"--start 8: {clip} has 8 frames (0..7)" in _error_line(capsys)
+    assert not (tmp_path / "no.mp4").exists()

@@ -99,6 +99,8 @@ class PipelineConfig:
         warmup_timeout_s: the same limit for ``enhancer.warm_up`` (kernel compilation, CUDA graphs).
         join_timeout_s: after a stop, how long stages get to wind down before they count as stalled.
         max_frames: stop after this many source frames (``None``: until the source ends).
+        start: file sources: the first frame to read (0-based; frames keep their source indices, so an image
+            sequence resumed with ``start`` continues the names it had).
         rss_every_frames: record ``(frames_out, RSS)`` in ``RunSummary.rss_samples`` every N frames (0: never).
         handle_signals: install SIGINT/SIGTERM handlers during ``run()`` (only effective on the main thread).
         cpu_gate: when the enhancer takes one (``enhancer.cpu_gate``, e.g. ``RediEnhancer`` on a CPU
@@ -115,6 +117,7 @@ class PipelineConfig:
     warmup_timeout_s: float = 600.0
     join_timeout_s: float = 10.0
     max_frames: int | None = None
+    start: int = 0
     rss_every_frames: int = 0
     handle_signals: bool = True
     cpu_gate: bool = True
@@ -142,6 +145,8 @@ class PipelineConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_frames is not None and self.max_frames < 0:
             raise ConfigError(f"max_frames must be >= 0, got {self.max_frames}")
+        if self.start < 0:
+            raise ConfigError(f"start must be >= 0, got {self.start}")
         if self.rss_every_frames < 0:
             raise ConfigError(f"rss_every_frames must be >= 0, got {self.rss_every_frames}")
 
@@ -359,6 +364,8 @@ class Pipeline:
 
         self._live = bool(getattr(source, "live", False))
         self._random_access = not self._live and hasattr(source, "read") and hasattr(source, "__len__")
+        if self.config.start and not self._random_access:
+            raise ConfigError("start applies to file sources (random access), not to a live or iterated source")
         policy = self.config.policy or (Policy.DROP_OLDEST if self._live else Policy.BLOCK)
         self._stop = threading.Event()
         # Capture->infer: BLOCK for files (no frame lost), DROP_OLDEST for cameras (never fall behind the sensor).
@@ -532,6 +539,14 @@ class Pipeline:
             self._states["capture"].idle()
             self._cap_ch.close()
 
+    def _frame_range(self) -> range:
+        """The indices a random-access source is read at: ``start`` on, at most ``max_frames`` of them."""
+        cfg = self.config
+        stop = len(self.source)
+        if cfg.max_frames is not None:
+            stop = min(stop, cfg.start + cfg.max_frames)
+        return range(min(cfg.start, stop), stop)
+
     def _timed_read(self, i: int) -> tuple[RawFrame, int]:
         with self._cpu_shared():
             t0 = time.perf_counter_ns()
@@ -570,15 +585,13 @@ class Pipeline:
 
     def _capture_random_access(self) -> None:
         src, cfg, st = self.source, self.config, self._states["capture"]
-        n = len(src)
-        if cfg.max_frames is not None:
-            n = min(n, cfg.max_frames)
+        n = self._frame_range().stop
         names = list(getattr(src, "names", []) or [])
         ahead = cfg.decode_workers + 2
         pending: collections.deque[tuple[int, Future]] = collections.deque()
         pool = ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="redi-decode")
         try:
-            next_i = 0
+            next_i = cfg.start
             while not self._stop.is_set():
                 while next_i < n and len(pending) < ahead:
                     pending.append((next_i, pool.submit(self._timed_read, next_i)))
@@ -983,9 +996,5 @@ class Pipeline:
             return None
         from tqdm import tqdm
 
-        total = None
-        if self._random_access:
-            total = len(self.source)
-            if self.config.max_frames is not None:
-                total = min(total, self.config.max_frames)
+        total = len(self._frame_range()) if self._random_access else None
         return tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=True)

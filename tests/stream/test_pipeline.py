@@ -281,3 +281,17 @@ def test_keyboard_interrupt_without_handlers_still_stops_the_stages():
         assert time.monotonic() - t0 < 3 and redi_threads() == [] and sink.close_calls == 1
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_start_reads_from_that_index_and_keeps_the_numbers():
+    sink = RecordingSink()
+    summary = Pipeline(FakeFileSource(8), FakeEnhancer(), [sink], PipelineConfig(start=3, max_frames=2),
+                       progress=False).run()
+    assert sink.indices == [3, 4] and summary.frames_in == summary.frames_out == 2
+    summary = Pipeline(FakeFileSource(8), FakeEnhancer(), [sink := RecordingSink()], PipelineConfig(start=6),
+                       progress=False).run()
+    assert sink.indices == [6, 7]
+    with pytest.raises(ConfigError, match="start applies to file sources"):
+        Pipeline(FakeLiveSource(4), FakeEnhancer(), [], PipelineConfig(start=1), progress=False)
+    with pytest.raises(ConfigError, match="start must be >= 0"):
+        PipelineConfig(start=-1)
