@@ -301,8 +301,8 @@ class VideoSink:
             raise ConfigError(f"no encoder {codec!r} in this FFmpeg; available: {', '.join(encoders)}") from None
         formats = [f.name for f in encoder.video_formats or ()]
         if formats and pix_fmt not in formats:
-            offered = ", ".join(f for f in VIDEO_PIX_FMTS if f in formats)
-            raise ConfigError(f"{codec} in this FFmpeg cannot encode {pix_fmt}; it can: {offered or ', '.join(formats)}")
+            offered = ", ".join(f for f in VIDEO_PIX_FMTS if f in formats) or ", ".join(formats)
+            raise ConfigError(f"{codec} in this FFmpeg cannot encode {pix_fmt}; it can: {offered}")
         if pts_from not in ("t_ns", "index"):
             raise ConfigError(f"invalid pts_from {pts_from!r}; valid: t_ns, index")
         if yuv not in ("auto", "kernel", "sws"):
