@@ -54,7 +54,6 @@ import contextlib
 import enum
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -568,8 +567,8 @@ class Pipeline:
             name = exc.name or name
             reason = str(exc) or type(exc).__name__
             # A source's FrameError already names the frame ("frame 4 (dir/x.dng): ..."); say it once.
-            told = re.match(rf"frame {index} \([^)]*\): ", reason)
-            reason = reason[told.end():] if told else reason
+            if reason.startswith(f"frame {index} (") and "): " in reason:
+                reason = reason.partition("): ")[2]
             log.warning("skipping frame %d (%s): %s", index, name, reason)
             with self._lock:
                 self._skipped.append((index, name, reason))
