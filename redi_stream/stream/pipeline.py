@@ -659,7 +659,7 @@ class Pipeline:
                     break
                 self._frames_in += 1
                 self._in_rate.tick()
-                if self._live and count == 1:
+                if self._live and self._frames_in == 1:  # the first frame handed on (not the first read)
                     self._wait_for_warm_up()
         finally:
             close = getattr(it, "close", None)
