@@ -7,7 +7,9 @@ Threads and what they own::
     redi-capture           reads the source. File sources (``live == False`` with ``read(i)``): a small
                            ThreadPoolExecutor (``redi-decode_*``) decodes ahead, at most ``decode_workers + 2``
                            reads outstanding, results taken strictly in order (no reordering, no drops).
-                           Live sources: plain iteration.
+                           Live sources: plain iteration, paused after the first frame until the enhancer
+                           has warmed up (the sensor's frames of that time are skipped, not counted as drops:
+                           ``source.warmed_up()`` is told when it ends).
     redi-infer             the only thread that calls the enhancer (and so the only one that touches CUDA);
                            ``enhancer.warm_up`` runs here, on the first frame.
     redi-encode            writes every enhanced frame to every sink, in order.
