@@ -148,7 +148,8 @@ class EnhancedFrame:
         gain: amplification applied (after smoothing and the user multiplier).
         timings_ns: per-stage wall time for this frame, e.g. {"decode": ..., "infer": ..., "isp": ...}.
         t_capture_ns: monotonic clock (time.monotonic_ns) when the raw frame was captured (live sources that
-            stamp it) or entered the pipeline, for latency.
+            stamp it) or entered the pipeline, for latency; 0 when not measured (a live source's first frame,
+            whose wait is the enhancer's warm-up, reported apart).
         raw: the raw frame this was made from, kept only for a preview that asks for it (side-by-side view);
             otherwise None.
         yuv420p: BT.709 limited-range (Y, U, V) uint8 planes of ``rgb`` ((H, W), (H/2, W/2), (H/2, W/2)), when the

@@ -690,6 +690,7 @@ class Pipeline:
                     break
                 self._holding["infer"] = True
                 frame = item.frame
+                warm_up_frame = not warmed
                 try:
                     if not warmed:
                         st.busy(frame.index, frame.name, phase="warm-up")
@@ -708,7 +709,8 @@ class Pipeline:
                     raise _StageFailure(_frame_detail(frame.index, frame.name, exc), exc) from exc
                 finally:
                     st.idle()
-                out.t_capture_ns = item.t_enter_ns
+                # A live source's first frame waited for the warm-up: the run's latency figures leave it out.
+                out.t_capture_ns = 0 if self._live and warm_up_frame else item.t_enter_ns
                 if self._preview_wants_raw:
                     out.raw = frame
                 if item.decode_ns is not None:
