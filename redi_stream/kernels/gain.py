@@ -147,8 +147,14 @@ class GainSmoother:
         """The current smoothed gain, or None before the first update."""
         return None if self._log_s is None else math.exp(self._log_s)
 
-    def update(self, gain: float) -> float:
-        """Feed one frame's estimate (finite, > 0); return the smoothed gain for that frame."""
+    def update(self, gain: float, upcoming: float | None = None) -> float:
+        """Feed one frame's estimate (finite, > 0); return the smoothed gain for that frame.
+
+        ``upcoming``: the next frame's estimate when it is already known (file sources look one frame ahead). An
+        off frame whose successor is off the same way counts that successor towards the cut, so a cut takes
+        effect on its own first frame instead of one frame late (which showed as a one-frame exposure jump at
+        every hard cut). A successor back near the smoothed gain (a flash) changes nothing.
+        """
         gain = float(gain)
         if not (math.isfinite(gain) and gain > 0):
             raise ValueError(f"gain must be finite and > 0, got {gain}")
@@ -164,7 +170,11 @@ class GainSmoother:
             else:
                 self._n_off = 1
                 self._log_first_off = lg
-            if self._n_off >= self.cut_frames:
+            seen = self._n_off
+            if upcoming is not None and upcoming > 0 and math.isfinite(upcoming):
+                lu = math.log(upcoming)
+                seen += abs(lu - self._log_s) > self._log_cut and abs(lu - self._log_first_off) <= self._log_cut
+            if seen >= self.cut_frames:
                 self._log_s = lg
                 self._n_off = 0
                 return gain

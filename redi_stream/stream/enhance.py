@@ -64,19 +64,51 @@ class _GainControl:
         self.multiplier = float(multiplier)
         self.target = float(target)
         self.smoother = kernels.GainSmoother(time_constant_frames=float(smoothing_frames))
+        # Estimates made ahead (look_ahead), by (index, t_ns); at most the next frame's is kept.
+        self._ahead: dict[tuple[int, int], float] = {}
+        self._upcoming: tuple[int, int] | None = None
+
+    def _estimate(self, frame: RawFrame) -> float:
+        meta = frame.meta
+        return kernels.estimate_gain(frame.data, meta.black_level_array, meta.white_level, target=self.target)
+
+    def look_ahead(self, frame: RawFrame) -> None:
+        """``frame`` comes right after the next one processed: estimate it now (once; the estimate is reused
+        when it is processed) so the smoother can see a cut coming. A frame that cannot be estimated is left
+        for its own processing to report."""
+        if self.fixed is not None:
+            return
+        key = (frame.index, frame.t_ns)
+        if key not in self._ahead:
+            try:
+                self._ahead[key] = self._estimate(frame)
+            except (ValueError, TypeError):
+                return
+        self._upcoming = key
 
     def __call__(self, frame: RawFrame) -> float:
         if self.fixed is not None:
             return self.fixed * self.multiplier
-        meta = frame.meta
-        a = kernels.estimate_gain(frame.data, meta.black_level_array, meta.white_level, target=self.target)
-        return self.smoother.update(a) * self.multiplier
+        key = (frame.index, frame.t_ns)
+        a = self._ahead.pop(key, None)
+        if a is None:
+            a = self._estimate(frame)
+        upcoming = self._ahead.get(self._upcoming) if self._upcoming not in (None, key) else None
+        self._ahead = {} if upcoming is None else {self._upcoming: upcoming}
+        self._upcoming = None
+        return self.smoother.update(a, upcoming) * self.multiplier
 
 
 class _LiveGain:
-    """``gain_multiplier`` as a property: the preview's +/- keys change it while the pipeline runs."""
+    """``gain_multiplier`` as a property: the preview's +/- keys change it while the pipeline runs; and the gain's
+    one-frame look-ahead for file sources (:meth:`look_ahead`)."""
 
     _gain: _GainControl
+
+    def look_ahead(self, frame: RawFrame) -> None:
+        """Tell the enhancer the frame after the one it processes next (the pipeline does, for file sources): a
+        scene cut's new gain then applies from the cut's first frame. Infer thread only."""
+        self._gain.look_ahead(frame)
 
     @property
     def gain_multiplier(self) -> float:

@@ -406,6 +406,7 @@ class Pipeline:
         # A frame taken by infer/encode and not yet handed on: lost if that stage stalls or is abandoned.
         self._holding = {"infer": False, "encode": False}  # each written by its own stage's thread only
         self._refused = 0  # enhanced frames the encode channel refused (encode had failed); infer thread only
+        self._held_next = 0  # 1 while infer holds the next frame for look-ahead (discarded if the run stops)
         self._skipped: list[tuple[int, str, str]] = []
         self._warned: set[str] = set()  # metadata warnings already logged (capture thread only)
         self._warmup_s = 0.0
@@ -682,12 +683,28 @@ class Pipeline:
         st = self._states["infer"]
         enhancer = self.enhancer
         warmed = False
+        # File sources: the enhancer sees each frame's successor before the frame (``look_ahead``), so a scene cut
+        # takes effect on the cut's own frame. Not for live sources: it would add a frame of latency.
+        look_ahead = getattr(enhancer, "look_ahead", None) if not self._live else None
+        held = None  # the next item, taken early for look_ahead
         try:
             while True:
-                with self._infer_waiting():
-                    item = self._cap_ch.get()
+                if held is not None:
+                    if self._cap_ch.cancelled:
+                        break  # a stop: the held frame counts as discarded (self._held_next)
+                    item, held, self._held_next = held, None, 0
+                else:
+                    with self._infer_waiting():
+                        item = self._cap_ch.get()
                 if item is END:
                     break
+                if callable(look_ahead):
+                    with self._infer_waiting():
+                        held = self._cap_ch.get()
+                    if held is END:
+                        held = None
+                    else:
+                        self._held_next = 1
                 self._holding["infer"] = True
                 frame = item.frame
                 warm_up_frame = not warmed
@@ -702,6 +719,8 @@ class Pipeline:
                         warmed = True
                         self._warmed.set()
                     st.busy(frame.index, frame.name)
+                    if held is not None:
+                        look_ahead(held.frame)
                     out = enhancer.process(frame)
                 except Exception as exc:  # noqa: BLE001 -- carried to the caller with the frame named
                     self._frames_failed += 1
@@ -913,7 +932,7 @@ class Pipeline:
             frames_out=self._frames_out,
             frames_dropped=self._cap_ch.dropped,
             frames_dropped_at_source=self._source_dropped(),
-            frames_discarded=self._cap_ch.discarded + self._enc_ch.discarded + self._refused,
+            frames_discarded=self._cap_ch.discarded + self._enc_ch.discarded + self._refused + self._held_next,
             frames_failed=self._frames_failed + sum(
                 1 for stage, held in self._holding.items() if held and self._threads[stage].is_alive()),
             skipped=list(self._skipped),

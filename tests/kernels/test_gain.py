@@ -156,6 +156,23 @@ def test_smoother_resets_on_scene_cut() -> None:
     assert s.update(100.0) == pytest.approx(100.0)
 
 
+def test_smoother_with_look_ahead_cuts_on_the_cuts_own_frame() -> None:
+    s = GainSmoother(time_constant_frames=8.0, cut_ratio=2.0)
+    for _ in range(20):
+        s.update(10.0, 10.0)
+    assert s.update(100.0, 100.0) == 100.0  # the next frame agrees: a cut, from this frame on
+    assert s.update(100.0, 100.0) == pytest.approx(100.0)
+
+
+def test_smoother_with_look_ahead_still_ignores_a_single_flash() -> None:
+    s = GainSmoother(time_constant_frames=8.0)
+    for _ in range(20):
+        s.update(100.0, 100.0)
+    flash = s.update(5.0, 100.0)  # the frame after the flash is back to normal: no cut
+    assert 70.0 < flash <= 100.0
+    assert all(70.0 < s.update(100.0, 100.0) <= 100.0 for _ in range(3))
+
+
 def test_smoother_ignores_a_single_flash() -> None:
     s = GainSmoother(time_constant_frames=8.0)
     for _ in range(20):
@@ -165,11 +182,13 @@ def test_smoother_ignores_a_single_flash() -> None:
     assert all(70.0 < o <= 100.0 for o in outs)
 
 
+@pytest.mark.parametrize("look_ahead", [False, True])
 @pytest.mark.parametrize(("a", "b"), [(10.0, 12.0), (5.0, 50.0)])
-def test_smoother_no_flicker_on_alternating_noise(a: float, b: float) -> None:
+def test_smoother_no_flicker_on_alternating_noise(a: float, b: float, look_ahead: bool) -> None:
     """Alternating estimates (within or beyond the cut ratio) are averaged, never treated as cuts."""
     s = GainSmoother(time_constant_frames=8.0, cut_ratio=2.0)
-    outs = [s.update(a if i % 2 else b) for i in range(200)]
+    est = [a if i % 2 else b for i in range(201)]
+    outs = [s.update(est[i], est[i + 1] if look_ahead else None) for i in range(200)]
     tail = np.array(outs[100:])
     ripple = tail.max() / tail.min()
     # An EMA of +-d in log space ripples by about alpha * 2d.

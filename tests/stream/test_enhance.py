@@ -251,3 +251,29 @@ def test_redi_on_cuda_in_the_pipeline_runs_on_the_infer_thread():
         enh = RediEnhancer(runner, WeightsMeta(output="linear_camera_rgb"))
         summary = Pipeline(source, enh, [sink], PipelineConfig(), progress=False).run()
     assert summary.frames_out == 6 and sink.last.rgb.shape == (64, 96, 3)
+
+
+def test_look_ahead_puts_a_cut_on_its_own_frame_and_estimates_each_frame_once(monkeypatch):
+    """A file source's frames are told one ahead (``Pipeline`` calls ``look_ahead``): at an exposure step the
+    step's first frame gets the new gain (before: the old one, a one-frame exposure jump at every hard cut)."""
+    levels = [8] * 12 + [2] * 6  # the scene gets 4x darker at frame 12 (gains ~1.2, then ~4.8)
+    frames = [_frame(np.full((32, 32), BLACK + v, np.uint16), CFA.RGGB, index=i) for i, v in enumerate(levels)]
+    calls = []
+    real = kernels.estimate_gain
+    monkeypatch.setattr(kernels, "estimate_gain", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def gains(ahead: bool) -> list[float]:
+        calls.clear()
+        enh = ClassicEnhancer(smoothing_frames=8)
+        out = []
+        for i, f in enumerate(frames):
+            if ahead and i + 1 < len(frames):
+                enh.look_ahead(frames[i + 1])
+            out.append(enh.process(f).gain)
+        assert len(calls) == len(frames)  # each frame estimated once, ahead or not
+        return out
+
+    late, ahead = gains(False), gains(True)
+    assert late[12] == pytest.approx(late[11], rel=0.2) and late[13] == pytest.approx(4 * late[11], rel=0.05)
+    assert ahead[12] == pytest.approx(ahead[13]) == pytest.approx(4 * ahead[11], rel=0.05)
+    assert ahead[:12] == late[:12]

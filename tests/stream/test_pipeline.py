@@ -295,3 +295,37 @@ def test_start_reads_from_that_index_and_keeps_the_numbers():
         Pipeline(FakeLiveSource(4), FakeEnhancer(), [], PipelineConfig(start=1), progress=False)
     with pytest.raises(ConfigError, match="start must be >= 0"):
         PipelineConfig(start=-1)
+
+
+class _LookingEnhancer(FakeEnhancer):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.told: list[tuple[int, int]] = []  # (frame processed next, the one told ahead)
+        self._ahead: int | None = None
+
+    def look_ahead(self, frame) -> None:
+        self._ahead = frame.index
+
+    def process(self, frame):
+        self.told.append((frame.index, self._ahead))
+        self._ahead = None
+        return super().process(frame)
+
+
+def test_file_frames_are_told_one_ahead_and_live_ones_are_not():
+    enh, sink = _LookingEnhancer(), RecordingSink()
+    Pipeline(FakeFileSource(6, max_delay_s=0.005), enh, [sink], PipelineConfig(), progress=False).run()
+    assert enh.told == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, None)] and sink.indices == list(range(6))
+    live = _LookingEnhancer()
+    Pipeline(FakeLiveSource(4), live, [RecordingSink()], PipelineConfig(), progress=False).run()
+    assert [ahead for _, ahead in live.told] == [None] * len(live.told)
+
+
+def test_a_stop_discards_the_frame_held_for_look_ahead_and_the_counts_add_up():
+    enh, sink = _LookingEnhancer(delay_s=0.05), RecordingSink()
+    p = Pipeline(FakeFileSource(200), enh, [sink], PipelineConfig(), progress=False)
+    threading.Timer(0.3, p.stop).start()
+    s = p.run()
+    assert 0 < s.frames_out < 200 and s.frames_discarded >= 1
+    assert s.frames_in == s.frames_out + s.frames_dropped + s.frames_discarded + s.frames_failed
+    assert sink.indices == list(range(s.frames_out))  # nothing after the stop, nothing skipped
