@@ -64,9 +64,11 @@ class _GainControl:
         self.multiplier = float(multiplier)
         self.target = float(target)
         self.smoother = kernels.GainSmoother(time_constant_frames=float(smoothing_frames))
-        # Estimates made ahead (look_ahead), by (index, t_ns); at most the next frame's is kept.
-        self._ahead: dict[tuple[int, int], float] = {}
+        # Estimates made ahead (look_ahead), by (index, t_ns): (estimate, ns it took); at most the next frame's.
+        self._ahead: dict[tuple[int, int], tuple[float, int]] = {}
         self._upcoming: tuple[int, int] | None = None
+        #: ns the last frame's estimate took when it was made ahead (add it to the frame's "gain" time), else 0.
+        self.ahead_ns = 0
 
     def _estimate(self, frame: RawFrame) -> float:
         meta = frame.meta
@@ -80,8 +82,9 @@ class _GainControl:
             return
         key = (frame.index, frame.t_ns)
         if key not in self._ahead:
+            t0 = time.perf_counter_ns()
             try:
-                self._ahead[key] = self._estimate(frame)
+                self._ahead[key] = (self._estimate(frame), time.perf_counter_ns() - t0)
             except (ValueError, TypeError):
                 return
         self._upcoming = key
@@ -90,13 +93,13 @@ class _GainControl:
         if self.fixed is not None:
             return self.fixed * self.multiplier
         key = (frame.index, frame.t_ns)
-        a = self._ahead.pop(key, None)
+        a, self.ahead_ns = self._ahead.pop(key, (None, 0))
         if a is None:
             a = self._estimate(frame)
         upcoming = self._ahead.get(self._upcoming) if self._upcoming not in (None, key) else None
         self._ahead = {} if upcoming is None else {self._upcoming: upcoming}
         self._upcoming = None
-        return self.smoother.update(a, upcoming) * self.multiplier
+        return self.smoother.update(a, None if upcoming is None else upcoming[0]) * self.multiplier
 
 
 class _LiveGain:
@@ -241,7 +244,7 @@ class RediEnhancer(_LiveGain):
         y = self._net.run(x[None, None])
         t3 = time.perf_counter_ns()
         lin = kernels.unpack_crop(y[0], meta.cfa, h, w)
-        timings = {"gain": t1 - t0, "pack": t2 - t1, "infer": t3 - t2}
+        timings = {"gain": t1 - t0 + self._gain.ahead_ns, "pack": t2 - t1, "infer": t3 - t2}
         if self._temporal is not None:
             lin = self._temporal(lin)
             t_denoised = time.perf_counter_ns()
@@ -393,7 +396,7 @@ class ClassicEnhancer(_LiveGain):
         rgb = np.empty((h, w, 3), dtype=self.out_dtype)  # owned by the returned frame
         kernels.apply_isp(lin, np.asarray(meta.wb_gains, dtype=np.float32), meta.cam_to_srgb, rgb)
         t4 = time.perf_counter_ns()
-        timings = {"gain": t1 - t0, "pack": t2 - t1, "infer": t3 - t2, "isp": t4 - t3}
+        timings = {"gain": t1 - t0 + self._gain.ahead_ns, "pack": t2 - t1, "infer": t3 - t2, "isp": t4 - t3}
         if self.denoise is not None:
             rgb = self._denoise(rgb)
             timings["denoise"] = time.perf_counter_ns() - t4

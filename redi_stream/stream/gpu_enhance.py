@@ -270,7 +270,7 @@ class CudaRediEnhancer(_LiveGain):
                 slot.d2h.record(self._copy_out)
         slot.used = True
         self._in_flight.append(_InFlight(slot, frame, gain, time.perf_counter_ns(),
-                                         {"gain": t1 - t0, "pack": t2 - t1}))
+                                         {"gain": t1 - t0 + self._gain.ahead_ns, "pack": t2 - t1}))
 
     def collect(self) -> EnhancedFrame | None:
         """Wait for the oldest frame in flight and return it (None when nothing is in flight)."""

@@ -269,7 +269,11 @@ def test_look_ahead_puts_a_cut_on_its_own_frame_and_estimates_each_frame_once(mo
         for i, f in enumerate(frames):
             if ahead and i + 1 < len(frames):
                 enh.look_ahead(frames[i + 1])
-            out.append(enh.process(f).gain)
+            done = enh.process(f)
+            out.append(done.gain)
+            # An estimate made ahead still counts in its own frame's "gain" time.
+            assert (enh._gain.ahead_ns > 0) == (ahead and i > 0)
+            assert done.timings_ns["gain"] >= enh._gain.ahead_ns
         assert len(calls) == len(frames)  # each frame estimated once, ahead or not
         return out
 
