@@ -271,7 +271,7 @@ def make_dng_main(argv: list[str]) -> int:
     p.add_argument("--ratio", type=float, default=150.0, help="exposure ratio to darken by (default 150)")
     p.add_argument("--size", default=None, help="HxW of the frames, e.g. 1080x1920 (default: the input's)")
     p.add_argument("--cfa", default="RGGB", help="Bayer pattern: RGGB, BGGR, GRBG, GBRG")
-    p.add_argument("--fps", type=frame_rate, default=24.0, help="frame rate stored in the DNGs (default 24)")
+    p.add_argument("--fps", type=frame_rate, help="frame rate stored in the DNGs (default: the video's, else 24)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the frame_*.dng files --out already holds (all of them, so no stale frame stays)")

@@ -188,10 +188,11 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def _setup_logging(quiet: bool) -> None:
+def _setup_logging(quiet: bool, level: int = logging.INFO) -> None:
+    """``redi-stream: MESSAGE`` lines on stderr from ``level`` up (errors only with ``quiet``)."""
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("redi-stream: %(message)s"))
-    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, handlers=[handler], force=True)
+    logging.basicConfig(level=logging.ERROR if quiet else level, handlers=[handler], force=True)
 
 
 def _fail(message: str, code: int) -> int:
@@ -227,8 +228,9 @@ def _one_line(exc: BaseException) -> str:
         # Some libraries' errors carry bytes (rawpy: b'Input/output error'): their text, not their repr.
         arg = cause.args[0] if len(cause.args) == 1 else None
         text = arg.decode(errors="replace") if isinstance(arg, bytes) else str(cause) or type(cause).__name__
-        # An OSError whose reason ("No such file or directory") the message already gives adds only its errno form.
-        told = isinstance(cause, OSError) and bool(cause.strerror) and cause.strerror in parts[-1]
+        # An error whose reason ("No such file or directory") the message already gives adds only its errno form.
+        strerror = getattr(cause, "strerror", None)  # OSError and PyAV's errors (not all of them OSErrors)
+        told = isinstance(strerror, str) and bool(strerror) and strerror in parts[-1]
         if not told and text not in parts[-1]:
             parts.append(text)
         cause = cause.__cause__
@@ -254,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
+    # Tools print their own results; the library's warnings (a video shorter than asked, a metadata fallback)
+    # still come as 'redi-stream: ...' lines. demo, a run, sets its own level below.
+    _setup_logging(False, logging.WARNING)
     if name == "doctor":
         from .doctor import main as doctor_main
 

@@ -390,10 +390,20 @@ def test_make_dng_writes_a_sequence_the_tool_reads(tmp_path: Path) -> None:
     assert main(["make-dng", str(photo), "--out", str(tmp_path / "from_png"), "--frames", "2"]) == 0
     with RawFileSource(tmp_path / "from_png") as src:
         assert len(src) == 2 and src.read(0).shape == (40, 60)  # the input's size by default
-    video = write_grey_ramp_video(tmp_path / "v.mp4", 4, (48, 64))
+    video = write_grey_ramp_video(tmp_path / "v.mp4", 4, (48, 64), rate=25)
     assert main(["make-dng", str(video), "--out", str(tmp_path / "from_video"), "--frames", "4"]) == 0
     with RawFileSource(tmp_path / "from_video") as src:
         assert len(src) == 4 and src.read(3).shape == (48, 64)
+        assert src.fps == 25  # the video's own rate (the command's default of 24 used to win)
+
+
+def test_make_dng_says_when_the_video_is_shorter_than_asked(tmp_path: Path, capsys) -> None:
+    from tests.conftest import write_grey_ramp_video
+
+    video = write_grey_ramp_video(tmp_path / "v.mp4", 3, (48, 64))
+    assert main(["make-dng", str(video), "--out", str(tmp_path / "c"), "--frames", "5"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"redi-stream: {video} has 3 frames: wrote 3 of the 5 asked"]
 
 
 @pytest.mark.parametrize("argv, code, needle", [
@@ -401,10 +411,16 @@ def test_make_dng_writes_a_sequence_the_tool_reads(tmp_path: Path) -> None:
     (["--size", "64"], EXIT_USAGE, "--size wants HxW"),
     (["--cfa", "RGBW"], EXIT_USAGE, "valid: RGGB"),
     (["nope.png"], EXIT_FAILED, "nope.png"),
+    (["README.md"], EXIT_FAILED, "README.md as a video (Invalid data found when processing input); images are read "
+                                 "by their suffix: .bmp,"),
 ])
 def test_make_dng_bad_input_is_one_line(tmp_path: Path, capsys, argv: list[str], code: int, needle: str) -> None:
+    if argv == ["README.md"]:
+        (tmp_path / "README.md").write_text("# not a video\n")
+        argv = [str(tmp_path / "README.md")]
     assert main(["make-dng", "--out", str(tmp_path / "o"), "--frames", "2", *argv]) == code
-    assert needle in _error_line(capsys)
+    line = _error_line(capsys)
+    assert needle in line and "Errno" not in line
 
 
 def test_make_dng_overwrite_replaces_every_frame_but_not_for_an_unreadable_input(tmp_path: Path, capsys) -> None:

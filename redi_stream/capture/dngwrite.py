@@ -8,6 +8,7 @@ frame under a frame name.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,8 @@ from .synthetic import (
 )
 
 FRAME_PATTERN = "frame_{:06d}.dng"
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = frozenset(".png .jpg .jpeg .tif .tiff .bmp .webp .ppm .pgm .pnm .jp2 .exr .hdr".split())
 _MATRIX_DENOMINATOR = 1_000_000
 _D65 = 21  # EXIF LightSource / DNG CalibrationIlluminant code
@@ -256,7 +259,9 @@ def iter_video_srgb(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
     try:
         container = av.open(str(p))
     except (av.FFmpegError, OSError) as exc:
-        raise CaptureError(f"cannot open video {p}: {exc}") from exc
+        images = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise CaptureError(f"cannot open {p} as a video ({exc.strerror or exc}); images are read by their suffix: "
+                           f"{images}") from exc
     with container:
         if not container.streams.video:
             raise CaptureError(f"{p} has no video stream")
@@ -322,12 +327,15 @@ def make_dng(
         raise ConfigError(f"n_frames must be a positive integer, got {n_frames!r}")
     frames = iter_video_srgb(path)
     try:
-        return write_dark_dng_sequence(
+        paths = write_dark_dng_sequence(
             itertools.islice(frames, n_frames), out_dir, ratio=ratio, seed=seed, cfa=cfa,
             fps=fps or video_fps(path) or 24.0, size=size, overwrite=overwrite,
         )  # fmt: skip
     finally:
         frames.close()
+    if len(paths) < n_frames:
+        log.warning("%s has %d frames: wrote %d of the %d asked", path, len(paths), len(paths), n_frames)
+    return paths
 
 
 __all__ = [
