@@ -130,6 +130,8 @@ class RunConfig:
                               "fake:720p30")
         if self.camera is None and (self.fourcc is not None or self.reconnect_s != 10.0):
             raise ConfigError("--fourcc and --reconnect apply to --camera only")
+        if self.camera is not None and self.decode_workers != 2:
+            raise ConfigError("--decode-workers applies to file sources; a camera is read by one thread of its own")
         if self.fourcc is not None and not (1 <= len(self.fourcc) <= 4 and self.fourcc.isascii()
                                             and self.fourcc.isprintable()):
             raise ConfigError(f"--fourcc wants a 1-4 character code such as pRAA, RG12, Y16, MJPG; got {self.fourcc!r}")

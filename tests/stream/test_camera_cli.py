@@ -77,6 +77,7 @@ def test_video_file_as_camera_with_remosaic_warning(tmp_path, capsys):
         (["--camera", "fake", "--fourcc", "TOOLONG"], "--fourcc"),
         (["--camera", "fake", "--reconnect", "-1"], "--reconnect"),
         (["--camera", "fake", "--frames", "0"], "--frames"),
+        (["--camera", "fake", "--decode-workers", "4"], "--decode-workers applies to file sources"),
         (["--camera", "fake", "--raw-width", "640"], "--raw-height"),
         (["x", "--out", "o.mp4", "--fourcc", "pRAA"], "--camera only"),
         (["--camera", "fake:720p30:XXXX", "--model", "classic"], "fake camera format"),
