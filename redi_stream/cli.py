@@ -80,9 +80,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=frame_rate, help="output frame rate, e.g. 25, 29.97 or 30000/1001 (default: the "
                                                   "source's); with --camera also the rate asked of the camera")
     g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
-    g.add_argument("--crf", type=int, default=18, help="x264 constant rate factor 0..51 (default 18)")
+    g.add_argument("--crf", type=int, default=18,
+                   help="constant quality 0..51, lower is better (default 18): crf for x264, x265, VP9 and SVT-AV1, "
+                        "cq for NVENC, a fixed quantiser (crf / 6) for mpeg4")
     g.add_argument("--preset", default="ultrafast",
-                   help="x264 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
+                   help="x264/x265 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
     g.add_argument("--pix-fmt", default="yuv420p",
                    help="video pixel format: yuv420p (default, plays everywhere), yuv444p, or 10-bit yuv420p10le / "
                         "yuv444p10le (no banding in amplified shadows; libx264 High 10, libx265 Main 10)")
