@@ -81,8 +81,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                                                   "source's); with --camera also the rate asked of the camera")
     g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
     g.add_argument("--crf", type=int, default=18,
-                   help="constant quality 0..51, lower is better (default 18): crf for x264, x265, VP9 and SVT-AV1, "
-                        "cq for NVENC, a fixed quantiser (crf / 6) for mpeg4")
+                   help="constant quality, lower is better (default 18): crf for x264 and x265 (0..51), VP9 and "
+                        "SVT-AV1 (0..63), cq for NVENC, a fixed quantiser (crf / 6) for mpeg4")
     g.add_argument("--preset", default="ultrafast",
                    help="x264/x265 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
     g.add_argument("--pix-fmt", default="yuv420p",

@@ -15,7 +15,7 @@ from .capture.headerless import canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import VIDEO_PIX_FMTS, WEBM_CODECS, default_codec, is_video_target, pix_fmt_bits
+from .stream.sinks import VIDEO_PIX_FMTS, WEBM_CODECS, crf_max, default_codec, is_video_target, pix_fmt_bits
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -158,8 +158,10 @@ class RunConfig:
             raise ConfigError(f"--temporal-denoise must be 0 (off) or >= 1 frames, got {t}")
         if self.fps is not None and not (0 < self.fps <= 1000):
             raise ConfigError(f"--fps must be in (0, 1000], got {self.fps}")
-        if not 0 <= self.crf <= 51:
-            raise ConfigError(f"--crf must be in 0..51, got {self.crf}")
+        top = crf_max(self.video_codec) if self.video_out else 51
+        if not 0 <= self.crf <= top:
+            raise ConfigError(f"--crf must be in 0..{top}" + (f" for {self.video_codec}" if top != 51 else "")
+                              + f", got {self.crf}")
         if self.bits not in (8, 16):
             raise ConfigError(f"--bits must be 8 or 16, got {self.bits}")
         if self.pix_fmt not in VIDEO_PIX_FMTS:

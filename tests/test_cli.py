@@ -251,6 +251,8 @@ def test_read_only_output_folder(clip: Path, tmp_path: Path, capsys) -> None:
         (["x", "--out", "o.mp4", "--device", "tpu"], "valid: auto, cpu, cuda"),
         (["x", "--out", "o.mp4", "--cfa", "RGBW"], "valid: RGGB"),
         (["x", "--out", "o.mp4", "--crf", "99"], "--crf"),
+        (["x", "--out", "o.mp4", "--crf", "60"], "--crf must be in 0..51, got 60"),
+        (["x", "--out", "o.webm", "--crf", "64"], "--crf must be in 0..63 for libvpx-vp9, got 64"),
         (["x"], "--out"),
         ([], "exactly one input"),
         (["x", "--camera", "0"], "exactly one input"),
@@ -479,3 +481,11 @@ def test_start_resumes_a_sequence_under_its_own_frame_numbers(clip: Path, tmp_pa
     assert main([str(clip), "--out", str(tmp_path / "no.mp4"), "--model", "classic", "--start", "8"]) == EXIT_USAGE
     assert f"--start 8: {clip} has 8 frames (0..7)" in _error_line(capsys)
     assert not (tmp_path / "no.mp4").exists()
+
+
+def test_crf_takes_the_vp9_and_av1_scale_for_those_encoders() -> None:
+    from redi_stream.cli import build_parser, build_run_config
+
+    assert build_run_config(build_parser().parse_args(["x", "--out", "o.webm", "--crf", "63"])).crf == 63
+    cfg = build_run_config(build_parser().parse_args(["x", "--out", "o.mkv", "--codec", "libsvtav1", "--crf", "50"]))
+    assert cfg.video_codec == "libsvtav1" and cfg.crf == 50

@@ -72,6 +72,11 @@ def default_codec(target: str | os.PathLike) -> str:
     return WEBM_CODECS[0] if Path(target).suffix.lower() == ".webm" else "libx264"
 
 
+def crf_max(codec: str) -> int:
+    """The largest ``crf`` an encoder takes: 63 on the VP9 and AV1 scales, 51 on x264's (and the others')."""
+    return 63 if codec in ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e") else 51
+
+
 def pix_fmt_bits(pix_fmt: str) -> int:
     """Bits per sample of a pixel format of :data:`VIDEO_PIX_FMTS` (8 or 10)."""
     return 10 if pix_fmt.endswith("p10le") else 8
@@ -307,8 +312,8 @@ class VideoSink:
             raise ConfigError(f"invalid pts_from {pts_from!r}; valid: t_ns, index")
         if yuv not in ("auto", "kernel", "sws"):
             raise ConfigError(f"invalid yuv {yuv!r}; valid: auto, kernel, sws")
-        if not 0 <= crf <= 51:
-            raise ConfigError(f"crf must be in 0..51, got {crf}")
+        if not 0 <= crf <= crf_max(codec):
+            raise ConfigError(f"crf must be in 0..{crf_max(codec)} for {codec}, got {crf}")
         if codec in ("libx264", "libx265") and preset not in X26X_PRESETS:
             raise ConfigError(f"invalid preset {preset!r} for {codec}; valid: {', '.join(X26X_PRESETS)}")
         if any(part in codec for part in _HARDWARE_ENCODERS):
