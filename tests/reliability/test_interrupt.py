@@ -5,6 +5,7 @@ reports encoded, in order. (The second Ctrl-C forcing an exit within 2 s is test
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -133,3 +134,23 @@ def test_ctrl_c_while_starting_up_is_one_line_and_130(delay_s):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err.splitlines()[-1], err
+
+
+def test_a_ctrl_c_inside_an_import_is_sent_again_not_raised_there(monkeypatch):
+    """Raised inside an import, a KeyboardInterrupt can be lost (importlib's module-lock weakref callback prints
+    "Exception ignored" and the run goes on) or become an ImportError; the start-up handler re-sends it instead."""
+    from redi_stream import __main__ as entry
+
+    sent = []
+    monkeypatch.setattr(entry.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    code = compile("import sys; frame = sys._getframe()", "<frozen importlib._bootstrap>", "exec")
+    ns: dict = {}
+    exec(code, ns)
+    outer = SimpleNamespace(f_code=SimpleNamespace(co_filename=__file__), f_back=ns["frame"])
+    entry._interrupt(signal.SIGINT, outer)  # importlib below the interrupted frame: no exception here
+    deadline = time.monotonic() + 2
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [(os.getpid(), signal.SIGINT)]
+    with pytest.raises(KeyboardInterrupt):
+        entry._interrupt(signal.SIGINT, sys._getframe())  # anywhere else: as Python's own handler
