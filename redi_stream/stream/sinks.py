@@ -344,6 +344,7 @@ class VideoSink:
         self._in_size: tuple[int, int] | None = None
         self._t0_ns: int | None = None
         self._last_pts = -1
+        self._muxed = False  # a packet went to the container (from then on the file at self.path is this run's)
         self._failed = False
         self._closed = False
 
@@ -465,6 +466,7 @@ class VideoSink:
         vf.pts = self._next_pts(frame)
         try:
             for packet in self._stream.encode(vf):
+                self._muxed = True  # from the first mux on, the file at self.path is this run's (PyAV opens it)
                 self._container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
             self._failed = True
@@ -534,6 +536,7 @@ class VideoSink:
         try:
             if not self._failed:
                 for packet in stream.encode(None):
+                    self._muxed = True
                     container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
             error = exc
@@ -542,7 +545,13 @@ class VideoSink:
                 container.close()  # writes the trailer, exactly once (PyAV tracks it)
             except (av.FFmpegError, OSError) as exc:
                 error = error or exc
-        if self._failed and self.fragmented:
+        if self._failed and not self._muxed:
+            # PyAV writes the file from its first packet on: a run that failed before (an encoder that would not
+            # open on the first frame) left an earlier file at this path as it was. Cutting "its torn fragment"
+            # would have truncated that file.
+            left = "the existing file is left as it was" if self.path.exists() else "no file created"
+            log.warning("%s: no frame reached the file; %s", self.path, left)
+        elif self._failed and self.fragmented:
             self._cut_torn_fragment()
         if error is not None:
             if self._failed:

@@ -398,3 +398,19 @@ def test_an_earlier_file_is_left_alone_by_an_empty_run_and_replaced_with_a_notic
     assert "v.mp4: replacing the existing file" in caplog.text and _decode(old)["rgb"]
     VideoSink(tmp_path / "new.mp4").close()
     assert not (tmp_path / "new.mp4").exists() and "new.mp4: no frames were written; no file created" in caplog.text
+
+
+def test_an_encoder_that_fails_on_the_first_frame_leaves_an_earlier_file_intact(tmp_path, caplog):
+    """PyAV writes the file from its first packet: a run whose encoder would not open touched nothing, so the
+    earlier file at the path must stay whole (the torn-fragment cut truncated a classic MP4 of 2,347 bytes to 888)."""
+    path = tmp_path / "keep.mp4"
+    with VideoSink(path, fragmented=False) as sink:
+        for f in _frames(10):
+            sink.write(f)
+    before = path.read_bytes()
+    bad = VideoSink(path, options={"x264-params": "bogus=1:nonsense"})  # x264 refuses to open
+    with pytest.raises(SinkError, match="cannot write"):
+        bad.write(next(_frames(1)))
+    bad.close()
+    assert path.read_bytes() == before and bad.frames_kept is None
+    assert "no frame reached the file; the existing file is left as it was" in caplog.text
