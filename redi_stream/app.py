@@ -164,10 +164,10 @@ def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack) -> list:
         return []
     from .stream.sinks import CRF_CODECS
 
-    if cfg.video_out and cfg.video_codec not in CRF_CODECS:
+    if cfg.video_out and cfg.video_codec not in CRF_CODECS and cfg.qp is None:
         log.warning("--crf does not apply to %s (it does to %s): it runs with FFmpeg's default rate control",
                     cfg.video_codec, ", ".join(CRF_CODECS))
-    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.video_codec, crf=cfg.crf, preset=cfg.preset,
+    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.video_codec, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset,
                      pix_fmt=cfg.pix_fmt, threads=encoder_threads(cfg), image_format=cfg.image_format.value,
                      bits=cfg.bits)
     return [stack.enter_context(sink)]

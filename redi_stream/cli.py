@@ -83,6 +83,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf", type=int, default=18,
                    help="constant quality, lower is better (default 18): crf for x264 and x265 (0..51), VP9 and "
                         "SVT-AV1 (0..63), cq for NVENC, a fixed quantiser (crf / 6) for mpeg4")
+    g.add_argument("--qp", type=int,
+                   help="libx264/libx265: a constant quantiser 0..51 instead of --crf; cheaper to encode (no "
+                        "per-frame analysis), the same quantiser whatever the content")
     g.add_argument("--preset", default="ultrafast",
                    help="x264/x265 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
     g.add_argument("--pix-fmt", default="yuv420p",
@@ -161,6 +164,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         fps=ns.fps,
         codec=ns.codec,
         crf=ns.crf,
+        qp=ns.qp,
         preset=ns.preset,
         pix_fmt=getattr(ns, "pix_fmt", "yuv420p"),
         image_format=parse_enum(ImageFormat, ns.image_format, "--format"),

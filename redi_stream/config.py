@@ -106,6 +106,7 @@ class RunConfig:
     fps: float | None = None
     codec: str | None = None  # None: the container's default (stream.sinks.default_codec)
     crf: int = 18
+    qp: int | None = None
     preset: str = "ultrafast"
     pix_fmt: str = "yuv420p"
     image_format: ImageFormat = ImageFormat.PNG
@@ -162,6 +163,11 @@ class RunConfig:
         if not 0 <= self.crf <= top:
             raise ConfigError(f"--crf must be in 0..{top}" + (f" for {self.video_codec}" if top != 51 else "")
                               + f", got {self.crf}")
+        if self.qp is not None:
+            if not self.video_out or self.video_codec not in ("libx264", "libx265"):
+                raise ConfigError("--qp applies to libx264 and libx265 video output; other encoders take --crf")
+            if not 0 <= self.qp <= 51:
+                raise ConfigError(f"--qp must be in 0..51, got {self.qp}")
         if self.bits not in (8, 16):
             raise ConfigError(f"--bits must be 8 or 16, got {self.bits}")
         if self.pix_fmt not in VIDEO_PIX_FMTS:

@@ -245,6 +245,8 @@ class VideoSink:
             :func:`default_codec` (libx264, or libvpx-vp9 for ``.webm``).
         crf: constant quality for :data:`CRF_CODECS`: crf for libx264/libx265/libvpx-vp9/libsvtav1, cq for NVENC, a
             fixed quantiser (crf / 6) for mpeg4; other encoders run FFmpeg's defaults (pass ``options``).
+        qp: libx264/libx265 only: a constant quantiser (0..51) instead of ``crf``; no per-frame rate control, so
+            cheaper to encode (no look-ahead analysis), but the same quantiser whatever the content.
         preset: libx264/libx265 speed preset (NVENC runs p1, VP9 its real-time mode, SVT-AV1 preset 12).
         pix_fmt: encoder pixel format; ``yuv420p`` (default, plays everywhere) or e.g. ``yuv444p``, or a 10-bit
             one such as ``yuv420p10le`` (give it uint16 frames, or the extra bits are empty).
@@ -280,6 +282,7 @@ class VideoSink:
         fps: float | Fraction | str = 24.0,
         codec: str | None = None,
         crf: int = 18,
+        qp: int | None = None,
         preset: str = "ultrafast",
         pix_fmt: str = "yuv420p",
         threads: int = 0,
@@ -320,7 +323,13 @@ class VideoSink:
             _probe_hardware_encoder(av, codec)
         self.fps = fps_to_fraction(fps)
         self.codec = codec
+        if qp is not None:
+            if codec not in ("libx264", "libx265"):
+                raise ConfigError(f"a constant quantiser (qp) applies to libx264 and libx265, not {codec}; use crf")
+            if not 0 <= qp <= 51:
+                raise ConfigError(f"qp must be in 0..51, got {qp}")
         self.crf = crf
+        self.qp = qp
         self.preset = preset
         self.pix_fmt = pix_fmt
         self.threads = threads
@@ -364,7 +373,10 @@ class VideoSink:
         which for mpeg4 is 200 kb/s), tuned for speed: the stream must keep up with the frames."""
         opts: dict[str, str] = {}
         if self.codec in ("libx264", "libx265"):
-            opts = {"crf": str(self.crf), "preset": self.preset}
+            # qp: one quantiser for every frame, so no per-frame complexity analysis (the half-size look-ahead that
+            # crf needs even at ultrafast): cheaper to encode, but nothing adapts to the content.
+            rate = {"crf": str(self.crf)} if self.qp is None else {"qp": str(self.qp)}
+            opts = {**rate, "preset": self.preset}
         if self.codec == "libx265":
             # log-level: x265 prints ~20 info lines per file on stderr otherwise. bframes=0: with B-frames the
             # bundled FFmpeg's libx265 wrapper hands out packets with unset or garbage timestamps now and then
@@ -728,7 +740,7 @@ _PATTERN_RE = re.compile(r"^(?P<prefix>.*?)(?:%0?(?P<digits>\d*)d|\*)$")
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
 
-_VIDEO_OPTS = {"codec", "crf", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options"}
+_VIDEO_OPTS = {"codec", "crf", "qp", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options"}
 _IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits"}
 
 

@@ -414,3 +414,17 @@ def test_an_encoder_that_fails_on_the_first_frame_leaves_an_earlier_file_intact(
     bad.close()
     assert path.read_bytes() == before and bad.frames_kept is None
     assert "no frame reached the file; the existing file is left as it was" in caplog.text
+
+
+def test_qp_is_a_constant_quantiser_for_x264_only_where_it_applies(tmp_path):
+    sink = VideoSink(tmp_path / "q.mp4", qp=22)
+    assert sink._codec_options() == {"qp": "22", "preset": "ultrafast"}  # no crf: no per-frame analysis
+    frames = list(_textured(4, shape=(96, 128)))
+    with sink:
+        for f in frames:
+            sink.write(f)
+    assert len(_decode(tmp_path / "q.mp4")["rgb"]) == 4
+    with pytest.raises(ConfigError, match="applies to libx264 and libx265, not libvpx-vp9"):
+        VideoSink(tmp_path / "v.webm", qp=22)
+    with pytest.raises(ConfigError, match="qp must be in 0..51"):
+        VideoSink(tmp_path / "q.mp4", qp=52)
