@@ -20,7 +20,6 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-
 def frame_rate(text: str) -> float:
     """An argparse ``type`` for frame rates: a number (``24``, ``29.97``) or a ratio as video tools write it
     (``30000/1001``). Returns a float; the video sink turns NTSC rates back into exact ``N*1000/1001``."""

@@ -155,7 +155,6 @@ def apply_gain_field(data: np.ndarray, black: tuple[float, float, float, float],
 _OPCODE_LIST2, _ACTIVE_AREA = 51009, 50829
 
 
-
 def read_opcode_list2(path) -> tuple[bytes, tuple[int, int, int, int]] | None:
     """The OpcodeList2 bytes of a DNG's raw image (the IFD with NewSubfileType 0 and CFA data) and its ActiveArea
     (top, left, bottom, right in the stored image), or None if it has no such list."""

@@ -64,9 +64,10 @@ class _GainControl:
         self.multiplier = float(multiplier)
         self.target = float(target)
         self.smoother = kernels.GainSmoother(time_constant_frames=float(smoothing_frames))
-        # Estimates made ahead (look_ahead), by (index, t_ns): (estimate, ns it took); at most the next frame's.
-        self._ahead: dict[tuple[int, int], tuple[float, int]] = {}
-        self._upcoming: tuple[int, int] | None = None
+        # Estimates made ahead by look_ahead: ((index, t_ns), estimate, ns it took) of the frame processed next
+        # (_current) and of the one after it (_next, told just before the frame before it is processed).
+        self._current: tuple[tuple[int, int], float, int] | None = None
+        self._next: tuple[tuple[int, int], float, int] | None = None
         #: ns the last frame's estimate took when it was made ahead (add it to the frame's "gain" time), else 0.
         self.ahead_ns = 0
 
@@ -75,31 +76,30 @@ class _GainControl:
         return kernels.estimate_gain(frame.data, meta.black_level_array, meta.white_level, target=self.target)
 
     def look_ahead(self, frame: RawFrame) -> None:
-        """``frame`` comes right after the next one processed: estimate it now (once; the estimate is reused
-        when it is processed) so the smoother can see a cut coming. A frame that cannot be estimated is left
-        for its own processing to report."""
+        """``frame`` comes right after the next one processed: estimate it now (the estimate is reused when it is
+        processed) so the smoother can see a cut coming. A frame that cannot be estimated is left for its own
+        processing to report."""
         if self.fixed is not None:
             return
-        key = (frame.index, frame.t_ns)
-        if key not in self._ahead:
-            t0 = time.perf_counter_ns()
-            try:
-                self._ahead[key] = (self._estimate(frame), time.perf_counter_ns() - t0)
-            except (ValueError, TypeError):
-                return
-        self._upcoming = key
+        t0 = time.perf_counter_ns()
+        try:
+            estimate = self._estimate(frame)
+        except (ValueError, TypeError):
+            return
+        self._next = ((frame.index, frame.t_ns), estimate, time.perf_counter_ns() - t0)
 
     def __call__(self, frame: RawFrame) -> float:
         if self.fixed is not None:
             return self.fixed * self.multiplier
         key = (frame.index, frame.t_ns)
-        a, self.ahead_ns = self._ahead.pop(key, (None, 0))
-        if a is None:
-            a = self._estimate(frame)
-        upcoming = self._ahead.get(self._upcoming) if self._upcoming not in (None, key) else None
-        self._ahead = {} if upcoming is None else {self._upcoming: upcoming}
-        self._upcoming = None
-        return self.smoother.update(a, None if upcoming is None else upcoming[0]) * self.multiplier
+        current, upcoming = self._current, self._next
+        self._current, self._next = upcoming, None
+        if current is not None and current[0] == key:
+            a, self.ahead_ns = current[1], current[2]
+        else:
+            a, self.ahead_ns = self._estimate(frame), 0
+        after = upcoming[1] if upcoming is not None and upcoming[0] != key else None
+        return self.smoother.update(a, after) * self.multiplier
 
 
 class _LiveGain:

@@ -587,15 +587,15 @@ class Pipeline:
 
     def _capture_random_access(self) -> None:
         src, cfg, st = self.source, self.config, self._states["capture"]
-        n = self._frame_range().stop
+        frames = self._frame_range()
         names = list(getattr(src, "names", []) or [])
         ahead = cfg.decode_workers + 2
         pending: collections.deque[tuple[int, Future]] = collections.deque()
         pool = ThreadPoolExecutor(max_workers=cfg.decode_workers, thread_name_prefix="redi-decode")
         try:
-            next_i = cfg.start
+            next_i = frames.start
             while not self._stop.is_set():
-                while next_i < n and len(pending) < ahead:
+                while next_i < frames.stop and len(pending) < ahead:
                     pending.append((next_i, pool.submit(self._timed_read, next_i)))
                     next_i += 1
                 if not pending:

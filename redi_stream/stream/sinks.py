@@ -74,7 +74,7 @@ def default_codec(target: str | os.PathLike) -> str:
 
 def crf_max(codec: str) -> int:
     """The largest ``crf`` an encoder takes: 63 on the VP9 and AV1 scales, 51 on x264's (and the others')."""
-    return 63 if codec in ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e") else 51
+    return 63 if codec in WEBM_CODECS else 51
 
 
 def pix_fmt_bits(pix_fmt: str) -> int:
@@ -540,8 +540,7 @@ class VideoSink:
         container, stream = self._container, self._stream
         self._container = self._stream = None
         if container is None:  # the file opens at the first frame: an earlier one at this path is untouched
-            left = "the existing file is left as it was" if self.path.exists() else "no file created"
-            log.warning("%s: no frames were written; %s", self.path, left)
+            self._say_untouched("no frames were written")
             return
         av = self._av
         error: BaseException | None = None
@@ -561,8 +560,7 @@ class VideoSink:
             # PyAV writes the file from its first packet on: a run that failed before (an encoder that would not
             # open on the first frame) left an earlier file at this path as it was. Cutting "its torn fragment"
             # would have truncated that file.
-            left = "the existing file is left as it was" if self.path.exists() else "no file created"
-            log.warning("%s: no frame reached the file; %s", self.path, left)
+            self._say_untouched("no frame reached the file")
         elif self._failed and self.fragmented:
             self._cut_torn_fragment()
         if error is not None:
@@ -571,6 +569,10 @@ class VideoSink:
             else:
                 self._failed = True
                 raise SinkError(f"cannot finalise {self.path}: {error}") from error
+
+    def _say_untouched(self, what: str) -> None:
+        left = "the existing file is left as it was" if self.path.exists() else "no file created"
+        log.warning("%s: %s; %s", self.path, what, left)
 
     def _cut_torn_fragment(self) -> None:
         """After a failed write: truncate the file after its last complete fragment; set ``frames_kept``."""
