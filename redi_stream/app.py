@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .argparser import ArgumentParser, frame_rate
-from .config import CudaNet, Device, ModelKind, Precision, RunConfig
+from .config import CudaNet, Device, EnhanceConfig, ModelKind, Precision, RunConfig
 from .errors import ConfigError, PipelineError, WeightsError
 from .frames import CFA, frames_text
 
@@ -23,7 +23,7 @@ log = logging.getLogger("redi_stream")
 
 def open_source(cfg: RunConfig):
     """The frame source named by the config (files or camera)."""
-    from .capture import HeaderlessParams, RawFileSource, SyntheticSource
+    from .capture import RawFileSource, SyntheticSource
 
     if cfg.camera is not None:
         from .stream.camera import open_camera
@@ -31,17 +31,10 @@ def open_source(cfg: RunConfig):
         return open_camera(cfg.camera, raw=cfg.raw, fps=cfg.fps, fourcc=cfg.fourcc, reconnect_s=cfg.reconnect_s)
     if cfg.source == "demo":
         return SyntheticSource.demo()
-    params = None
-    if cfg.raw.given:
-        r = cfg.raw
-        params = HeaderlessParams(
-            width=r.width, height=r.height, cfa=r.cfa or CFA.RGGB, black=r.black or 0.0,
-            white=r.white, dtype=r.dtype,  # None: 2**bits - 1 of the stored type (255 for u1), or normalised floats
-        )
-    return RawFileSource(cfg.source, raw_params=params, fps=cfg.fps)
+    return RawFileSource(cfg.source, raw_params=cfg.raw.headerless_params(), fps=cfg.fps)
 
 
-def resolve_device(cfg: RunConfig) -> tuple[str, str]:
+def resolve_device(cfg: EnhanceConfig) -> tuple[str, str]:
     """(device, precision) after resolving ``auto``: CUDA + fp16 when a GPU is present, else CPU + fp32.
 
     fp16 on CUDA: the enhancer the pipeline calls (one frame at a time) is within a code value of the CPU enhancer in
@@ -64,7 +57,7 @@ def resolve_device(cfg: RunConfig) -> tuple[str, str]:
     return device, precision
 
 
-def load_network(cfg: RunConfig):
+def load_network(cfg: EnhanceConfig):
     """The RediNet for this run: --weights, else the packaged default weights."""
     from .model import default_weights_path, load_weights
 
@@ -79,7 +72,7 @@ def load_network(cfg: RunConfig):
 TUNE_THREADS_FROM_FRAMES = 8
 
 
-def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, rgb: bool = True,
+def build_enhancer(cfg: EnhanceConfig, stack: ExitStack, *, yuv420p: bool = False, rgb: bool = True,
                    frames: int | None = None, net=None):
     """The infer stage's enhancer (network or classic), registered on ``stack`` for closing. ``net``: the network
     :func:`load_network` gave for ``cfg``, if the caller loaded it already.
@@ -94,9 +87,7 @@ def build_enhancer(cfg: RunConfig, stack: ExitStack, *, yuv420p: bool = False, r
     """
     from .stream import ClassicEnhancer, RediEnhancer
 
-    # 16-bit frames for 16-bit image sequences and for 10-bit video (swscale reduces them to the pixel format).
-    frames16 = cfg.out is not None and (cfg.video_bits > 8 if cfg.video_out else cfg.bits == 16)
-    out_dtype = np.uint16 if frames16 else np.uint8
+    out_dtype = np.uint16 if cfg.bits_out == 16 else np.uint8
     common = dict(gain=cfg.gain, smoothing_frames=cfg.gain_smoothing_frames, out_dtype=out_dtype)
     if cfg.model is ModelKind.CLASSIC:
         if cfg.tile is not None:
@@ -151,7 +142,7 @@ def encoder_threads(cfg: RunConfig) -> int:
     if cfg.model is not ModelKind.REDI:
         return 0
     try:
-        device, _ = resolve_device(cfg)
+        device, _ = resolve_device(cfg.enhance)
     except ConfigError:
         return 0  # build_enhancer reports it
     return 1 if device == "cpu" else 0
@@ -179,12 +170,12 @@ def run(cfg: RunConfig) -> int:
 
     net = None
     if cfg.model is ModelKind.REDI:  # the network's own rules and its weights, before any file is opened
-        resolve_device(cfg)
+        resolve_device(cfg.enhance)
         if cfg.tile is not None:
             from .model.tiling import check_tile
 
             check_tile(cfg.tile)
-        net = load_network(cfg)
+        net = load_network(cfg.enhance)
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
@@ -205,7 +196,8 @@ def run(cfg: RunConfig) -> int:
         frames = len(source) - cfg.start if not live and hasattr(source, "__len__") else None
         if frames is not None and cfg.max_frames is not None:
             frames = min(frames, cfg.max_frames)
-        enhancer = build_enhancer(cfg, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames, net=net)
+        enhancer = build_enhancer(cfg.enhance, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames,
+                                  net=net)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
         pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers, max_frames=cfg.max_frames,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .capture.headerless import canonical_dtype
+from .capture.headerless import HeaderlessParams, canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
@@ -85,6 +85,58 @@ class RawLayout:
     def given(self) -> bool:
         return any(v is not None for v in (self.width, self.height, self.cfa, self.black, self.white))
 
+    def headerless_params(self) -> HeaderlessParams | None:
+        """These values as the capture side's :class:`HeaderlessParams`, or None when none was given (files then
+        use their sidecars and headers alone)."""
+        if not self.given:
+            return None
+        return HeaderlessParams(
+            width=self.width, height=self.height, cfa=self.cfa or CFA.RGGB, black=self.black or 0.0,
+            white=self.white, dtype=self.dtype,  # None: 2**bits - 1 of the stored type (255 for u1), or normalised
+        )
+
+
+@dataclass(frozen=True)
+class EnhanceConfig:
+    """How frames are enhanced: the model, where it runs, and the amplification. Part of every :class:`RunConfig`
+    (its ``enhance``), and all that :class:`redi_stream.Enhancer` needs. Messages name the command-line option.
+
+    ``bits_out``: 8 (video, preview) or 16 (16-bit frames, 10-bit video) bits per output sample.
+    """
+
+    model: ModelKind = ModelKind.REDI
+    weights: Path | None = None
+    device: Device = Device.AUTO
+    precision: Precision = Precision.AUTO
+    cuda_net: CudaNet = CudaNet.FAST
+    cuda_graph: bool = True
+    gain: float | None = None
+    gain_multiplier: float | None = None
+    gain_smoothing_frames: float = 8.0
+    temporal_denoise_frames: float = 0.0
+    denoise: bool = False
+    tile: tuple[int, int] | None = None
+    bits_out: int = 8
+
+    def __post_init__(self) -> None:
+        if self.gain is not None and not (0 < self.gain <= 10000):
+            raise ConfigError(f"--gain must be in (0, 10000], got {self.gain}")
+        if self.gain_multiplier is not None and not self.gain_multiplier > 0:
+            raise ConfigError(f"--gain-multiplier must be > 0, got {self.gain_multiplier}")
+        if not self.gain_smoothing_frames >= 0:
+            raise ConfigError(f"--gain-smoothing must be >= 0 frames, got {self.gain_smoothing_frames}")
+        t = self.temporal_denoise_frames
+        if not (t == 0 or (math.isfinite(t) and t >= 1)):
+            raise ConfigError(f"--temporal-denoise must be 0 (off) or >= 1 frames, got {t}")
+        if self.tile is not None and any(t <= 0 or t % 32 for t in self.tile):
+            raise ConfigError(f"--tile sizes must be positive multiples of 32, got {self.tile}")
+        if self.model is ModelKind.CLASSIC and self.weights is not None:
+            raise ConfigError("--weights applies to --model redi only")
+        if self.precision in (Precision.FP16,) and self.device is Device.CPU:
+            raise ConfigError("--precision fp16 needs --device cuda; valid on the CPU: fp32, bf16")
+        if self.bits_out not in (8, 16):
+            raise ConfigError(f"output bits must be 8 or 16, got {self.bits_out}")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -122,6 +174,7 @@ class RunConfig:
     start: int = 0
     fourcc: str | None = None
     reconnect_s: float = 10.0
+    enhance: EnhanceConfig = field(init=False, repr=False, compare=False)  # built from the fields above
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.camera is None):
@@ -148,15 +201,6 @@ class RunConfig:
             raise ConfigError("--raw-width and --raw-height: give both (the camera resolution to ask for) or neither")
         if self.source is not None and self.out is None and not self.preview:
             raise ConfigError("--out FILE.mp4|DIR/ is required for file sources (or use --preview)")
-        if self.gain is not None and not (0 < self.gain <= 10000):
-            raise ConfigError(f"--gain must be in (0, 10000], got {self.gain}")
-        if self.gain_multiplier is not None and not self.gain_multiplier > 0:
-            raise ConfigError(f"--gain-multiplier must be > 0, got {self.gain_multiplier}")
-        if self.gain_smoothing_frames < 0:
-            raise ConfigError(f"--gain-smoothing must be >= 0 frames, got {self.gain_smoothing_frames}")
-        t = self.temporal_denoise_frames
-        if not (t == 0 or (math.isfinite(t) and t >= 1)):
-            raise ConfigError(f"--temporal-denoise must be 0 (off) or >= 1 frames, got {t}")
         if self.fps is not None and not (0 < self.fps <= 1000):
             raise ConfigError(f"--fps must be in (0, 1000], got {self.fps}")
         top = crf_max(self.video_codec) if self.video_out else 51
@@ -180,12 +224,14 @@ class RunConfig:
                               f"use --codec libvpx-vp9, or write .mp4/.mkv")
         if not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
-        if self.tile is not None and any(t <= 0 or t % 32 for t in self.tile):
-            raise ConfigError(f"--tile sizes must be positive multiples of 32, got {self.tile}")
-        if self.model is ModelKind.CLASSIC and self.weights is not None:
-            raise ConfigError("--weights applies to --model redi only")
-        if self.precision in (Precision.FP16,) and self.device is Device.CPU:
-            raise ConfigError("--precision fp16 needs --device cuda; valid on the CPU: fp32, bf16")
+        object.__setattr__(self, "enhance", EnhanceConfig(**{f.name: getattr(self, f.name)
+                                                              for f in fields(EnhanceConfig) if f.name != "bits_out"},
+                                                           bits_out=16 if self._frames16 else 8))
+
+    @property
+    def _frames16(self) -> bool:
+        """16-bit enhanced frames: for 16-bit image sequences and for 10-bit video (swscale reduces them)."""
+        return self.out is not None and (self.video_bits > 8 if self.video_out else self.bits == 16)
 
     @property
     def video_codec(self) -> str:
