@@ -185,6 +185,8 @@ class Enhancer:
         try:
             arr, params, _ = normalised_to_dn(frame, params)
             data = bayer_from_array(arr)
+            if min(data.shape) < 2:
+                raise ValueError(f"a Bayer mosaic needs at least 2x2 pixels, got {data.shape[0]}x{data.shape[1]}")
         except ValueError as exc:
             raise ConfigError(f"frame {self.frames}: {exc}") from None
         meta = _replace_meta(params.meta(frame.dtype if frame.dtype.kind in "ui" else None), colour)

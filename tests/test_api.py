@@ -103,6 +103,8 @@ def test_bad_frames_and_arguments_are_named() -> None:
         with pytest.raises(ConfigError, match=r"frame 0: expected a \(H, W\) Bayer mosaic, got an array of shape "
                                               r"\(32, 32, 3\)"):
             enhance(np.zeros((32, 32, 3), np.uint16), cfa="RGGB")
+        with pytest.raises(ConfigError, match="frame 0: a Bayer mosaic needs at least 2x2 pixels, got 1x5"):
+            enhance(np.zeros((1, 5), np.uint16), cfa="RGGB")
         with pytest.raises(ConfigError, match="white level 10 must be finite and exceed the black level 20.0"):
             enhance(mosaic, cfa="RGGB", black=20, white=10)
         with pytest.raises(ConfigError, match="wb_gains must be finite and > 0"):
