@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .argparser import ArgumentParser, frame_rate
-from .config import CudaNet, Device, EnhanceConfig, ModelKind, Precision, RunConfig
+from .config import CudaNet, Device, EnhanceConfig, ModelKind, Precision, RunConfig, default_decode_workers
 from .errors import ConfigError, PipelineError, WeightsError
 from .frames import CFA, frames_text
 
@@ -200,8 +200,8 @@ def run(cfg: RunConfig) -> int:
                                   net=net)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
-        pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers, max_frames=cfg.max_frames,
-                              start=cfg.start, **({"queue_size": 1} if live else {}))
+        pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers or default_decode_workers(),
+                              max_frames=cfg.max_frames, start=cfg.start, **({"queue_size": 1} if live else {}))
         preview = None
         if want_preview or live:
             from .stream import make_preview

@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(p)
     g = p.add_argument_group("input")
     g.add_argument("--on-error", default="stop", help="bad frame in a sequence: stop (default) or skip")
-    g.add_argument("--decode-workers", type=int, default=2, help="parallel raw decoders for files (default 2)")
+    g.add_argument("--decode-workers", type=int, default=None,
+                   help="parallel raw decoders for files (default: half the cores, 2 to 8)")
     g.add_argument("--raw-width", type=int, help="headerless .raw: width in pixels; camera: width to ask for")
     g.add_argument("--raw-height", type=int, help="headerless .raw: height in pixels; camera: height to ask for")
     g.add_argument("--raw-dtype", default="<u2",
@@ -170,7 +171,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         image_format=parse_enum(ImageFormat, ns.image_format, "--format"),
         bits=ns.bits,
         on_error=parse_enum(OnError, getattr(ns, "on_error", "stop"), "--on-error"),
-        decode_workers=getattr(ns, "decode_workers", 2),
+        decode_workers=getattr(ns, "decode_workers", None),
         denoise=ns.denoise,
         tile=ns.tile,
         raw=raw,

@@ -115,3 +115,73 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "display" in item.keywords:
                 item.add_marker(skip_display)
+
+
+def lj92_writer():
+    """A ``write_dng``-like function that writes lossless-JPEG (LJ92, Compression 7) DNGs, as CinemaDNG cameras do,
+    or None where it cannot run.
+
+    pidng ships the LJ92 encoder (``ljpegCompress``), but its Python wrapper fails on Python >= 3.10 (it parses
+    ``#`` formats without ``PY_SSIZE_T_CLEAN``); its C function ``lj92_encode`` is called here through ctypes instead.
+    """
+    import ctypes
+    import glob
+    import sys
+    import types
+    from unittest import mock
+
+    import numpy as np
+
+    try:
+        import pidng
+        import pidng.core
+    except ImportError:
+        return None
+    found = glob.glob(os.path.join(os.path.dirname(os.path.dirname(pidng.__file__)), "ljpegCompress*.so"))
+    try:
+        lib = ctypes.CDLL(found[0]) if found else None
+        libc = ctypes.CDLL(None)
+        encode = lib.lj92_encode if lib is not None else None
+    except (OSError, AttributeError):
+        return None
+    if encode is None:
+        return None
+    u16p = ctypes.POINTER(ctypes.c_uint16)
+    encode.argtypes = [u16p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                       ctypes.c_int, ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)), ctypes.POINTER(ctypes.c_int),
+                       ctypes.c_int]
+
+    def pack16tolj(image, width, height, bits, _skip1, _skip2, _lin, _lin_len, predictor):
+        image = np.ascontiguousarray(image, dtype=np.uint16)
+        out, n = ctypes.POINTER(ctypes.c_uint8)(), ctypes.c_int()
+        rc = encode(image.ctypes.data_as(u16p), width, height, bits, width, 0, None, 0, ctypes.byref(out),
+                    ctypes.byref(n), predictor)
+        if rc != 0:
+            raise RuntimeError(f"lj92_encode failed ({rc})")
+        try:
+            return ctypes.string_at(out, n.value)
+        finally:
+            libc.free(out)
+
+    options = pidng.core.RAW2DNG.options
+
+    def compressed_options(self, tags, path, compress=False):
+        return options(self, tags, path=path, compress=True)
+
+    def write(path, bayer, meta, **kw):
+        from redi_stream.capture import write_dng
+
+        with mock.patch.dict(sys.modules, {"ljpegCompress": types.SimpleNamespace(pack16tolj=pack16tolj)}), \
+                mock.patch.object(pidng.core.RAW2DNG, "options", compressed_options):
+            return write_dng(path, bayer, meta, **kw)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def write_lj92_dng():
+    """:func:`lj92_writer`, or the test is skipped when pidng's encoder cannot be loaded."""
+    write = lj92_writer()
+    if write is None:
+        pytest.skip("pidng's LJ92 encoder (ljpegCompress) cannot be loaded here")
+    return write

@@ -107,3 +107,31 @@ def test_short_runs_skip_the_thread_probe(tmp_path: Path, monkeypatch, n: int, m
                     max_frames=max_frames)
     assert app.run(cfg) == 0
     assert seen["num_threads"] == ((os.cpu_count() or 1) if want == "cores" else "auto")
+
+
+@pytest.mark.parametrize("cores, want", [(1, 2), (2, 2), (4, 2), (8, 4), (16, 8), (128, 8)])
+def test_default_decode_workers_follow_the_cores(cores: int, want: int) -> None:
+    from redi_stream.config import default_decode_workers
+
+    assert default_decode_workers(cores) == want
+
+
+def test_decode_workers_reach_the_pipeline(tmp_path: Path, monkeypatch) -> None:
+    import redi_stream.stream as stream
+    from redi_stream.config import default_decode_workers
+
+    clip = tmp_path / "clip"
+    make_dng(None, clip, n_frames=2, size=(32, 48), fps=24.0, ratio=100)
+    seen = []
+    real = stream.Pipeline
+
+    def spy(source, enhancer, sinks, config, **kw):
+        seen.append(config.decode_workers)
+        return real(source, enhancer, sinks, config, **kw)
+
+    monkeypatch.setattr(stream, "Pipeline", spy)
+    for given in (None, 3):
+        cfg = RunConfig(source=str(clip), out=tmp_path / "o.mp4", model=ModelKind.CLASSIC, progress=False,
+                        decode_workers=given)
+        assert app.run(cfg) == 0
+    assert seen == [default_decode_workers(), 3]

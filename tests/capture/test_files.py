@@ -474,3 +474,26 @@ def test_white_not_above_black_is_a_frame_error(tmp_path: Path, write_plain_dng)
     path = write_plain_dng(tmp_path / "x.dng", np.full((24, 32), 500, np.uint16), BlackLevel=4095, WhiteLevel=4095)
     with pytest.raises(FrameError, match=r"frame 0 \(.*x\.dng\): bad metadata: white level"):
         RawFileSource(path).read(0)
+
+
+@pytest.mark.parametrize("cfa", [CFA.RGGB, CFA.GBRG])
+def test_lossless_jpeg_dngs_read_exactly_beside_uncompressed_ones(tmp_path: Path, tiny, write_lj92_dng,
+                                                                   cfa: CFA) -> None:
+    """CinemaDNG cameras store frames as lossless JPEG (LJ92): LibRaw decodes them, never the uncompressed fast path
+    (whose reference frame the uncompressed files in the same folder set up)."""
+    import tifffile
+
+    from redi_stream.capture import write_dng
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    frames = [tiny.bayer(i, (48, 64)) for i in range(5)]
+    for i, f in enumerate(frames):
+        write = write_lj92_dng if i in (1, 2, 4) else write_dng
+        write(clip / f"f{i}.dng", f, tiny.meta(cfa))
+    with tifffile.TiffFile(clip / "f1.dng") as t:
+        assert int(t.pages[0].compression) == 7  # really lossless JPEG
+    with RawFileSource(clip) as src:
+        for i, frame in enumerate(src):
+            np.testing.assert_array_equal(frame.data, frames[i], err_msg=frame.name)
+            assert frame.meta.cfa is cfa and frame.meta.wb_gains == pytest.approx(tiny.meta(cfa).wb_gains, rel=1e-5)
