@@ -17,6 +17,7 @@ from .argparser import ArgumentParser, frame_rate
 from .config import CudaNet, Device, EnhanceConfig, ModelKind, Precision, RunConfig, default_decode_workers
 from .errors import ConfigError, PipelineError, WeightsError
 from .frames import CFA, frames_text
+from .stream.sinks import STDOUT
 
 log = logging.getLogger("redi_stream")
 
@@ -224,8 +225,13 @@ def run(cfg: RunConfig) -> int:
     if cfg.out is not None and os.fspath(cfg.out) == "null":
         log.info("--out null: %s enhanced and discarded, nothing written", frames_text(summary.frames_out))
     elif cfg.out is not None:
-        log.info("wrote %s (%s)", cfg.out, frames_text(summary.frames_out))
+        log.info("wrote %s (%s)", _output_name(cfg.out), frames_text(summary.frames_out))
     return 0
+
+
+def _output_name(out) -> str:
+    """``--out`` as messages name it: ``-`` is standard output."""
+    return "standard output" if os.fspath(out) == STDOUT else os.fspath(out)
 
 
 def _report_kept(cfg: RunConfig, sinks: list, summary) -> None:
@@ -235,7 +241,7 @@ def _report_kept(cfg: RunConfig, sinks: list, summary) -> None:
     kept = [k for k in (getattr(s, "frames_kept", None) for s in sinks) if k is not None]
     n = min(kept) if kept else summary.frames_out  # a sink that hit a full disk knows what reached the file
     if n:  # with none, the error line names the first frame and the video sink says it created no file
-        log.warning("%s keeps %s, from before the failure", cfg.out, frames_text(n))
+        log.warning("%s keeps %s, from before the failure", _output_name(cfg.out), frames_text(n))
 
 
 def run_demo(cfg: RunConfig) -> int:

@@ -76,7 +76,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gain-smoothing", type=float, default=8.0, metavar="FRAMES",
                    help="time constant of the gain's temporal smoothing in frames; 0 = per-frame gain (default 8)")
     g = p.add_argument_group("output")
-    g.add_argument("--out", help="FILE.mp4|.mkv|.mov|.webm (video) or DIR/ (16-bit PNG frames)")
+    g.add_argument("--out", help="FILE.mp4|.mkv|.mov|.webm|.ts (video), DIR/ (16-bit PNG frames), - (MPEG-TS on "
+                                 "standard output) or udp://HOST:PORT, tcp://..., rtmp://... (a live stream)")
     g.add_argument("--fps", type=frame_rate, help="output frame rate, e.g. 25, 29.97 or 30000/1001 (default: the "
                                                   "source's); with --camera also the rate asked of the camera")
     g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")

@@ -16,7 +16,8 @@ from .capture.headerless import HeaderlessParams, canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import VIDEO_PIX_FMTS, WEBM_CODECS, crf_max, default_codec, is_video_target, pix_fmt_bits
+from .stream.sinks import (VIDEO_PIX_FMTS, check_container_codec, crf_max, default_codec, is_video_target,
+                           pix_fmt_bits)
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -231,9 +232,8 @@ class RunConfig:
         if self.pix_fmt != "yuv420p" and not self.video_out:
             raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov, .webm); frame sequences take "
                               "--bits")
-        if self.video_out and Path(self.out).suffix.lower() == ".webm" and self.video_codec not in WEBM_CODECS:
-            raise ConfigError(f"--out {self.out}: a WebM file holds VP8, VP9 or AV1 video, not {self.video_codec}; "
-                              f"use --codec libvpx-vp9, or write .mp4/.mkv")
+        if self.video_out:
+            check_container_codec(self.out, self.video_codec)  # e.g. VP9 in MPEG-TS, H.264 in WebM
         if self.decode_workers is not None and not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
         object.__setattr__(self, "enhance", EnhanceConfig(**{f.name: getattr(self, f.name)

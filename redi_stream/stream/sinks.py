@@ -26,10 +26,18 @@ Video files stay playable when a run ends badly:
 * disk full (or any failed write) mid-run: the fragment being written is torn; ``close()`` cuts the file back to
   the end of the last complete fragment (a torn one makes strict decoders fail) and records how many frames the
   file keeps in ``VideoSink.frames_kept`` (logged). At most the last fragment's frames (~1 s) are lost.
+
+Video also goes to a stream instead of a file (:data:`STREAM_SCHEMES`): ``-`` is MPEG-TS on standard output (for
+``| ffplay -``, ``| ffmpeg -i - ...``, a GStreamer ``fdsrc``), ``udp://`` and ``tcp://`` URLs carry MPEG-TS, and
+``rtmp://`` / ``rtmps://`` FLV, pushed to a server (nginx-rtmp; MediaMTX, which also serves it as RTSP). ``.ts``
+files are MPEG-TS too, which decodes up to the last byte written whatever ends the run. Streams get x264's
+``zerolatency`` tuning (no frame threads or look-ahead holding frames back). Like a file, a stream opens at the
+first frame (PyAV opens its I/O with the header), so an unreachable address is reported then, naming it.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -46,7 +54,14 @@ from ..frames import EnhancedFrame
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".ts")
+#: ``--out -``: the video goes to standard output (MPEG-TS).
+STDOUT = "-"
+#: Stream outputs by URL scheme, and the container each carries (FFmpeg muxer names).
+STREAM_SCHEMES = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv"}
+#: Containers that hold only H.264 / HEVC (or MPEG-4 part 2) video, with a name for messages.
+_H26X_CONTAINERS = {"mpegts": "MPEG-TS", "flv": "FLV (RTMP)"}
+_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 #: The encoders a WebM file may hold (VP8, VP9, AV1); ``.webm`` defaults to the first.
 WEBM_CODECS = ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e")
 #: Pixel formats offered for video output: 8-bit 4:2:0 (plays everywhere), 4:2:2 and 4:4:4, and their 10-bit forms
@@ -60,16 +75,60 @@ CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "h264_nvenc", "he
 _HARDWARE_ENCODERS = ("nvenc", "qsv", "amf", "vaapi", "videotoolbox", "v4l2m2m", "mediacodec", "omx")
 
 
+def url_scheme(target: str | os.PathLike) -> str | None:
+    """The lower-case scheme of ``target`` if it is a URL (``udp://...``), else None."""
+    m = _SCHEME_RE.match(os.fspath(target))
+    return m.group("scheme").lower() if m else None
+
+
 def is_video_target(target: str | os.PathLike) -> bool:
-    """True when :func:`open_sink` makes a :class:`VideoSink` of ``target``: a video suffix, no trailing slash."""
+    """True when :func:`open_sink` makes a :class:`VideoSink` of ``target``: a video suffix and no trailing slash,
+    ``-`` (standard output), or a URL (an unknown scheme is refused there)."""
     s = os.fspath(target)
+    if s == STDOUT or url_scheme(s) is not None:
+        return True
     return Path(s).suffix.lower() in VIDEO_SUFFIXES and not s.endswith(("/", os.sep))
+
+
+def container_format(target: str | os.PathLike) -> str | None:
+    """The FFmpeg muxer a video target gets: ``mpegts`` for ``-`` and ``.ts``, by scheme for a URL
+    (:data:`STREAM_SCHEMES`), else None (FFmpeg picks it from the suffix).
+
+    Raises:
+        ConfigError: a URL scheme redi-stream does not write.
+    """
+    s = os.fspath(target)
+    scheme = url_scheme(s)
+    if scheme is not None:
+        if scheme not in STREAM_SCHEMES:
+            raise ConfigError(f"cannot stream to {s}: unsupported scheme {scheme!r}; valid: "
+                              f"{', '.join(STREAM_SCHEMES)} (or a file, or - for standard output)")
+        return STREAM_SCHEMES[scheme]
+    if s == STDOUT or Path(s).suffix.lower() == ".ts":
+        return "mpegts"
+    return None
+
+
+def check_container_codec(target: str | os.PathLike, codec: str) -> None:
+    """Raise ConfigError when the container of ``target`` cannot hold ``codec``'s video (the message says which
+    encoder to use instead)."""
+    s = os.fspath(target)
+    fmt = container_format(s)
+    if fmt in _H26X_CONTAINERS and codec in WEBM_CODECS:
+        raise ConfigError(f"{s}: {_H26X_CONTAINERS[fmt]} carries H.264 or HEVC video, not {codec}; use --codec "
+                          "libx264 or libx265")
+    if fmt == "flv" and codec not in ("libx264", "h264_nvenc"):
+        raise ConfigError(f"{s}: RTMP (FLV) carries H.264 video, not {codec}; use --codec libx264")
+    if fmt is None and Path(s).suffix.lower() == ".webm" and codec not in WEBM_CODECS:
+        raise ConfigError(f"{s}: a WebM file holds VP8, VP9 or AV1 video, not {codec}; use --codec libvpx-vp9, or "
+                          "write .mp4/.mkv")
 
 
 def default_codec(target: str | os.PathLike) -> str:
     """The encoder a video file gets when none is asked for: VP9 for ``.webm`` (WebM holds nothing else we
     offer), H.264 (libx264) otherwise."""
-    return WEBM_CODECS[0] if Path(target).suffix.lower() == ".webm" else "libx264"
+    s = os.fspath(target)
+    return WEBM_CODECS[0] if url_scheme(s) is None and Path(s).suffix.lower() == ".webm" else "libx264"
 
 
 def crf_max(codec: str) -> int:
@@ -143,6 +202,13 @@ def fps_to_fraction(fps: float | Fraction | str) -> Fraction:
     if f <= 0:
         raise ConfigError(f"frame rate must be positive, got {fps!r}")
     return f
+
+
+def _io_reason(exc: BaseException) -> str:
+    """Why a write failed, for a one-line message; a reader that went away (a closed pipe or connection) in words."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET):
+        return f"the reader closed it ({exc.strerror or exc})"
+    return str(exc)
 
 
 def check_writable_file(path: Path) -> None:
@@ -238,8 +304,9 @@ class VideoSink:
     """Encodes RGB frames to a video file with PyAV (libx264, yuv420p, BT.709 limited range by default).
 
     Args:
-        path: ``.mp4``, ``.mov``, ``.mkv`` or ``.webm`` (the container follows the suffix); written directly (no temp
-            file).
+        path: ``.mp4``, ``.mov``, ``.mkv``, ``.webm`` or ``.ts`` (the container follows the suffix), written directly
+            (no temp file); or ``-`` (MPEG-TS on standard output, which must not be a terminal) or a URL of
+            :data:`STREAM_SCHEMES`.
         fps: frame rate (float, ``Fraction`` or ``"24000/1001"``); the codec time base is ``1/fps``.
         codec: FFmpeg encoder name (``libx264``, ``libx265``, ``h264_nvenc``, ``mpeg4``, ...); default
             :func:`default_codec` (libx264, or libvpx-vp9 for ``.webm``).
@@ -293,14 +360,21 @@ class VideoSink:
     ) -> None:
         import av  # heavy optional import at its one point of use
 
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in VIDEO_SUFFIXES:
-            raise ConfigError(f"unknown video suffix {suffix!r} in {self.path}; valid: {', '.join(VIDEO_SUFFIXES)}")
-        codec = codec or default_codec(self.path)
-        if suffix == ".webm" and codec not in WEBM_CODECS:
-            raise ConfigError(f"{self.path}: a WebM file holds VP8, VP9 or AV1 video, not {codec}; use --codec "
-                              f"libvpx-vp9, or write .mp4/.mkv")
+        target = os.fspath(path)
+        self._format = container_format(target)  # the muxer; ConfigError for a URL scheme we do not write
+        # kind: "file", "stdout" or "url"; path: the file (None for streams); name: the output, for messages.
+        self.path: Path | None = None
+        if target == STDOUT:
+            self.kind, self.name, self._url = "stdout", "standard output", "pipe:1"
+        elif url_scheme(target) is not None:
+            self.kind, self.name, self._url = "url", target, target
+        else:
+            self.kind, self.name, self._url, self.path = "file", target, target, Path(target)
+            suffix = self.path.suffix.lower()
+            if suffix not in VIDEO_SUFFIXES:
+                raise ConfigError(f"unknown video suffix {suffix!r} in {target}; valid: {', '.join(VIDEO_SUFFIXES)}")
+        codec = codec or default_codec(target)
+        check_container_codec(target, codec)
         try:
             encoder = av.codec.Codec(codec, "w")
         except Exception:  # av raises several types for an unknown or decode-only codec
@@ -333,14 +407,18 @@ class VideoSink:
         self.preset = preset
         self.pix_fmt = pix_fmt
         self.threads = threads
-        self.fragmented = fragmented and suffix in (".mp4", ".mov")
+        self.fragmented = fragmented and self.path is not None and self.path.suffix.lower() in (".mp4", ".mov")
         self.pts_from = pts_from
         self.yuv = yuv
         self._use_kernel = yuv in ("auto", "kernel") and pix_fmt == "yuv420p"
         if yuv == "kernel" and not self._use_kernel:
             raise ConfigError(f"yuv='kernel' needs pix_fmt='yuv420p', got {pix_fmt!r}")
         self.options = dict(options or {})
-        check_writable_file(self.path)
+        if self.path is not None:
+            check_writable_file(self.path)
+        elif self.kind == "stdout" and os.isatty(1):
+            raise SinkError("--out -: standard output is a terminal; pipe the video on (redi-stream ... --out - | "
+                            "ffplay -) or name a file")
 
         self.frames_written = 0
         self.frames_kept: int | None = None  # after a failed write + close: frames left in the (cut) file
@@ -358,13 +436,20 @@ class VideoSink:
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------------------
+    def _open_container(self):
+        av = self._av
+        try:
+            return av.open(self._url, mode="w", format=self._format, options=self._container_options())
+        except (av.FFmpegError, OSError) as exc:
+            raise SinkError(f"cannot open {self.name} for writing: {exc}") from exc
+
     def _container_options(self) -> dict[str, str]:
         opts = {"flush_packets": "1"}  # hand each finished fragment/cluster to the OS at once
         if self.fragmented:
             # negative_cts_offsets: B-frame reordering without shifting the first pts off 0.
             opts["movflags"] = "+frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets"
             opts["frag_duration"] = "1000000"  # us: at most ~1 s is lost on a hard kill
-        elif self.path.suffix.lower() in (".mp4", ".mov"):
+        elif self.path is not None and self.path.suffix.lower() in (".mp4", ".mov"):
             opts["movflags"] = "+faststart"
         return opts
 
@@ -377,6 +462,9 @@ class VideoSink:
             # crf needs even at ultrafast): cheaper to encode, but nothing adapts to the content.
             rate = {"crf": str(self.crf)} if self.qp is None else {"qp": str(self.qp)}
             opts = {**rate, "preset": self.preset}
+            if self.path is None:
+                # A stream is watched as it comes: no frame threads or look-ahead holding frames back.
+                opts["tune"] = "zerolatency"
         if self.codec == "libx265":
             # log-level: x265 prints ~20 info lines per file on stderr otherwise. bframes=0: with B-frames the
             # bundled FFmpeg's libx265 wrapper hands out packets with unset or garbage timestamps now and then
@@ -405,19 +493,16 @@ class VideoSink:
         eh, ew = h + h % 2, w + w % 2
         if self.codec == "libx265" and ew < X265_MIN_WIDTH:
             # The bundled x265 corrupts its heap on such frames and aborts the process (48 wide, any height).
-            raise SinkError(f"cannot write {self.path}: libx265 cannot encode frames narrower than {X265_MIN_WIDTH} "
+            raise SinkError(f"cannot write {self.name}: libx265 cannot encode frames narrower than {X265_MIN_WIDTH} "
                             f"pixels (these are {w}); use --codec libx264")
         if (eh, ew) != (h, w):
-            log.info("%s: %dx%d is odd; padding to %dx%d (last row/column repeated)", self.path, w, h, ew, eh)
+            log.info("%s: %dx%d is odd; padding to %dx%d (last row/column repeated)", self.name, w, h, ew, eh)
             self._pad_buf = np.empty((eh, ew, 3), dtype=dtype)
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             log.info("%s: replacing the existing file", self.path)
         if self.codec == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints a 20-line banner otherwise
-        try:
-            container = av.open(str(self.path), mode="w", options=self._container_options())
-        except (av.FFmpegError, OSError) as exc:
-            raise SinkError(f"cannot open {self.path} for writing: {exc}") from exc
+        container = self._open_container()
         try:
             stream = container.add_stream(self.codec, rate=self.fps, options=self._codec_options())
             stream.width, stream.height, stream.pix_fmt = ew, eh, self.pix_fmt
@@ -432,7 +517,7 @@ class VideoSink:
                 self._set_fixed_quantiser(cc)
         except (av.FFmpegError, OSError, ValueError) as exc:
             container.close()
-            raise SinkError(f"cannot set up {self.codec} for {self.path}: {exc}") from exc
+            raise SinkError(f"cannot set up {self.codec} for {self.name}: {exc}") from exc
         self._container, self._stream = container, stream
         self._reformatter = VideoReformatter()  # reused: keeps its swscale context between frames
         self._in_size = (h, w)
@@ -447,9 +532,9 @@ class VideoSink:
     def write(self, frame: EnhancedFrame) -> None:
         """Encode one frame. Called from one thread. Raises SinkError naming the file on any write failure."""
         if self._closed:
-            raise SinkError(f"{self.path}: write after close")
+            raise SinkError(f"{self.name}: write after close")
         if self._failed:
-            raise SinkError(f"{self.path}: an earlier write failed")
+            raise SinkError(f"{self.name}: an earlier write failed")
         rgb = frame.rgb
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected (H, W, 3) uint8/uint16 RGB, got {rgb.shape} {rgb.dtype}")
@@ -458,7 +543,7 @@ class VideoSink:
             self._open(h, w, rgb.dtype)
         elif (h, w) != self._in_size:
             vh, vw = self._in_size
-            raise SinkError(f"{self.path}: frame {frame.index} is {w}x{h}, the video is {vw}x{vh}")
+            raise SinkError(f"{self.name}: frame {frame.index} is {w}x{h}, the video is {vw}x{vh}")
         av = self._av
         if self._pad_buf is not None and self._pad_buf.dtype != rgb.dtype:
             self._pad_buf = np.empty(self._pad_buf.shape, dtype=rgb.dtype)
@@ -482,7 +567,7 @@ class VideoSink:
                 self._container.mux(packet)
         except (av.FFmpegError, OSError) as exc:
             self._failed = True
-            raise SinkError(f"cannot write {self.path}: {exc}") from exc
+            raise SinkError(f"cannot write {self.name}: {_io_reason(exc)}") from exc
         self.frames_written += 1
 
     def _new_yuv_frame(self, h: int, w: int):
@@ -539,7 +624,7 @@ class VideoSink:
         self._closed = True
         container, stream = self._container, self._stream
         self._container = self._stream = None
-        if container is None:  # the file opens at the first frame: an earlier one at this path is untouched
+        if container is None:  # the output opens at the first frame: an earlier file at this path is untouched
             self._say_untouched("no frames were written")
             return
         av = self._av
@@ -565,18 +650,22 @@ class VideoSink:
             self._cut_torn_fragment()
         if error is not None:
             if self._failed:
-                log.warning("%s: finalising after a failed write also failed: %s", self.path, error)
+                log.warning("%s: finalising after a failed write also failed: %s", self.name, _io_reason(error))
             else:
                 self._failed = True
-                raise SinkError(f"cannot finalise {self.path}: {error}") from error
+                raise SinkError(f"cannot finalise {self.name}: {_io_reason(error)}") from error
 
     def _say_untouched(self, what: str) -> None:
+        if self.path is None:
+            log.warning("%s: %s", self.name, what)
+            return
         left = "the existing file is left as it was" if self.path.exists() else "no file created"
         log.warning("%s: %s; %s", self.path, what, left)
 
     def _cut_torn_fragment(self) -> None:
         """After a failed write: truncate the file after its last complete fragment; set ``frames_kept``."""
-        if not self.path.is_file():  # e.g. a device node such as /dev/full: nothing to cut (and reads never end)
+        # A stream, or e.g. a device node such as /dev/full: nothing to cut (and reads never end).
+        if self.path is None or not self.path.is_file():
             return
         try:
             end, kept = complete_fragments_end(self.path)
@@ -596,7 +685,7 @@ class VideoSink:
         self.close()
 
     def __repr__(self) -> str:
-        return f"VideoSink({str(self.path)!r}, fps={self.fps}, codec={self.codec!r}, frames={self.frames_written})"
+        return f"VideoSink({self.name!r}, fps={self.fps}, codec={self.codec!r}, frames={self.frames_written})"
 
 
 class ImageSequenceSink:
@@ -750,7 +839,8 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
               **opts) -> VideoSink | ImageSequenceSink | NullSink:
     """Choose a sink from the output path.
 
-    * ``*.mp4``, ``*.mkv``, ``*.mov``, ``*.webm`` -> :class:`VideoSink`
+    * ``*.mp4``, ``*.mkv``, ``*.mov``, ``*.webm``, ``*.ts``, ``-`` (standard output) and ``udp://``, ``tcp://``,
+      ``rtmp://``, ``rtmps://`` URLs -> :class:`VideoSink`
     * an existing directory, or a path ending in ``/`` or with no suffix -> :class:`ImageSequenceSink` (PNG unless
       ``image_format``/``fmt`` says ``tiff``; 16 bit unless ``bits=8``)
     * ``dir/frame_%06d.png`` / ``dir/*.tif`` / ``dir/x.tiff`` pattern -> :class:`ImageSequenceSink` in ``dir``, format
@@ -778,7 +868,7 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
     p = Path(s)
     suffix = p.suffix.lower()
     if is_video_target(s):
-        return VideoSink(p, fps=fps, **video)  # an existing folder named x.mp4 is an error there, not PNGs
+        return VideoSink(s, fps=fps, **video)  # an existing folder named x.mp4 is an error there, not PNGs
     if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
         return ImageSequenceSink(p, fmt=str(fmt or "png"), **image)
     if suffix in IMAGE_SUFFIXES:
@@ -787,5 +877,6 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
         image.setdefault("prefix", prefix)
         image.setdefault("digits", digits)
         return ImageSequenceSink(p.parent, fmt=IMAGE_SUFFIXES[suffix], **image)
-    valid = ", ".join([*VIDEO_SUFFIXES, "DIR/", "DIR/frame_%06d.png", "DIR/frame_%06d.tif", "null"])
+    valid = ", ".join([*VIDEO_SUFFIXES, "-", "udp:// (or tcp, rtmp, rtmps)", "DIR/", "DIR/frame_%06d.png",
+                       "DIR/frame_%06d.tif", "null"])
     raise ConfigError(f"cannot tell the output kind of {s!r}; valid: {valid}")
