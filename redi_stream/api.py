@@ -102,11 +102,7 @@ class Enhancer:
         self._busy = threading.Lock()
         self._stack = ExitStack()
         try:
-            if self.config.tile is not None and self.config.model is ModelKind.REDI:
-                from .model.tiling import check_tile
-
-                check_tile(self.config.tile)
-            self._enhancer = app.build_enhancer(self.config, self._stack)
+            self._enhancer = app.build_enhancer(self.config, self._stack, net=app.prepare_network(self.config))
         except BaseException:
             self._stack.close()
             raise

@@ -68,6 +68,19 @@ def load_network(cfg: EnhanceConfig):
     return load_weights(path)
 
 
+def prepare_network(cfg: EnhanceConfig):
+    """The network's own rules checked (device, precision, tile) and its weights loaded, for
+    :func:`build_enhancer`'s ``net``; None for the classic model."""
+    if cfg.model is not ModelKind.REDI:
+        return None
+    resolve_device(cfg)
+    if cfg.tile is not None:
+        from .model.tiling import check_tile
+
+        check_tile(cfg.tile)
+    return load_network(cfg)
+
+
 #: Below this many frames the CPU thread tuner's probing (four extra forwards at warm-up) cannot pay for itself:
 #: a short run uses every core, as torch does by default.
 TUNE_THREADS_FROM_FRAMES = 8
@@ -169,14 +182,7 @@ def run(cfg: RunConfig) -> int:
     """One enhancement run; returns the exit code (errors raise)."""
     from .stream import Pipeline, PipelineConfig
 
-    net = None
-    if cfg.model is ModelKind.REDI:  # the network's own rules and its weights, before any file is opened
-        resolve_device(cfg.enhance)
-        if cfg.tile is not None:
-            from .model.tiling import check_tile
-
-            check_tile(cfg.tile)
-        net = load_network(cfg.enhance)
+    net = prepare_network(cfg.enhance)  # before any file is opened
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
