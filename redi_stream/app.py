@@ -162,7 +162,30 @@ def encoder_threads(cfg: RunConfig) -> int:
     return 1 if device == "cpu" else 0
 
 
-def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack) -> list:
+def sound_for(cfg: RunConfig, shot_fps: float | None) -> str | None:
+    """The sound file a video output carries: ``--audio FILE``, else a frame folder's one ``.wav`` (said in a log
+    line), else none (also with ``--audio none`` and for cameras). ``shot_fps``: the rate the clip says it was
+    shot at (CinemaDNG FrameRate), if it says, for a warning when ``--fps`` plays it at another."""
+    from .stream.audio import find_audio
+
+    if cfg.camera is not None or cfg.audio == "none":
+        return None
+    audio = cfg.audio
+    if audio is None and cfg.source is not None and os.path.isdir(cfg.source):
+        found, candidates = find_audio(cfg.source)
+        if found is None and len(candidates) > 1:
+            log.warning("%s holds %d sound files (%s): the video is silent; choose one with --audio FILE", cfg.source,
+                        len(candidates), ", ".join(p.name for p in candidates))
+        elif found is not None:
+            log.info("sound: %s (--audio none leaves it out)", found)
+            audio = os.fspath(found)
+    if audio is not None and cfg.fps is not None and shot_fps and abs(cfg.fps - shot_fps) > 1e-3 * shot_fps:
+        log.warning("--fps %g plays the %g fps frames at another speed; the sound keeps its own, so it drifts from "
+                    "the pictures (--audio none leaves it out)", cfg.fps, shot_fps)
+    return audio
+
+
+def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack, shot_fps: float | None = None) -> list:
     from .stream import open_sink
 
     if cfg.out is None:
@@ -172,9 +195,10 @@ def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack) -> list:
     if cfg.video_out and cfg.video_codec not in CRF_CODECS and cfg.qp is None:
         log.warning("--crf does not apply to %s (it does to %s): it runs with FFmpeg's default rate control",
                     cfg.video_codec, ", ".join(CRF_CODECS))
+    audio = sound_for(cfg, shot_fps) if cfg.video_out else None
     sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.video_codec, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset,
                      pix_fmt=cfg.pix_fmt, threads=encoder_threads(cfg), image_format=cfg.image_format.value,
-                     bits=cfg.bits)
+                     bits=cfg.bits, **({"audio": audio} if audio is not None else {}))
     return [stack.enter_context(sink)]
 
 
@@ -196,7 +220,7 @@ def run(cfg: RunConfig) -> int:
         if cfg.start and cfg.start >= len(source):
             raise ConfigError(f"--start {cfg.start}: {getattr(source, 'name', cfg.source)} has "
                               f"{frames_text(len(source))} (0..{len(source) - 1})")
-        sinks = build_sinks(cfg, source.fps, stack)
+        sinks = build_sinks(cfg, source.fps, stack, shot_fps=getattr(source, "tagged_fps", None))
         live = bool(getattr(source, "live", False))
         planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
         planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB

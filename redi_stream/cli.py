@@ -100,6 +100,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="no window (headless); --camera runs until Ctrl-C or --frames")
     g.add_argument("--frames", dest="max_frames", type=int, metavar="N",
                    help="stop after N source frames (default: the whole source; a camera runs until stopped)")
+    g.add_argument("--audio", metavar="FILE|none",
+                   help="sound to carry into the video (AAC; Opus in .webm), its time 0 at the source's frame 0 "
+                        "(default: the .wav beside the frames, when a folder holds exactly one; none: no sound)")
     g.add_argument("--start", type=int, default=0, metavar="N",
                    help="file sources: begin at frame N (0-based; frames keep their numbers, so --out DIR/ resumes "
                         "a sequence's names)")
@@ -173,6 +176,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         bits=ns.bits,
         on_error=parse_enum(OnError, getattr(ns, "on_error", "stop"), "--on-error"),
         decode_workers=getattr(ns, "decode_workers", None),
+        audio=getattr(ns, "audio", None),
         denoise=ns.denoise,
         tile=ns.tile,
         raw=raw,

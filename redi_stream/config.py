@@ -187,6 +187,7 @@ class RunConfig:
     start: int = 0
     fourcc: str | None = None
     reconnect_s: float = 10.0
+    audio: str | None = None  # None: a frame folder's one sound file; "none": no sound; else a sound file
     enhance: EnhanceConfig = field(init=False, repr=False, compare=False)  # built from the fields above
 
     def __post_init__(self) -> None:
@@ -234,6 +235,9 @@ class RunConfig:
                               "--bits")
         if self.video_out:
             check_container_codec(self.out, self.video_codec)  # e.g. VP9 in MPEG-TS, H.264 in WebM
+        if self.audio not in (None, "none") and (self.camera is not None or not self.video_out):
+            raise ConfigError("--audio applies to file sources written as video (.mp4, .mkv, .mov, .webm, .ts, -, "
+                              "udp://...)")
         if self.decode_workers is not None and not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
         object.__setattr__(self, "enhance", EnhanceConfig(**{f.name: getattr(self, f.name)

@@ -165,6 +165,7 @@ class RawFileSource(RandomAccessSource):
         paths: the frame files in order.
         names: their file names.
         fps: ``fps`` if given, else the CinemaDNG FrameRate of the first DNG, else 24.0.
+        tagged_fps: that FrameRate (the rate the clip was shot at), or None when the first DNG has none.
         live: always False (a file source never drops frames).
         name: the spec as given, for messages.
     """
@@ -196,12 +197,9 @@ class RawFileSource(RandomAccessSource):
         else:
             self.name = f"{len(self.paths)} files from {self.paths[0].parent}"
         self._raw_params = raw_params
-        if fps is not None:
-            self.fps = _checked_fps(fps)
-        else:
-            first_dng = next((p for p in self.paths if p.suffix.lower() == ".dng"), None)
-            tagged = read_cinemadng_fps(first_dng) if first_dng is not None else None
-            self.fps = tagged if tagged is not None else DEFAULT_FPS
+        first_dng = next((p for p in self.paths if p.suffix.lower() == ".dng"), None)
+        self.tagged_fps: float | None = read_cinemadng_fps(first_dng) if first_dng is not None else None
+        self.fps = _checked_fps(fps) if fps is not None else (self.tagged_fps or DEFAULT_FPS)
         self._reference: tuple[int, int, CFA] | None = None
         self._reference_tried = False
         self._reference_lock = threading.Lock()

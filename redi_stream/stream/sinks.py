@@ -233,7 +233,8 @@ def check_writable_file(path: Path) -> None:
 
 def complete_fragments_end(path: Path) -> tuple[int, int]:
     """For a fragmented MP4 (possibly cut short): the byte offset just after its last complete ``moof`` + ``mdat``
-    pair (or after the header boxes when there is none), and the number of samples those fragments hold.
+    pair (or after the header boxes when there is none), and the number of video samples (frames) those fragments
+    hold.
 
     Walks the top-level ISO-BMFF boxes only; ``ftyp``/``moov`` (and any other complete box before the first
     fragment) are kept, a complete trailing ``mfra`` too.
@@ -265,12 +266,17 @@ def complete_fragments_end(path: Path) -> tuple[int, int]:
     return end, samples
 
 
-def _trun_samples(data: bytes, start: int, stop: int) -> int:
-    """Sum of ``sample_count`` over the ``traf/trun`` boxes inside a ``moof`` payload."""
+def _trun_samples(data: bytes, start: int, stop: int, track_id: int = 1) -> int:
+    """Sum of ``sample_count`` over the ``traf/trun`` boxes of track ``track_id`` (the video, added first; not
+    the sound) inside a ``moof`` payload."""
     total = 0
     for kind, p0, p1 in _child_boxes(data, start, stop):
         if kind == b"traf":
-            for k2, q0, _ in _child_boxes(data, p0, p1):
+            children = list(_child_boxes(data, p0, p1))
+            tfhd = next((q0 for k2, q0, _ in children if k2 == b"tfhd" and q0 + 8 <= p1), None)
+            if tfhd is not None and struct.unpack(">I", data[tfhd + 4:tfhd + 8])[0] != track_id:
+                continue
+            for k2, q0, _ in children:
                 if k2 == b"trun" and q0 + 8 <= p1:
                     total += struct.unpack(">I", data[q0 + 4:q0 + 8])[0]
     return total
@@ -326,6 +332,9 @@ class VideoSink:
             ``"auto"`` (kernel where it applies, else swscale). Measured at 1080p on the 2-core development CPU:
             kernel 7.1 ms vs swscale 10.4 ms (1 thread) / 14.6 ms (auto threads) per frame, on a loaded machine.
         options: extra encoder options passed to FFmpeg verbatim.
+        audio: a sound file (a CinemaDNG folder's ``.wav``) to carry beside the video, AAC (Opus in WebM); its
+            time 0 is frame 0 of the source, so a video that starts at a later frame (its first ``t_ns``) starts
+            the sound as far in, and it is cut where the video ends. Read and checked here.
 
     Frames: ``EnhancedFrame.rgb`` (H, W, 3) uint8 or uint16 sRGB, all the same size. The container opens at the
     first frame (size known then). Odd H or W are padded to even by repeating the last row/column (yuv420p needs
@@ -357,6 +366,7 @@ class VideoSink:
         pts_from: str = "t_ns",
         yuv: str = "auto",
         options: dict[str, str] | None = None,
+        audio: str | os.PathLike | None = None,
     ) -> None:
         import av  # heavy optional import at its one point of use
 
@@ -416,6 +426,7 @@ class VideoSink:
         self.options = dict(options or {})
         if self.path is not None:
             check_writable_file(self.path)
+
         elif self.kind == "stdout" and os.isatty(1):
             raise SinkError("--out -: standard output is a terminal; pipe the video on (redi-stream ... --out - | "
                             "ffplay -) or name a file")
@@ -434,6 +445,11 @@ class VideoSink:
         self._muxed = False  # a packet went to the container (from then on the file at self.path is this run's)
         self._failed = False
         self._closed = False
+        self._audio = None
+        if audio is not None:
+            from .audio import AudioTrack
+
+            self._audio = AudioTrack(audio)  # SinkError naming the file if it cannot be read
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def _open_container(self):
@@ -486,7 +502,7 @@ class VideoSink:
         cc.qscale = True
         cc.global_quality = max(1, min(31, round(self.crf / 6))) * _FF_QP2LAMBDA
 
-    def _open(self, h: int, w: int, dtype: np.dtype) -> None:
+    def _open(self, h: int, w: int, dtype: np.dtype, start_s: float) -> None:
         av = self._av
         from av.video.reformatter import VideoReformatter
 
@@ -518,6 +534,13 @@ class VideoSink:
         except (av.FFmpegError, OSError, ValueError) as exc:
             container.close()
             raise SinkError(f"cannot set up {self.codec} for {self.name}: {exc}") from exc
+        if self._audio is not None:
+            codec = "libopus" if self._format is None and self.path.suffix.lower() == ".webm" else "aac"
+            try:
+                self._audio.add_stream(container, codec, start_s)
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                container.close()
+                raise SinkError(f"cannot set up the sound of {self._audio.path} for {self.name}: {exc}") from exc
         self._container, self._stream = container, stream
         self._reformatter = VideoReformatter()  # reused: keeps its swscale context between frames
         self._in_size = (h, w)
@@ -540,7 +563,7 @@ class VideoSink:
             raise ValueError(f"expected (H, W, 3) uint8/uint16 RGB, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
         if self._container is None:
-            self._open(h, w, rgb.dtype)
+            self._open(h, w, rgb.dtype, frame.t_ns / 1e9 if self.pts_from == "t_ns" else frame.index / self.fps)
         elif (h, w) != self._in_size:
             vh, vw = self._in_size
             raise SinkError(f"{self.name}: frame {frame.index} is {w}x{h}, the video is {vw}x{vh}")
@@ -565,6 +588,8 @@ class VideoSink:
             for packet in self._stream.encode(vf):
                 self._muxed = True  # from the first mux on, the file at self.path is this run's (PyAV opens it)
                 self._container.mux(packet)
+            if self._audio is not None:  # the sound up to the end of this frame, interleaved as the run goes
+                self._audio.write_until(float((vf.pts + 1) / self.fps), self._container)
         except (av.FFmpegError, OSError) as exc:
             self._failed = True
             raise SinkError(f"cannot write {self.name}: {_io_reason(exc)}") from exc
@@ -624,7 +649,10 @@ class VideoSink:
         self._closed = True
         container, stream = self._container, self._stream
         self._container = self._stream = None
+        audio, self._audio = self._audio, None
         if container is None:  # the output opens at the first frame: an earlier file at this path is untouched
+            if audio is not None:
+                audio.close()
             self._say_untouched("no frames were written")
             return
         av = self._av
@@ -634,9 +662,13 @@ class VideoSink:
                 for packet in stream.encode(None):
                     self._muxed = True
                     container.mux(packet)
+                if audio is not None:
+                    audio.finish(float((self._last_pts + 1) / self.fps), container)
         except (av.FFmpegError, OSError) as exc:
             error = exc
         finally:
+            if audio is not None:
+                audio.close()
             try:
                 container.close()  # writes the trailer, exactly once (PyAV tracks it)
             except (av.FFmpegError, OSError) as exc:
@@ -831,7 +863,8 @@ _PATTERN_RE = re.compile(r"^(?P<prefix>.*?)(?:%0?(?P<digits>\d*)d|\*)$")
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
 
-_VIDEO_OPTS = {"codec", "crf", "qp", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options"}
+_VIDEO_OPTS = {"codec", "crf", "qp", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options",
+               "audio"}
 _IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits"}
 
 

@@ -1,0 +1,151 @@
+"""Sound beside the frames: a folder's .wav carried into the video, in step with the frames written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from redi_stream.capture import make_dng
+from redi_stream.errors import SinkError
+from redi_stream.frames import EnhancedFrame
+from redi_stream.stream.audio import find_audio
+from redi_stream.stream.sinks import VideoSink, complete_fragments_end
+
+RATE = 44100
+
+
+def write_tone(path: Path, seconds: float = 4.0, channels: int = 1) -> Path:
+    """440 Hz for the first second, 880 Hz after: where a piece of the sound came from shows in its pitch."""
+    t = np.arange(round(RATE * seconds)) / RATE
+    sig = np.where(t < 1.0, np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 880 * t))
+    pcm = np.repeat((sig * 20000).astype("<i2")[:, None], channels, axis=1)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def _frames(first: int, n: int, fps: float = 24.0):
+    for i in range(first, first + n):
+        yield EnhancedFrame(rgb=np.full((64, 96, 3), 90, np.uint8), index=i, t_ns=round(i * 1e9 / fps), name=str(i))
+
+
+def _sound(path: Path) -> tuple[str, int, np.ndarray, int]:
+    """(codec, sample rate, mono samples, video frames) of a file."""
+    with av.open(str(path)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        ch = a.codec_context.channels
+        samples = np.concatenate([f.to_ndarray().reshape(ch, -1).mean(0) if f.format.is_planar
+                                  else f.to_ndarray().reshape(-1, ch).mean(1) for f in c.decode(a)])
+        return a.codec_context.name, a.codec_context.sample_rate, samples, frames
+
+
+def _pitch(samples: np.ndarray, rate: int, at_s: float = 0.1) -> float:
+    seg = samples[round(at_s * rate):round(at_s * rate) + 4096]
+    return float(np.argmax(np.abs(np.fft.rfft(seg * np.hanning(len(seg))))) * rate / len(seg))
+
+
+@pytest.mark.parametrize("name, codec", [("v.mp4", "aac"), ("v.mkv", "aac"), ("v.ts", "aac"), ("v.webm", "opus")])
+@pytest.mark.parametrize("first", [0, 24])
+def test_sound_follows_the_frames_written(tmp_path: Path, name: str, codec: str, first: int) -> None:
+    tone = write_tone(tmp_path / "t.wav", channels=2)
+    with VideoSink(tmp_path / name, fps=24, audio=tone) as sink:
+        for f in _frames(first, 36):
+            sink.write(f)
+    got_codec, rate, samples, frames = _sound(tmp_path / name)
+    assert (got_codec, frames) == (codec, 36)
+    assert len(samples) / rate == pytest.approx(1.5, abs=0.05)  # 36 frames at 24 fps (plus encoder padding)
+    # A video that starts at frame 24 (1 s) starts the sound 1 s in, where the pitch has changed.
+    assert _pitch(samples, rate) == pytest.approx(440 if first == 0 else 880, rel=0.03)
+
+
+def test_sound_shorter_than_the_video_ends_early(tmp_path: Path) -> None:
+    tone = write_tone(tmp_path / "t.wav", seconds=0.5)
+    with VideoSink(tmp_path / "v.mp4", fps=24, audio=tone) as sink:
+        for f in _frames(0, 48):
+            sink.write(f)
+    _, rate, samples, frames = _sound(tmp_path / "v.mp4")
+    assert frames == 48 and len(samples) / rate == pytest.approx(0.5, abs=0.05)
+
+
+def test_fragments_count_frames_not_sound_packets(tmp_path: Path) -> None:
+    tone = write_tone(tmp_path / "t.wav")
+    path = tmp_path / "v.mp4"
+    with VideoSink(path, fps=24, audio=tone) as sink:
+        for f in _frames(0, 60):
+            sink.write(f)
+    assert complete_fragments_end(path) == (path.stat().st_size, 60)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 4])  # torn in its last fragment
+    end, kept = complete_fragments_end(path)
+    assert 0 < kept < 60 and kept % 24 == 0  # whole 1-s fragments of video frames
+
+
+def test_unreadable_sound_is_named_before_any_frame(tmp_path: Path) -> None:
+    (tmp_path / "not.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(SinkError, match="cannot read the sound file .*not.wav"):
+        VideoSink(tmp_path / "v.mp4", fps=24, audio=tmp_path / "not.wav")
+    with pytest.raises(SinkError, match="cannot read the sound file .*missing.wav"):
+        VideoSink(tmp_path / "v.mp4", fps=24, audio=tmp_path / "missing.wav")
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_find_audio_takes_the_one_sound_file(tmp_path: Path) -> None:
+    assert find_audio(tmp_path) == (None, [])
+    a = write_tone(tmp_path / "A001.WAV", seconds=0.1)
+    (tmp_path / ".hidden.wav").write_bytes(b"")
+    assert find_audio(tmp_path) == (a, [a])
+    b = write_tone(tmp_path / "b.wav", seconds=0.1)
+    assert find_audio(tmp_path) == (None, [a, b])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "redi_stream", *args, "--model", "classic", "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_carries_a_folders_wav_and_says_so(tmp_path: Path) -> None:
+    clip = tmp_path / "clip"
+    make_dng(None, clip, n_frames=30, size=(64, 96), fps=24.0, ratio=100)
+    write_tone(clip / "A001_C001.wav")
+    run = _cli(str(clip), "--out", str(tmp_path / "o.mp4"), "--start", "24")
+    assert run.returncode == 0, run.stderr
+    assert f"sound: {clip / 'A001_C001.wav'} (--audio none leaves it out)" in run.stderr
+    _, rate, samples, frames = _sound(tmp_path / "o.mp4")
+    assert frames == 6 and len(samples) / rate == pytest.approx(0.25, abs=0.05)
+    assert _pitch(samples, rate, at_s=0.0) == pytest.approx(880, rel=0.05)  # frame 24 is 1 s into the sound
+
+    run = _cli(str(clip), "--out", str(tmp_path / "silent.mp4"), "--audio", "none", "--frames", "2")
+    assert run.returncode == 0 and "sound:" not in run.stderr
+    with av.open(str(tmp_path / "silent.mp4")) as c:
+        assert not c.streams.audio
+
+    write_tone(clip / "second.wav", seconds=0.1)
+    run = _cli(str(clip), "--out", str(tmp_path / "two.mp4"), "--frames", "2")
+    assert run.returncode == 0
+    assert "holds 2 sound files (A001_C001.wav, second.wav): the video is silent; choose one with --audio FILE" \
+        in run.stderr
+
+    run = _cli(str(clip), "--out", str(tmp_path / "chosen.mp4"), "--audio", str(clip / "second.wav"), "--frames", "2",
+               "--fps", "25")
+    assert run.returncode == 0 and "the sound keeps its own, so it drifts" in run.stderr
+
+
+def test_cli_audio_with_frames_or_a_bad_file_is_refused(tmp_path: Path) -> None:
+    clip = tmp_path / "clip"
+    make_dng(None, clip, n_frames=2, size=(64, 96), fps=24.0, ratio=100)
+    run = _cli(str(clip), "--out", f"{tmp_path}/frames/", "--audio", str(clip / "x.wav"))
+    assert run.returncode == 2 and "--audio applies to file sources written as video" in run.stderr
+    run = _cli(str(clip), "--out", str(tmp_path / "o.mp4"), "--audio", str(clip / "frame_000000.dng"))
+    assert run.returncode == 1 and run.stderr.strip().endswith("frame_000000.dng holds no audio stream")
+    assert not (tmp_path / "o.mp4").exists()
