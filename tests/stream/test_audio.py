@@ -149,3 +149,25 @@ def test_cli_audio_with_frames_or_a_bad_file_is_refused(tmp_path: Path) -> None:
     run = _cli(str(clip), "--out", str(tmp_path / "o.mp4"), "--audio", str(clip / "frame_000000.dng"))
     assert run.returncode == 1 and run.stderr.strip().endswith("frame_000000.dng holds no audio stream")
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_sound_failing_mid_run_leaves_the_rest_silent(tmp_path: Path, caplog) -> None:
+    tone = write_tone(tmp_path / "t.wav")
+    sink = VideoSink(tmp_path / "v.mkv", fps=24, audio=tone)
+    frames = _frames(0, 48)
+    sink.write(next(frames))  # opens the output and the sound's decoder
+    decoded = sink._audio._decoded
+
+    def failing():
+        for i, frame in enumerate(decoded):
+            if i == 5:  # WAV packets of 0.1 s: about 0.5 s of sound
+                raise av.InvalidDataError(1094995529, "Invalid data found when processing input")
+            yield frame
+
+    sink._audio._decoded = failing()
+    for f in frames:
+        sink.write(f)
+    sink.close()
+    _, rate, samples, n = _sound(tmp_path / "v.mkv")
+    assert n == 48 and 0.3 < len(samples) / rate < 0.7
+    assert "sound unreadable after" in caplog.text and "the rest of the video is silent" in caplog.text
