@@ -111,8 +111,9 @@ def default_decode_workers(cpu_count: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class EnhanceConfig:
-    """How frames are enhanced: the model, where it runs, and the amplification. Part of every :class:`RunConfig`
-    (its ``enhance``), and all that :class:`redi_stream.Enhancer` needs. Messages name the command-line option.
+    """How frames are enhanced: the model, where it runs, and the amplification. A :class:`RunConfig` is one of
+    these plus its input and output (its ``enhance`` is this part alone), and this is all that
+    :class:`redi_stream.Enhancer` needs. Messages name the command-line option.
 
     ``bits_out``: 8 (video, preview) or 16 (16-bit frames, 10-bit video) bits per output sample.
     """
@@ -152,22 +153,14 @@ class EnhanceConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything one ``redi-stream`` run needs, validated."""
+class RunConfig(EnhanceConfig):
+    """Everything one ``redi-stream`` run needs, validated: the enhancement (the fields of :class:`EnhanceConfig`,
+    with ``bits_out`` following the output) and the input and output below."""
 
+    bits_out: int = field(init=False, default=8)  # 16 for 16-bit frames and 10-bit video
     source: str | None = None
     camera: str | None = None
     out: str | Path | None = None  # a str keeps a trailing "/" (a folder of frames even when named x.mp4/)
-    model: ModelKind = ModelKind.REDI
-    weights: Path | None = None
-    device: Device = Device.AUTO
-    precision: Precision = Precision.AUTO
-    cuda_net: CudaNet = CudaNet.FAST
-    cuda_graph: bool = True
-    gain: float | None = None
-    gain_multiplier: float | None = None
-    gain_smoothing_frames: float = 8.0
-    temporal_denoise_frames: float = 0.0
     fps: float | None = None
     codec: str | None = None  # None: the container's default (stream.sinks.default_codec)
     crf: int = 18
@@ -178,8 +171,6 @@ class RunConfig:
     bits: int = 16
     on_error: OnError = OnError.STOP
     decode_workers: int | None = None  # None: default_decode_workers()
-    denoise: bool = False
-    tile: tuple[int, int] | None = None
     raw: RawLayout = RawLayout()
     progress: bool = True
     preview: bool | None = None  # None: a window for cameras (when a display exists), none for files
@@ -188,7 +179,6 @@ class RunConfig:
     fourcc: str | None = None
     reconnect_s: float = 10.0
     audio: str | None = None  # None: a frame folder's one sound file; "none": no sound; else a sound file
-    enhance: EnhanceConfig = field(init=False, repr=False, compare=False)  # built from the fields above
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.camera is None):
@@ -240,9 +230,13 @@ class RunConfig:
                               "udp://...)")
         if self.decode_workers is not None and not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
-        object.__setattr__(self, "enhance", EnhanceConfig(**{f.name: getattr(self, f.name)
-                                                              for f in fields(EnhanceConfig) if f.name != "bits_out"},
-                                                           bits_out=16 if self._frames16 else 8))
+        object.__setattr__(self, "bits_out", 16 if self._frames16 else 8)
+        super().__post_init__()  # the enhancement's own checks
+
+    @property
+    def enhance(self) -> EnhanceConfig:
+        """The enhancement part alone (what :func:`redi_stream.app.build_enhancer` reads)."""
+        return EnhanceConfig(**{f.name: getattr(self, f.name) for f in fields(EnhanceConfig)})
 
     @property
     def _frames16(self) -> bool:
