@@ -49,9 +49,13 @@ def report() -> list[tuple[str, str]]:
     rows.append(("rawpy", v))
     av, v = _version("av")
     if av is not None:
-        wanted = ["libx264", "h264_nvenc", "hevc_nvenc", "libx265", "mpeg4"]
+        from .stream.sinks import WEBM_CODECS
+
+        wanted = ["libx264", "h264_nvenc", "hevc_nvenc", "libx265", "mpeg4", *WEBM_CODECS]
         have = [c for c in wanted if c in av.codecs_available]
-        v += f"; FFmpeg {av.library_versions.get('libavcodec', '?')}; encoders: {', '.join(have) or 'none'}"
+        sound = [c for c in ("aac", "libopus") if c in av.codecs_available]
+        v += (f"; FFmpeg {av.library_versions.get('libavcodec', '?')}; encoders: {', '.join(have) or 'none'}; "
+              f"sound: {', '.join(sound) or 'none'}")
     rows.append(("av (PyAV)", v))
     cv2, v = _version("cv2")
     if cv2 is not None:
