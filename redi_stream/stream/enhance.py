@@ -218,6 +218,8 @@ class RediEnhancer(_LiveGain):
         hp, wp = kernels.padded_shape(h, w, cfa)
         buf = self._inputs.get((hp, wp))
         if buf is None:
+            self._inputs.clear()  # one shape kept, as the runner keeps one output: frames of many sizes (stills
+            # through redi_stream.Enhancer) must not pile up buffers
             get = getattr(self.runner, "input_buffer", None)  # e.g. a pinned host slot owned by the runner
             buf = get((hp, wp)) if get is not None else np.zeros((hp, wp), dtype=np.float32)
             self._inputs[(hp, wp)] = buf
@@ -356,6 +358,7 @@ class ClassicEnhancer(_LiveGain):
         wp += wp % 2
         bufs = self._bufs.get((hp, wp))
         if bufs is None:
+            self._bufs.clear()  # the last shape's only (see RediEnhancer._input_for)
             bufs = (np.empty((hp, wp), np.float32), np.empty((hp, wp), np.uint16))
             self._bufs[(hp, wp)] = bufs
         return bufs
