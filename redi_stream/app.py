@@ -289,11 +289,13 @@ def run_demo(cfg: RunConfig) -> int:
 def make_dng_main(argv: list[str]) -> int:
     """``redi-stream make-dng``: write a synthetic dark DNG sequence from an image, a video or the demo photo."""
     from .capture import make_dng
+    from .capture.dngwrite import IMAGE_SUFFIXES, video_fps, write_video_sound
 
     p = ArgumentParser(prog="redi-stream make-dng",
                        description="Write a dark raw DNG sequence (real DNG files, via pidng) synthesised "
                                    "from a clean image or video, for trying redi-stream without a camera.")
-    p.add_argument("input", nargs="?", type=Path, help="image or video (default: a photo shipped with scikit-image)")
+    p.add_argument("input", nargs="?", type=Path, help="image or video (default: a photo shipped with scikit-image); a "
+                   "video's sound is written beside the frames as OUT/OUT.wav, as a camera leaves it")
     p.add_argument("--out", type=Path, required=True, help="output folder for frame_000000.dng ...")
     p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
     p.add_argument("--ratio", type=float, default=150.0, help="exposure ratio to darken by (default 150)")
@@ -318,4 +320,10 @@ def make_dng_main(argv: list[str]) -> int:
     paths = make_dng(ns.input, ns.out, n_frames=ns.frames, ratio=ns.ratio, seed=ns.seed,
                      cfa=parse_enum(CFA, ns.cfa, "--cfa"), size=size, fps=ns.fps, overwrite=ns.overwrite)
     print(f"wrote {frames_text(len(paths), 'DNG')} to {ns.out}")
+    if ns.input is not None and ns.input.suffix.lower() not in IMAGE_SUFFIXES:
+        # A video's sound beside its frames, as a camera leaves it: the frames span len(paths) frames of the
+        # video's own time, whatever rate the DNGs are tagged with.
+        wav = ns.out / f"{ns.out.resolve().name}.wav"
+        if write_video_sound(ns.input, wav, len(paths) / (video_fps(ns.input) or ns.fps or 24.0)):
+            print(f"wrote the sound of those frames to {wav}")
     return 0

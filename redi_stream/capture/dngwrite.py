@@ -284,6 +284,48 @@ def video_fps(path: str | os.PathLike[str]) -> float | None:
     return float(rate) if rate else None
 
 
+def write_video_sound(video: str | os.PathLike[str], wav: str | os.PathLike[str], seconds: float) -> bool:
+    """Write the first ``seconds`` of a video's sound as 16-bit PCM WAV (its own rate; mono or stereo), as a camera
+    leaves a ``.wav`` beside its CinemaDNG frames. Returns False (writing nothing) when the video has no sound.
+
+    Raises:
+        CaptureError: the sound cannot be decoded or the file written (naming it).
+    """
+    import wave
+
+    import av
+
+    try:
+        with av.open(str(video)) as container:
+            if not container.streams.audio:
+                return False
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate
+            channels = 2 if stream.codec_context.channels >= 2 else 1
+            resampler = av.AudioResampler(format="s16", layout="stereo" if channels == 2 else "mono", rate=rate)
+            left = round(seconds * rate)
+            chunks = []
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    pcm = out.to_ndarray().reshape(-1, channels)[:left]
+                    chunks.append(pcm)
+                    left -= len(pcm)
+                if left <= 0:
+                    break
+    except (av.FFmpegError, OSError) as exc:
+        raise CaptureError(f"cannot read the sound of {video}: {exc}") from exc
+    try:
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            for pcm in chunks:
+                w.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+    except OSError as exc:
+        raise CaptureError(f"cannot write {wav}: {exc.strerror or exc}") from exc
+    return True
+
+
 def make_dng(
     input: str | os.PathLike[str] | None,
     out_dir: str | os.PathLike[str],
@@ -301,7 +343,8 @@ def make_dng(
 
     Args:
         input: None (the demo picture, at :data:`DEMO_SIZE` unless ``size``), an image file (a window panning over
-            it, or static), or a video file (its first ``n_frames`` frames).
+            it, or static), or a video file (its first ``n_frames`` frames; :func:`write_video_sound` writes the
+            sound they span).
         out_dir: output folder (see :func:`write_dark_dng_sequence` for ``overwrite``).
         n_frames: frames to write (a video may have fewer).
         ratio, seed, cfa: darkening, noise seed, Bayer pattern.
@@ -345,6 +388,7 @@ __all__ = [
     "iter_video_srgb",
     "make_dng",
     "read_image_srgb",
+    "write_video_sound",
     "write_dark_dng_sequence",
     "write_dng",
 ]

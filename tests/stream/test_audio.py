@@ -171,3 +171,51 @@ def test_sound_failing_mid_run_leaves_the_rest_silent(tmp_path: Path, caplog) ->
     _, rate, samples, n = _sound(tmp_path / "v.mkv")
     assert n == 48 and 0.3 < len(samples) / rate < 0.7
     assert "sound unreadable after" in caplog.text and "the rest of the video is silent" in caplog.text
+
+
+def _video_with_sound(path: Path, frames: int = 30, fps: int = 25, sound: bool = True) -> Path:
+    """A small MP4: H.264 frames and (``sound``) the 440/880 Hz tone as AAC."""
+    from fractions import Fraction
+
+    tone = write_tone(path.with_suffix(".src.wav"), seconds=frames / fps + 0.5)
+    with av.open(str(tone)) as src, av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = 96, 64, "yuv420p"
+        a = out.add_stream("aac", rate=RATE, layout="mono") if sound else None
+        for i in range(frames):
+            img = np.full((64, 96, 3), 40 + 5 * i, np.uint8)
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            for p in v.encode(vf):
+                out.mux(p)
+        for frame in src.decode(audio=0) if sound else ():
+            frame.pts = None
+            for p in a.encode(frame):
+                out.mux(p)
+        for s in (v, a) if sound else (v,):
+            for p in s.encode(None):
+                out.mux(p)
+    return path
+
+
+def test_make_dng_writes_a_videos_sound_beside_the_frames(tmp_path: Path) -> None:
+    video = _video_with_sound(tmp_path / "in.mp4")
+    clip = tmp_path / "clip"
+    run = subprocess.run([sys.executable, "-m", "redi_stream", "make-dng", str(video), "--out", str(clip),
+                          "--frames", "20"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    wav = clip / "clip.wav"
+    assert f"wrote the sound of those frames to {wav}" in run.stdout
+    with wave.open(str(wav)) as w:
+        assert (w.getnchannels(), w.getframerate()) == (1, RATE)
+        assert w.getnframes() / RATE == pytest.approx(20 / 25, abs=0.01)  # the 20 frames' span of the video
+    run = _cli(str(clip), "--out", str(tmp_path / "o.mp4"))
+    assert run.returncode == 0 and "sound: " in run.stderr
+    _, rate, samples, frames = _sound(tmp_path / "o.mp4")
+    assert frames == 20 and len(samples) / rate == pytest.approx(0.8, abs=0.06)
+    # A video without sound leaves no .wav.
+    video = _video_with_sound(tmp_path / "silent.mp4", frames=3, sound=False)
+    run = subprocess.run([sys.executable, "-m", "redi_stream", "make-dng", str(video), "--out",
+                          str(tmp_path / "silent")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "sound" not in run.stdout + run.stderr
+    assert not list((tmp_path / "silent").glob("*.wav"))
