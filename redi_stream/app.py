@@ -186,20 +186,25 @@ def sound_for(cfg: RunConfig, shot_fps: float | None) -> str | None:
 
 
 def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack, shot_fps: float | None = None) -> list:
+    """One sink per ``--out``, in the order given (each checked writable before any frame is decoded)."""
     from .stream import open_sink
-
-    if cfg.out is None:
-        return []
     from .stream.sinks import CRF_CODECS
 
-    if cfg.video_out and cfg.video_codec not in CRF_CODECS and cfg.qp is None:
-        log.warning("--crf does not apply to %s (it does to %s): it runs with FFmpeg's default rate control",
-                    cfg.video_codec, ", ".join(CRF_CODECS))
-    audio = sound_for(cfg, shot_fps) if cfg.video_out else None
-    sink = open_sink(cfg.out, fps=cfg.fps or fps, codec=cfg.video_codec, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset,
-                     pix_fmt=cfg.pix_fmt, threads=encoder_threads(cfg), image_format=cfg.image_format.value,
-                     bits=cfg.bits, **({"audio": audio} if audio is not None else {}))
-    return [stack.enter_context(sink)]
+    audio = sound_for(cfg, shot_fps) if cfg.video_outs else None
+    sinks = []
+    for target in cfg.outs:
+        opts = {}
+        if target in cfg.video_outs:
+            codec = opts["codec"] = cfg.codec_for(target)
+            if codec not in CRF_CODECS and cfg.qp is None:
+                log.warning("--crf does not apply to %s (it does to %s): it runs with FFmpeg's default rate control",
+                            codec, ", ".join(CRF_CODECS))
+            if audio is not None:
+                opts["audio"] = audio
+        sinks.append(stack.enter_context(open_sink(
+            target, fps=cfg.fps or fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
+            threads=encoder_threads(cfg), image_format=cfg.image_format.value, bits=cfg.bits, **opts)))
+    return sinks
 
 
 def run(cfg: RunConfig) -> int:
@@ -211,7 +216,7 @@ def run(cfg: RunConfig) -> int:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
         want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
-        if want_preview and cfg.out is None:
+        if want_preview and not cfg.outs:
             from .stream.preview import display_available
 
             if not display_available():
@@ -252,10 +257,11 @@ def run(cfg: RunConfig) -> int:
         from .stream.camera import live_report
 
         log.info("%s", live_report(summary, source, window=type(preview).__name__ == "WindowPreview"))
-    if cfg.out is not None and os.fspath(cfg.out) == "null":
+    written = [_output_name(o) for o in cfg.outs if o != "null"]
+    if written:
+        log.info("wrote %s (%s)", " and ".join(written), frames_text(summary.frames_out))
+    elif cfg.outs:
         log.info("--out null: %s enhanced and discarded, nothing written", frames_text(summary.frames_out))
-    elif cfg.out is not None:
-        log.info("wrote %s (%s)", _output_name(cfg.out), frames_text(summary.frames_out))
     return 0
 
 
@@ -265,13 +271,17 @@ def _output_name(out) -> str:
 
 
 def _report_kept(cfg: RunConfig, sinks: list, summary) -> None:
-    """After a failed run: say how many frames the output keeps (the error line says why it stopped)."""
-    if cfg.out is None or summary is None:
+    """After a failed run: say how many frames each output keeps (the error line says why it stopped)."""
+    if summary is None:
         return
-    kept = [k for k in (getattr(s, "frames_kept", None) for s in sinks) if k is not None]
-    n = min(kept) if kept else summary.frames_out  # a sink that hit a full disk knows what reached the file
-    if n:  # with none, the error line names the first frame and the video sink says it created no file
-        log.warning("%s keeps %s, from before the failure", _output_name(cfg.out), frames_text(n))
+    for target, sink in zip(cfg.outs, sinks):
+        if target == "null":
+            continue
+        # A sink that hit a full disk knows what reached the file; the others hold every frame they were given.
+        kept = getattr(sink, "frames_kept", None)
+        n = kept if kept is not None else getattr(sink, "frames_written", summary.frames_out)
+        if n:  # with none, the error line names the first frame and the video sink says it created no file
+            log.warning("%s keeps %s, from before the failure", _output_name(target), frames_text(n))
 
 
 def run_demo(cfg: RunConfig) -> int:

@@ -76,8 +76,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gain-smoothing", type=float, default=8.0, metavar="FRAMES",
                    help="time constant of the gain's temporal smoothing in frames; 0 = per-frame gain (default 8)")
     g = p.add_argument_group("output")
-    g.add_argument("--out", help="FILE.mp4|.mkv|.mov|.webm|.ts (video), DIR/ (16-bit PNG frames), - (MPEG-TS on "
-                                 "standard output) or udp://HOST:PORT, tcp://..., rtmp://... (a live stream)")
+    g.add_argument("--out", action="append",
+                   help="FILE.mp4|.mkv|.mov|.webm|.ts (video), DIR/ (16-bit PNG frames), - (MPEG-TS on standard "
+                        "output) or udp://HOST:PORT, tcp://..., rtmp://... (a live stream); give it again to write "
+                        "several from one pass of the network, e.g. --out proxy.mp4 --out frames/")
     g.add_argument("--fps", type=frame_rate, help="output frame rate, e.g. 25, 29.97 or 30000/1001 (default: the "
                                                   "source's); with --camera also the rate asked of the camera")
     g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
@@ -280,8 +282,8 @@ def _subcommand(name: str, argv: list[str]) -> int:
                            description="Enhance the embedded demo clip (synthetic dark raw frames made "
                                        "from a photo shipped with scikit-image; no download).")
         add_run_options(p)
-        p.set_defaults(out=Path("demo.mp4"))
         ns = p.parse_args(argv)
+        ns.out = ns.out or ["demo.mp4"]
         _setup_logging(ns.quiet)
         ns.source = "demo"
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -160,7 +161,8 @@ class RunConfig(EnhanceConfig):
     bits_out: int = field(init=False, default=8)  # 16 for 16-bit frames and 10-bit video
     source: str | None = None
     camera: str | None = None
-    out: str | Path | None = None  # a str keeps a trailing "/" (a folder of frames even when named x.mp4/)
+    # One output or several (each str keeps a trailing "/": a folder of frames even when named x.mp4/).
+    out: str | Path | Sequence[str | Path] | None = None
     fps: float | None = None
     codec: str | None = None  # None: the container's default (stream.sinks.default_codec)
     crf: int = 18
@@ -179,8 +181,12 @@ class RunConfig(EnhanceConfig):
     fourcc: str | None = None
     reconnect_s: float = 10.0
     audio: str | None = None  # None: a frame folder's one sound file; "none": no sound; else a sound file
+    outs: tuple[str, ...] = field(init=False, default=())  # ``out`` as a tuple of targets, in the order given
 
     def __post_init__(self) -> None:
+        out = self.out
+        outs = () if out is None else (out,) if isinstance(out, (str, os.PathLike)) else tuple(out)
+        object.__setattr__(self, "outs", tuple(os.fspath(o) for o in outs))
         if (self.source is None) == (self.camera is None):
             raise ConfigError("give exactly one input: a SOURCE path/glob or --camera INDEX|PATH|URL")
         if self.camera is not None and not str(self.camera).strip():
@@ -203,16 +209,21 @@ class RunConfig(EnhanceConfig):
             raise ConfigError("--start applies to file sources; a camera starts now")
         if self.camera is not None and (self.raw.width is None) != (self.raw.height is None):
             raise ConfigError("--raw-width and --raw-height: give both (the camera resolution to ask for) or neither")
-        if self.source is not None and self.out is None and not self.preview:
+        if self.source is not None and not self.outs and not self.preview:
             raise ConfigError("--out FILE.mp4|DIR/ is required for file sources (or use --preview)")
+        twice = sorted({o for o in self.outs if self.outs.count(o) > 1})
+        if twice:
+            raise ConfigError(f"--out {twice[0]} is given twice")
         if self.fps is not None and not (0 < self.fps <= 1000):
             raise ConfigError(f"--fps must be in (0, 1000], got {self.fps}")
-        top = crf_max(self.video_codec) if self.video_out else 51
-        if not 0 <= self.crf <= top:
-            raise ConfigError(f"--crf must be in 0..{top}" + (f" for {self.video_codec}" if top != 51 else "")
-                              + f", got {self.crf}")
+        codecs = [self.codec_for(o) for o in self.video_outs] or [None]
+        for codec in codecs:
+            top = crf_max(codec) if codec else 51
+            if not 0 <= self.crf <= top:
+                raise ConfigError(f"--crf must be in 0..{top}" + (f" for {codec}" if top != 51 else "")
+                                  + f", got {self.crf}")
         if self.qp is not None:
-            if not self.video_out or self.video_codec not in ("libx264", "libx265"):
+            if any(c not in ("libx264", "libx265") for c in codecs):
                 raise ConfigError("--qp applies to libx264 and libx265 video output; other encoders take --crf")
             if not 0 <= self.qp <= 51:
                 raise ConfigError(f"--qp must be in 0..51, got {self.qp}")
@@ -220,12 +231,12 @@ class RunConfig(EnhanceConfig):
             raise ConfigError(f"--bits must be 8 or 16, got {self.bits}")
         if self.pix_fmt not in VIDEO_PIX_FMTS:
             raise ConfigError(f"invalid --pix-fmt {self.pix_fmt!r}; valid: {', '.join(VIDEO_PIX_FMTS)}")
-        if self.pix_fmt != "yuv420p" and not self.video_out:
+        if self.pix_fmt != "yuv420p" and not self.video_outs:
             raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov, .webm); frame sequences take "
                               "--bits")
-        if self.video_out:
-            check_container_codec(self.out, self.video_codec)  # e.g. VP9 in MPEG-TS, H.264 in WebM
-        if self.audio not in (None, "none") and (self.camera is not None or not self.video_out):
+        for o in self.video_outs:
+            check_container_codec(o, self.codec_for(o))  # e.g. VP9 in MPEG-TS, H.264 in WebM
+        if self.audio not in (None, "none") and (self.camera is not None or not self.video_outs):
             raise ConfigError("--audio applies to file sources written as video (.mp4, .mkv, .mov, .webm, .ts, -, "
                               "udp://...)")
         if self.decode_workers is not None and not 1 <= self.decode_workers <= 64:
@@ -240,18 +251,18 @@ class RunConfig(EnhanceConfig):
 
     @property
     def _frames16(self) -> bool:
-        """16-bit enhanced frames: for 16-bit image sequences and for 10-bit video (swscale reduces them)."""
-        return self.out is not None and (self.video_bits > 8 if self.video_out else self.bits == 16)
+        """16-bit enhanced frames: for 16-bit image sequences and for 10-bit video (swscale reduces them); with
+        several outputs, when any one of them takes 16 bits."""
+        return any(self.video_bits > 8 if is_video_target(o) else self.bits == 16 for o in self.outs)
+
+    def codec_for(self, target: str) -> str:
+        """The encoder of video output ``target``: ``--codec``, else the container's default."""
+        return self.codec or default_codec(target)
 
     @property
-    def video_codec(self) -> str:
-        """The encoder of a video ``--out``: ``--codec``, else the container's default."""
-        return self.codec or default_codec(self.out or "")
-
-    @property
-    def video_out(self) -> bool:
-        """``--out`` names a video file (as ``stream.open_sink`` decides it), not frames or nothing."""
-        return self.out is not None and is_video_target(self.out)
+    def video_outs(self) -> tuple[str, ...]:
+        """The outputs that are video (files or streams, as ``stream.open_sink`` decides it), not frames."""
+        return tuple(o for o in self.outs if is_video_target(o))
 
     @property
     def video_bits(self) -> int:

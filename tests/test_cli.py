@@ -491,4 +491,31 @@ def test_crf_takes_the_vp9_and_av1_scale_for_those_encoders() -> None:
 
     assert build_run_config(build_parser().parse_args(["x", "--out", "o.webm", "--crf", "63"])).crf == 63
     cfg = build_run_config(build_parser().parse_args(["x", "--out", "o.mkv", "--codec", "libsvtav1", "--crf", "50"]))
-    assert cfg.video_codec == "libsvtav1" and cfg.crf == 50
+    assert cfg.codec_for("o.mkv") == "libsvtav1" and cfg.crf == 50
+
+
+def test_several_outputs_from_one_pass(tmp_path: Path, capsys) -> None:
+    """A proxy video and 16-bit frames for grading from one run of the enhancer."""
+    import av
+    import cv2
+
+    clip = tmp_path / "clip"
+    make_dng(None, clip, n_frames=6, size=(64, 96), fps=24.0, ratio=100)
+    video, frames = tmp_path / "proxy.mp4", f"{tmp_path}/frames/"
+    assert main([str(clip), "--out", str(video), "--out", frames, "--model", "classic", "--no-progress"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"redi-stream: wrote {video} and {frames} (6 frames)"
+    pngs = sorted((tmp_path / "frames").glob("*.png"))
+    assert len(pngs) == 6 and cv2.imread(str(pngs[3]), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    with av.open(str(video)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(decoded) == 6
+    # The video, made from the 16-bit frames, has the PNG's levels and colour (x264 and 4:2:0 chroma move single
+    # pixels of this grainy picture by ~12 codes, 8-bit frames alike, but not the channel means).
+    png8 = cv2.cvtColor(cv2.imread(str(pngs[3]), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB) / 257.0
+    np.testing.assert_allclose(decoded[3].reshape(-1, 3).mean(0), png8.reshape(-1, 3).mean(0), atol=2.5)
+
+    assert main([str(clip), "--out", str(video), "--out", str(video)]) == 2
+    assert "--out " + str(video) + " is given twice" in capsys.readouterr().err
+    assert main([str(clip), "--out", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "nodir" / "y.mp4"),
+                 "--model", "classic"]) == 1
+    assert "cannot write" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
