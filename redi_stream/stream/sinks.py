@@ -426,7 +426,6 @@ class VideoSink:
         self.options = dict(options or {})
         if self.path is not None:
             check_writable_file(self.path)
-
         elif self.kind == "stdout" and os.isatty(1):
             raise SinkError("--out -: standard output is a terminal; pipe the video on (redi-stream ... --out - | "
                             "ffplay -) or name a file")
