@@ -22,7 +22,7 @@ from redi_stream.frames import CFA, RawFrame, RawMeta
 from .base import RandomAccessSource
 from .dngfast import DngFastReader
 from .headerless import (
-    LIBRAW, HeaderlessParams, bayer_from_array, find_sidecar, normalised_to_dn, read_headerless,
+    LIBRAW, HeaderlessParams, bayer_from_array, find_sidecar, normalised_to_dn, raw_frame_count, read_headerless,
 )
 from .libraw import LIBRAW_SUFFIXES, SizeOnlyError, read_libraw
 from .orient import orient
@@ -148,7 +148,8 @@ class RawFileSource(RandomAccessSource):
     Sources: a folder (its raw files, natural order, non-raw files and hidden files ignored), a glob pattern, a list
     of paths (kept in the given order) or one file. Formats: DNG/CinemaDNG and any 2x2-Bayer raw LibRaw reads,
     ``.npy`` (H, W) arrays or (N, H, W) stacks (N frames each, named ``clip.npy[k]``), and headerless ``.raw`` with
-    :class:`HeaderlessParams` from ``raw_params`` or a JSON sidecar (rule in :mod:`redi_stream.capture.headerless`).
+    :class:`HeaderlessParams` from ``raw_params`` or a JSON sidecar (rule in :mod:`redi_stream.capture.headerless`),
+    one frame per file or a dump of N frames one after another (named ``dump.raw[k]``).
     Frames come out upright: a file's Orientation tag (a camera held vertically, a rig mounted upside down) turns the
     mosaic and its pattern (:mod:`.orient`).
 
@@ -181,11 +182,13 @@ class RawFileSource(RandomAccessSource):
     ) -> None:
         if raw_params is not None and not isinstance(raw_params, HeaderlessParams):
             raise ConfigError(f"raw_params must be a HeaderlessParams, got {type(raw_params).__name__}")
-        # A stacked .npy (N, H, W) gives N frames: paths[i] is its file, _member[i] the frame's place in it.
+        # A stacked .npy (N, H, W), or a headerless .raw dump of N frames, gives N frames: paths[i] is its file,
+        # _member[i] the frame's place in it.
+        self._raw_params = raw_params
         self.paths: list[Path] = []
         self._member: list[int | None] = []
         for path in collect_frame_paths(spec):
-            n = npy_frame_count(path) if path.suffix.lower() == NPY_SUFFIX else None
+            n = self._frames_in(path)
             self.paths.extend([path] * (1 if n is None else n))
             self._member.extend([None] if n is None else range(n))
         if not self.paths:
@@ -196,7 +199,6 @@ class RawFileSource(RandomAccessSource):
             self.name: str = os.fspath(spec)
         else:
             self.name = f"{len(self.paths)} files from {self.paths[0].parent}"
-        self._raw_params = raw_params
         first_dng = next((p for p in self.paths if p.suffix.lower() == ".dng"), None)
         self.tagged_fps: float | None = read_cinemadng_fps(first_dng) if first_dng is not None else None
         self.fps = _checked_fps(fps) if fps is not None else (self.tagged_fps or DEFAULT_FPS)
@@ -272,6 +274,19 @@ class RawFileSource(RandomAccessSource):
             return self._dng.read(path, i)
         return read_libraw(path, i)
 
+    def _frames_in(self, path: Path) -> int | None:
+        """Frames in a file that holds several (a stacked .npy, a headerless .raw dump), else None."""
+        suffix = path.suffix.lower()
+        if suffix == NPY_SUFFIX:
+            return npy_frame_count(path)
+        if suffix == ".raw":
+            try:
+                params, _ = self._params_for(0, path)
+            except FrameError:
+                return None  # a bad sidecar: reported when the frame is read
+            return raw_frame_count(path, params) if params is not None else None
+        return None
+
     def _params_for(self, i: int, path: Path) -> tuple[HeaderlessParams | None, str]:
         if self._raw_params is not None:
             return self._raw_params, "raw_params"
@@ -289,11 +304,11 @@ class RawFileSource(RandomAccessSource):
         try:
             if params.width is None or params.height is None:
                 raise ConfigError(f"{source} gives no width/height, which a headerless .raw frame needs")
-            data = read_headerless(path, params)
+            data = read_headerless(path, params, self._member[i])
             meta = params.meta()
         except (ValueError, OSError) as exc:  # ConfigError is a ValueError
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise FrameError(f"frame {i} ({path}): {reason}", index=i, name=path.name) from exc
+            raise FrameError(f"frame {i} ({self._where(i)}): {reason}", index=i, name=self.names[i]) from exc
         return data, meta
 
     def _decode_npy(self, i: int, path: Path) -> tuple[np.ndarray, RawMeta]:
@@ -324,7 +339,7 @@ class RawFileSource(RandomAccessSource):
         return data, meta
 
     def _where(self, i: int) -> str:
-        """Frame ``i``'s file for messages, with its place in a stacked .npy."""
+        """Frame ``i``'s file for messages, with its place in a stacked .npy or a .raw dump of several."""
         member = self._member[i]
         return str(self.paths[i]) if member is None else f"{self.paths[i]}[{member}]"
 

@@ -12,6 +12,9 @@ Where the parameters come from (one rule, first match wins):
    headerless camera dumps keyed on file size, and by it any 1920x1080 16-bit dump is read as a 16-bit GBRG frame,
    any 768x512 one as an 8-bit 1024x768 frame (see :func:`redi_stream.capture.libraw.read_libraw`).
 
+A ``.raw`` file whose size after ``offset`` is a whole number of frames holds that many, one after another (what
+``v4l2-ctl --stream-to`` and other recorders write): frame ``k`` is ``dump.raw[k]``.
+
 A sidecar is a JSON object with the keys of :class:`HeaderlessParams`: ``width``, ``height``, ``cfa``, ``black``,
 ``white``, ``dtype``, ``offset``, ``bits`` (``width``/``height`` may be left out for ``.npy``). Example::
 
@@ -220,28 +223,48 @@ def find_sidecar(frame_path: Path) -> Path | None:
     return None
 
 
-def read_headerless(path: Path, params: HeaderlessParams) -> np.ndarray:
-    """Read a headerless frame.
+def raw_frame_count(path: Path, params: HeaderlessParams) -> int | None:
+    """Frames in a headerless dump of several (``v4l2-ctl --stream-to``, a recorder writing frame after frame):
+    a file whose size after ``offset`` is a whole number N > 1 of frames. None for anything else (one frame, or a
+    size :func:`read_headerless` will report)."""
+    if params.decoder != HEADERLESS or params.width is None or params.height is None:
+        return None
+    frame = params.frame_bytes() - params.offset
+    try:
+        body = path.stat().st_size - params.offset
+    except OSError:
+        return None
+    n, rest = divmod(body, frame)
+    return n if n > 1 and rest == 0 else None
+
+
+def read_headerless(path: Path, params: HeaderlessParams, member: int | None = None) -> np.ndarray:
+    """Read a headerless frame: the file's one frame, or frame ``member`` of a dump of several
+    (:func:`raw_frame_count`).
 
     Returns:
         (height, width) uint16, C-contiguous, owned by the caller.
 
     Raises:
-        ValueError: the file size is not ``params.frame_bytes()`` (message states expected and actual bytes).
+        ValueError: the file size is not ``params.frame_bytes()`` (message states expected and actual bytes), or
+            the dump no longer holds frame ``member``.
         OSError: the file cannot be read.
     """
     expected = params.frame_bytes()
     actual = path.stat().st_size
-    if actual != expected:
+    if member is None and actual != expected:
         raise ValueError(
             f"file is {actual} bytes, expected {expected} for {params.height}x{params.width} {params.dtype}"
             + (f" after a {params.offset}-byte header" if params.offset else "")
+            + " (or a whole number of such frames)"
         )
     assert params.width is not None and params.height is not None
     count = params.width * params.height
-    data = np.fromfile(path, dtype=np.dtype(params.dtype), count=count, offset=params.offset)
+    offset = params.offset + (member or 0) * (expected - params.offset)
+    data = np.fromfile(path, dtype=np.dtype(params.dtype), count=count, offset=offset)
     if data.size != count:  # the file shrank between stat and read
-        raise ValueError(f"file holds {data.size} samples, expected {count}")
+        raise ValueError(f"file holds {data.size} samples" + (f" for frame {member}" if member is not None else "")
+                         + f", expected {count}")
     return np.ascontiguousarray(data.reshape(params.height, params.width).astype(np.uint16, copy=False))
 
 

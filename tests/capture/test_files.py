@@ -497,3 +497,29 @@ def test_lossless_jpeg_dngs_read_exactly_beside_uncompressed_ones(tmp_path: Path
         for i, frame in enumerate(src):
             np.testing.assert_array_equal(frame.data, frames[i], err_msg=frame.name)
             assert frame.meta.cfa is cfa and frame.meta.wb_gains == pytest.approx(tiny.meta(cfa).wb_gains, rel=1e-5)
+
+
+def test_headerless_dump_of_several_frames(tmp_path: Path) -> None:
+    """``v4l2-ctl --stream-to`` writes frame after frame into one file: a whole number of frames is that many."""
+    frames = [(np.arange(48).reshape(6, 8) * 7 + 100 * k).astype(np.uint16) for k in range(4)]
+    (tmp_path / "dump").mkdir()
+    (tmp_path / "dump" / "dump.raw").write_bytes(b"HDR!" + b"".join(f.astype("<u2").tobytes() for f in frames))
+    params = HeaderlessParams(8, 6, cfa="BGGR", black=16, offset=4)
+    with RawFileSource(tmp_path / "dump", raw_params=params) as src:
+        assert len(src) == 4 and src.names == [f"dump.raw[{k}]" for k in range(4)]
+        for k in (3, 0, 2):
+            np.testing.assert_array_equal(src.read(k).data, frames[k])
+        assert src.read(1).meta.cfa is CFA.BGGR
+    # A size that is no whole number of frames is one bad frame, named with what was expected.
+    (tmp_path / "dump" / "dump.raw").write_bytes(b"HDR!" + b"".join(f.astype("<u2").tobytes() for f in frames) + b"x")
+    with RawFileSource(tmp_path / "dump", raw_params=params) as src:
+        assert len(src) == 1
+        with pytest.raises(FrameError, match=r"frame 0 \(.*dump.raw\): file is 389 bytes, expected 100 for 6x8 <u2 "
+                                             r"after a 4-byte header \(or a whole number of such frames\)"):
+            src.read(0)
+    # The dump shrinks after it was listed: the missing frame is named.
+    (tmp_path / "dump" / "dump.raw").write_bytes(b"HDR!" + b"".join(f.astype("<u2").tobytes() for f in frames))
+    with RawFileSource(tmp_path / "dump", raw_params=params) as src:
+        (tmp_path / "dump" / "dump.raw").write_bytes(b"HDR!" + frames[0].astype("<u2").tobytes() * 2)
+        with pytest.raises(FrameError, match=r"frame 3 \(.*dump.raw\[3\]\): file holds 0 samples for frame 3"):
+            src.read(3)

@@ -1,6 +1,7 @@
 """Fuzzing headerless frames: random sizes, dtypes, offsets and black/white levels against random file sizes
-(.raw), random arrays and damaged files (.npy), random sidecars. ``RawFileSource.read`` returns the correct frame
-or raises FrameError naming the frame -- never another exception."""
+(.raw: one frame, a dump of several, or a bad size), random arrays and damaged files (.npy), random sidecars.
+``RawFileSource.read`` returns the correct frame or raises FrameError naming the frame -- never another
+exception."""
 
 from __future__ import annotations
 
@@ -42,17 +43,22 @@ def test_headerless_raw_is_the_right_frame_or_a_frame_error(width, height, dtype
     expected = offset + width * height * itemsize
     n_bytes = max(0, expected + size_delta)
     blob = np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
+    # A size that is a whole number k > 1 of frames after the offset is a dump of k frames, named f.raw[i].
+    frames, rest = divmod(n_bytes - offset, width * height * itemsize) if n_bytes > offset else (0, 1)
+    many = frames > 1 and rest == 0
+    name = "f.raw[0]" if many else "f.raw"
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "f.raw"
         path.write_bytes(blob)
         with RawFileSource(path, raw_params=params) as src:
+            assert len(src) == (frames if many else 1)
             try:
                 frame = src.read(0)
             except FrameError as exc:
-                assert exc.index == 0 and exc.name == "f.raw" and "f.raw" in str(exc)
-                assert n_bytes != expected or params.white_level() <= max(params.black_level)
+                assert exc.index == 0 and exc.name == name and name in str(exc)
+                assert (n_bytes != expected and not many) or params.white_level() <= max(params.black_level)
                 return
-    assert n_bytes == expected
+    assert n_bytes == expected or many
     want = np.frombuffer(blob, dtype=np.dtype(dtype), count=width * height, offset=offset).reshape(height, width)
     assert frame.data.dtype == np.uint16 and frame.data.flags.c_contiguous
     np.testing.assert_array_equal(frame.data, want.astype(np.uint16))
