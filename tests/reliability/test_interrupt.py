@@ -111,11 +111,21 @@ def test_live_run_cli_fake_camera_signal_at_a_random_point(tmp_path, sig, seed):
 
 # What the console script runs, with a line between its import and its call: before that line (interpreter
 # start-up, the first ~20-50 ms) a Ctrl-C is Python's to report, not ours.
+# "ready" is written when main() starts importing the CLI (from an import hook), i.e. once the entry point's own
+# SIGINT handling is in place: a signal between a "ready" written before main() and main()'s first line would hit
+# Python's default handler, a traceback no program can avoid (CI saw it once in this test's 0-s case).
 ENTRY_CHILD = """
 import sys
+
+class Ready:
+    def find_spec(self, name, path=None, target=None):
+        if name == "redi_stream.cli":
+            sys.stdout.write("ready\\n")
+            sys.stdout.flush()
+        return None
+
+sys.meta_path.insert(0, Ready())
 from redi_stream.__main__ import main
-sys.stdout.write("ready\\n")
-sys.stdout.flush()
 sys.exit(main())
 """
 
