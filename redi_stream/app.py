@@ -215,7 +215,8 @@ def run(cfg: RunConfig) -> int:
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
-        want_preview = cfg.preview if cfg.preview is not None else cfg.camera is not None
+        # A window by default for cameras, not for files or frames piped in (--camera -), which are read like files.
+        want_preview = cfg.preview if cfg.preview is not None else bool(getattr(source, "live", False))
         if want_preview and not cfg.outs:
             from .stream.preview import display_available
 

@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", help="folder, glob ('clip/*.dng') or file of raw frames (DNG, ARW, NEF, "
                                               "CR2, ..., .npy frames or (N, H, W) stacks, headerless .raw)")
     p.add_argument("--camera", help="live camera: index (0), /dev/videoN, URL, a video file played as a camera, "
-                                    "or fake[:720p30|:WxH@FPS][:FOURCC|:bgr] (synthetic dark Bayer sensor)")
+                                    "fake[:720p30|:WxH@FPS][:FOURCC|:bgr] (synthetic dark Bayer sensor), or - "
+                                    "(headerless raw frames piped in: --raw-width, --raw-height, --fourcc or --cfa)")
     p.add_argument("--version", action="version", version=f"redi-stream {__version__}")
     add_run_options(p)
     g = p.add_argument_group("input")

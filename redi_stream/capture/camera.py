@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import logging
 import math
 import os
 import re
@@ -42,6 +43,8 @@ import numpy as np
 
 from redi_stream.errors import CaptureError, ConfigError
 from redi_stream.frames import CFA
+
+log = logging.getLogger(__name__)
 
 # -- pixel formats -----------------------------------------------------------------------------------------------
 
@@ -173,6 +176,7 @@ class SpecKind(enum.StrEnum):
     FILE = "file"  # a video file (tests, demos): finite, paced at its frame rate
     URL = "url"  # rtsp://, http://, ...: a live stream
     FAKE = "fake"
+    STDIN = "stdin"  # "-": headerless raw frames piped in by a capture program
 
 
 _FAKE_RE = re.compile(
@@ -186,7 +190,8 @@ _FAKE_RE = re.compile(
 class CameraSpec:
     """A parsed ``--camera`` value.
 
-    Accepted forms: ``0`` (index), ``/dev/video2``, a video file path, a URL (``rtsp://...``), and
+    Accepted forms: ``0`` (index), ``/dev/video2``, a video file path, a URL (``rtsp://...``), ``-`` (headerless
+    raw frames on standard input, :class:`PipeDevice`), and
     ``fake[:720p30|:1280x720@30][:FOURCC|:bgr]`` (a synthetic sensor; FOURCC one of ``RG12`` (default), ``RG10``,
     ``RG16``, ``RGGB``, ``pRAA``, ``pRCC`` or another Bayer code).
     """
@@ -200,6 +205,8 @@ class CameraSpec:
 
     @property
     def label(self) -> str:
+        if self.kind is SpecKind.STDIN:
+            return "standard input"
         if self.kind is SpecKind.FAKE:
             return f"fake camera {self.text.partition(':')[2] or '720p30'}"
         return f"camera {self.text}"
@@ -217,6 +224,8 @@ def parse_camera_spec(text: str | int) -> CameraSpec:
                           "or fake:720p30")
     if re.fullmatch(r"\d+", t):
         return CameraSpec(SpecKind.INDEX, int(t), t)
+    if t == "-":
+        return CameraSpec(SpecKind.STDIN, t, t)
     if t.lower().startswith("fake"):
         m = _FAKE_RE.match(t)
         if m is None:
@@ -793,11 +802,103 @@ class FakeBayerDevice:
         self.close()
 
 
+class PipeDevice:
+    """Headerless raw frames piped in by a capture program (``--camera -``): frame after frame of exactly one
+    layout, as ``v4l2-ctl --stream-to=-`` or a camera SDK's sample writes them.
+
+    Args:
+        width, height: frame size in pixels (required: a pipe says nothing about its frames).
+        fourcc: their layout, any raw code of :data:`V4L2_RAW_FOURCCS`: ``RG12`` (16-bit samples holding 12 bits,
+            RGGB), ``pRAA`` (MIPI-packed 10-bit), ``Y16`` (16-bit samples, pattern from ``--cfa``), ...; default
+            ``Y16`` for ``dtype`` ``<u2`` and ``GREY`` (8-bit) for ``u1``.
+        fps: the rate the program delivers (default 30): frame ``k`` is stamped ``k / fps``. A pipe is read at the
+            reader's pace (a writer ahead of it waits), so arrival times say nothing about capture times.
+        fd: the file descriptor to read (standard input).
+
+    ``read`` blocks until a whole frame has arrived; at the end of the stream it returns None (a stream that ends
+    inside a frame is said so once). ``finite``: an error or the end of the stream stops the run, with no
+    reconnecting.
+    """
+
+    finite = True
+
+    def __init__(self, width: int | None, height: int | None, *, fourcc: str | None = None, dtype: str = "<u2",
+                 fps: float | None = None, fd: int = 0) -> None:
+        self.name = "standard input"
+        if width is None or height is None:
+            raise ConfigError("--camera - reads headerless raw frames from standard input: give their size "
+                              "(--raw-width, --raw-height) and layout (--fourcc RG12, pRAA, ..., or --cfa)")
+        if os.isatty(fd):
+            raise ConfigError("--camera -: standard input is a terminal; pipe raw frames into it (capture-program | "
+                              "redi-stream --camera - --raw-width W --raw-height H ...)")
+        if fourcc is None and dtype not in ("<u2", "u1"):
+            raise ConfigError(f"--camera -: samples {dtype!r} are not read from a pipe; valid: <u2, u1, or a --fourcc")
+        code = normalize_fourcc(fourcc) if fourcc else ("GREY" if dtype == "u1" else "Y16 ")
+        if code not in V4L2_RAW_FOURCCS:
+            raise ConfigError(f"--camera -: format {fourcc!r} is not a raw Bayer layout; valid: "
+                              + ", ".join(sorted(c.strip() for c in V4L2_RAW_FOURCCS)))
+        fmt, bits, cfa = V4L2_RAW_FOURCCS[code]
+        self.layout = PixelLayout(fmt, int(width), int(height), bits, cfa, code)
+        self.fps = float(fps) if fps else 30.0
+        self._fps_given = fps is not None
+        line = {PixelFormat.BAYER8: width, PixelFormat.BAYER16: 2 * width, PixelFormat.RAW10: -(-width // 4) * 5,
+                PixelFormat.RAW12: -(-width // 2) * 3}[fmt]
+        self._line = line
+        self.frame_bytes = line * height
+        self._fd = fd
+        self._closed = False
+        self.frames_read = 0
+
+    def read(self) -> tuple[np.ndarray, int] | None:
+        """The next whole frame (an array the caller owns, as :func:`shape_frame` lays it out) and its time
+        (``k / fps``); None at the end of the stream."""
+        if self._closed:
+            raise CaptureError(f"{self.name}: closed")
+        buf = bytearray(self.frame_bytes)
+        view = memoryview(buf)
+        got = 0
+        while got < self.frame_bytes:
+            try:
+                n = os.readv(self._fd, [view[got:]])
+            except OSError as exc:
+                raise CaptureError(f"{self.name}: {exc.strerror or exc}") from exc
+            if n == 0:
+                break
+            got += n
+        if got < self.frame_bytes:
+            if got:
+                log.warning("%s: the stream ended inside frame %d (%d of %d bytes); that part is dropped", self.name,
+                            self.frames_read, got, self.frame_bytes)
+            return None
+        t_ns = round(self.frames_read * 1e9 / self.fps)
+        self.frames_read += 1
+        lines = np.frombuffer(buf, np.uint8).reshape(self.layout.height, self._line)
+        if self.layout.format is PixelFormat.BAYER16:
+            return lines.view("<u2"), t_ns
+        return lines, t_ns
+
+    def describe(self) -> str:
+        rate = f"{self.fps:g} fps" + ("" if self._fps_given else " (say --fps if the program runs at another)")
+        return f"{self.name}: {self.layout.describe()}, {self.frame_bytes} bytes a frame, {rate}"
+
+    def close(self) -> None:
+        self._closed = True  # standard input belongs to the process: left open
+
+    def __enter__(self) -> PipeDevice:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def open_device(spec: str | int | CameraSpec, *, width: int | None = None, height: int | None = None,
                 fps: float | None = None, fourcc: str | None = None, raw: bool = True, mono_is_bayer: bool = False,
-                quiet_stderr: bool = False) -> CameraDevice | FakeBayerDevice:
-    """Open the device a ``--camera`` value names (``fake:...`` -> :class:`FakeBayerDevice`)."""
+                quiet_stderr: bool = False, dtype: str = "<u2") -> CameraDevice | FakeBayerDevice | PipeDevice:
+    """Open the device a ``--camera`` value names (``fake:...`` -> :class:`FakeBayerDevice`, ``-`` ->
+    :class:`PipeDevice` with ``dtype`` its default sample type)."""
     spec = spec if isinstance(spec, CameraSpec) else parse_camera_spec(spec)
+    if spec.kind is SpecKind.STDIN:
+        return PipeDevice(width, height, fourcc=fourcc, dtype=dtype, fps=fps)
     if spec.kind is SpecKind.FAKE:
         return FakeBayerDevice.from_spec(spec, width=width, height=height, fps=fps, fourcc=fourcc)
     return CameraDevice(spec, width=width, height=height, fps=fps, fourcc=fourcc, raw=raw,

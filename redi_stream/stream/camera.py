@@ -408,6 +408,59 @@ class CameraSource:
         return f"CameraSource({self.name!r}, {self.layout.describe()} @ {self.fps:g} fps)"
 
 
+class PipeSource:
+    """Headerless raw frames piped in (``--camera -``, :class:`~redi_stream.capture.camera.PipeDevice`) as a
+    source that loses nothing: read on ``redi-capture`` at the pipeline's pace, so a program writing faster waits
+    at the pipe (a recording replayed with ``cat`` gives every frame), stamped ``k / fps``. Not live: the pipeline
+    blocks instead of dropping, and does not skip frames while it warms up.
+
+    Args:
+        device: the opened :class:`PipeDevice`. cfa, black, white: see :class:`FrameConverter`.
+    """
+
+    live = False
+
+    def __init__(self, device: Any, *, cfa: CFA | str | None = None, black: float | None = None,
+                 white: float | None = None) -> None:
+        self._device = device
+        self.name = device.name
+        self.layout = device.layout
+        self.fps = float(device.fps)
+        self.size = (self.layout.height, self.layout.width)
+        self._converter = FrameConverter(self.layout, self.name, cfa=cfa, black=black, white=white)
+        self.meta = self._converter.meta
+
+    def describe(self) -> str:
+        return self._device.describe()
+
+    def iter_frames(self, stop: threading.Event | None = None) -> Iterator[RawFrame]:
+        """Frames until the stream ends (or ``stop`` is set). Raises CaptureError / FrameError naming the input."""
+        k = 0
+        while stop is None or not stop.is_set():
+            got = self._device.read()
+            if got is None:
+                return
+            arr, t_ns = got
+            try:
+                data = self._converter(arr)
+            except ValueError as exc:
+                raise FrameError(f"frame {k} ({self.name}): {exc}", index=k, name=self.name) from exc
+            yield RawFrame(data=data, meta=self.meta, index=k, t_ns=t_ns, name=self.name)
+            k += 1
+
+    def __iter__(self) -> Iterator[RawFrame]:
+        return self.iter_frames()
+
+    def close(self) -> None:
+        self._device.close()
+
+    def __enter__(self) -> PipeSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def open_camera(
     spec: str | int | CameraSpec,
     *,
@@ -432,6 +485,12 @@ def open_camera(
     width = getattr(raw, "width", None)
     height = getattr(raw, "height", None)
     cfa = getattr(raw, "cfa", None)
+    if parsed.kind is SpecKind.STDIN:
+        pipe = PipeSource(open_device(parsed, width=width, height=height, fps=fps, fourcc=fourcc,
+                                      dtype=getattr(raw, "dtype", "<u2")),
+                          cfa=cfa, black=getattr(raw, "black", None), white=getattr(raw, "white", None))
+        log.info("%s", pipe.describe())
+        return pipe
     opener = functools.partial(open_device, parsed, width=width, height=height, fps=fps, fourcc=fourcc,
                                mono_is_bayer=cfa is not None)
     # The first open runs before any thread of ours: OpenCV's direct stderr chatter can be silenced.
