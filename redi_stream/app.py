@@ -185,8 +185,10 @@ def sound_for(cfg: RunConfig, shot_fps: float | None) -> str | None:
     return audio
 
 
-def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack, shot_fps: float | None = None) -> list:
-    """One sink per ``--out``, in the order given (each checked writable before any frame is decoded)."""
+def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack, shot_fps: float | None = None,
+                frames: int | None = None) -> list:
+    """One sink per ``--out``, in the order given (each checked writable before any frame is decoded). ``frames``:
+    how many frames the run will write, if known: for one (a still), ``--out shot.png`` is that file's name."""
     from .stream import open_sink
     from .stream.sinks import CRF_CODECS
 
@@ -203,7 +205,8 @@ def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack, shot_fps: float | 
                 opts["audio"] = audio
         sinks.append(stack.enter_context(open_sink(
             target, fps=cfg.fps or fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
-            threads=encoder_threads(cfg), image_format=cfg.image_format.value, bits=cfg.bits, **opts)))
+            threads=encoder_threads(cfg), image_format=cfg.image_format.value, bits=cfg.bits, single=frames == 1,
+            **opts)))
     return sinks
 
 
@@ -226,13 +229,13 @@ def run(cfg: RunConfig) -> int:
         if cfg.start and cfg.start >= len(source):
             raise ConfigError(f"--start {cfg.start}: {getattr(source, 'name', cfg.source)} has "
                               f"{frames_text(len(source))} (0..{len(source) - 1})")
-        sinks = build_sinks(cfg, source.fps, stack, shot_fps=getattr(source, "tagged_fps", None))
         live = bool(getattr(source, "live", False))
-        planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
-        planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB
         frames = len(source) - cfg.start if not live and hasattr(source, "__len__") else None
         if frames is not None and cfg.max_frames is not None:
             frames = min(frames, cfg.max_frames)
+        sinks = build_sinks(cfg, source.fps, stack, shot_fps=getattr(source, "tagged_fps", None), frames=frames)
+        planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
+        planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB
         enhancer = build_enhancer(cfg.enhance, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames,
                                   net=net)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one

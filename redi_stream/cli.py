@@ -94,7 +94,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pix-fmt", default="yuv420p",
                    help="video pixel format: yuv420p (default, plays everywhere), yuv444p, or 10-bit yuv420p10le / "
                         "yuv444p10le (no banding in amplified shadows; libx264 High 10, libx265 Main 10)")
-    g.add_argument("--format", dest="image_format", default="png", help="frame-sequence format: png or tiff")
+    g.add_argument("--format", dest="image_format", default="png",
+                   help="frame-sequence format: png, tiff or jpeg (8-bit, quality 95)")
     g.add_argument("--bits", type=int, default=16, help="frame-sequence bit depth: 8 or 16 (default 16)")
     g.add_argument("--preview", dest="preview", action="store_const", const=True, default=None,
                    help="show a live preview window (default for --camera)")

@@ -62,6 +62,7 @@ class CudaNet(enum.StrEnum):
 class ImageFormat(enum.StrEnum):
     PNG = "png"
     TIFF = "tiff"
+    JPEG = "jpeg"  # 8-bit only
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,14 @@ class RunConfig(EnhanceConfig):
     def _frames16(self) -> bool:
         """16-bit enhanced frames: for 16-bit image sequences and for 10-bit video (swscale reduces them); with
         several outputs, when any one of them takes 16 bits."""
-        return any(self.video_bits > 8 if is_video_target(o) else self.bits == 16 for o in self.outs)
+        return any(self.video_bits > 8 if is_video_target(o) else self._image_bits(o) == 16 for o in self.outs)
+
+    def _image_bits(self, target: str) -> int:
+        """Bits per sample of a frame output: ``--bits``, but 8 for JPEG (by suffix or ``--format``)."""
+        suffix = Path(target).suffix.lower()
+        jpeg = suffix in (".jpg", ".jpeg") or (self.image_format is ImageFormat.JPEG and suffix not in (".png", ".tif",
+                                                                                                       ".tiff"))
+        return 8 if jpeg else self.bits
 
     def codec_for(self, target: str) -> str:
         """The encoder of video output ``target``: ``--codec``, else the container's default."""

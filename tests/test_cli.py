@@ -519,3 +519,21 @@ def test_several_outputs_from_one_pass(tmp_path: Path, capsys) -> None:
     assert main([str(clip), "--out", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "nodir" / "y.mp4"),
                  "--model", "classic"]) == 1
     assert "cannot write" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+
+
+def test_a_single_raw_to_an_image_file(tmp_path: Path, capsys) -> None:
+    """``redi-stream shot.dng --out shot.png`` writes shot.png; a sequence to x.jpg writes x_000000.jpg ..."""
+    import cv2
+
+    clip = tmp_path / "clip"
+    make_dng(None, clip, n_frames=3, size=(64, 96), fps=24.0, ratio=100)
+    one = clip / "frame_000001.dng"
+    assert main([str(one), "--out", str(tmp_path / "shot.png"), "--model", "classic", "--no-progress"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"redi-stream: wrote {tmp_path / 'shot.png'} (1 frame)"
+    assert cv2.imread(str(tmp_path / "shot.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert main([str(one), "--out", str(tmp_path / "shot.jpg"), "--model", "classic", "--no-progress"]) == 0
+    assert cv2.imread(str(tmp_path / "shot.jpg"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
+    assert main([str(clip), "--frames", "1", "--out", str(tmp_path / "first.tif"), "--model", "classic"]) == 0
+    assert (tmp_path / "first.tif").is_file()
+    assert main([str(clip), "--out", str(tmp_path / "seq.jpg"), "--model", "classic", "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("seq*")) == ["seq_000000.jpg", "seq_000001.jpg", "seq_000002.jpg"]

@@ -141,7 +141,9 @@ def pix_fmt_bits(pix_fmt: str) -> int:
     return 10 if pix_fmt.endswith("p10le") else 8
 
 
-IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
+IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
+#: Image formats, and the file suffix each is written with.
+_IMAGE_EXT = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}
 
 # AVCOL_* values (libavutil/pixfmt.h): BT.709 primaries, transfer and matrix; "MPEG" = limited (tv) range.
 _BT709 = 1
@@ -720,14 +722,17 @@ class VideoSink:
 
 
 class ImageSequenceSink:
-    """Writes each frame as one image file ``<prefix><index:06d>.<ext>`` in ``directory`` (created if missing).
+    """Writes each frame as one image file ``<prefix><index:06d>.<ext>`` in ``directory`` (created if missing), or
+    one still under the name ``filename``.
 
     Args:
         directory: output folder.
-        fmt: ``"png"`` or ``"tiff"``.
+        fmt: ``"png"``, ``"tiff"`` or ``"jpeg"`` (8-bit only, quality 95, full-resolution chroma).
         bits: 16 (default, for post-production) or 8. uint8 frames are scaled by 257 to 16 bits; uint16 frames are
-            rounded to 8 bits when ``bits == 8``.
+            rounded to 8 bits when ``bits == 8``. JPEG is always 8 bits.
         prefix, digits: file name pattern; the number is the frame's source index, so a skipped frame leaves a gap.
+        filename: write the one frame of a still to ``directory/filename`` (e.g. ``shot.png``) instead; a second
+            frame is an error (a sequence wants a folder).
 
     Colour: files hold RGB in the usual order (OpenCV's BGR convention is handled here). Existing files with the
     same names are overwritten; if the folder already holds frame files of this pattern, a warning says so at
@@ -747,17 +752,17 @@ class ImageSequenceSink:
         bits: int = 16,
         prefix: str = "frame_",
         digits: int = 6,
+        filename: str | None = None,
     ) -> None:
-        fmt = fmt.lower()
-        if fmt == "tif":
-            fmt = "tiff"
-        if fmt not in ("png", "tiff"):
-            raise ConfigError(f"invalid image format {fmt!r}; valid: png, tiff")
+        fmt = {"tif": "tiff", "jpg": "jpeg"}.get(fmt.lower(), fmt.lower())
+        if fmt not in _IMAGE_EXT:
+            raise ConfigError(f"invalid image format {fmt!r}; valid: {', '.join(_IMAGE_EXT)}")
         if bits not in (8, 16):
             raise ConfigError(f"bits must be 8 or 16, got {bits}")
         self.directory = Path(directory)
-        self.fmt, self.bits, self.prefix, self.digits = fmt, bits, prefix, digits
-        self._ext = ".png" if fmt == "png" else ".tif"
+        self.fmt, self.bits, self.prefix, self.digits = fmt, 8 if fmt == "jpeg" else bits, prefix, digits
+        self.filename = filename
+        self._ext = _IMAGE_EXT[fmt]
         if self.directory.exists() and not self.directory.is_dir():
             raise SinkError(f"cannot write frames to {self.directory}: it is a file, not a directory")
         try:
@@ -767,7 +772,7 @@ class ImageSequenceSink:
             probe.unlink()
         except OSError as exc:
             raise SinkError(f"cannot write frames to {self.directory}: {exc.strerror or exc}") from exc
-        old = sorted(self.directory.glob(f"{glob.escape(prefix)}{'[0-9]' * digits}{self._ext}"))
+        old = [] if filename else sorted(self.directory.glob(f"{glob.escape(prefix)}{'[0-9]' * digits}{self._ext}"))
         if old:  # a previous run's frames: those this run does not renumber would mix into the sequence
             log.warning("%s already holds %d frame files (%s ... %s); this run overwrites the ones it writes and "
                         "leaves the rest", self.directory, len(old), old[0].name, old[-1].name)
@@ -775,6 +780,8 @@ class ImageSequenceSink:
         self._closed = False
 
     def path_for(self, index: int) -> Path:
+        if self.filename is not None:
+            return self.directory / self.filename
         return self.directory / f"{self.prefix}{index:0{self.digits}d}{self._ext}"
 
     def write(self, frame: EnhancedFrame) -> None:
@@ -782,6 +789,8 @@ class ImageSequenceSink:
 
         if self._closed:
             raise SinkError(f"{self.directory}: write after close")
+        if self.filename is not None and self.frames_written:
+            raise SinkError(f"{self.path_for(0)} holds one still; for a sequence give a folder (DIR/)")
         rgb = frame.rgb
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected (H, W, 3) uint8/uint16 RGB, got {rgb.shape} {rgb.dtype}")
@@ -794,7 +803,9 @@ class ImageSequenceSink:
         bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)  # OpenCV files are BGR
         # TIFF uncompressed: on an enhanced 1080p frame OpenCV's default (LZW) took 161 ms and made the file 19%
         # larger than storing it (14.5 against 12.2 MB, 9 ms); the grain of amplified shadows does not compress.
-        params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if self.fmt == "png" else [cv2.IMWRITE_TIFF_COMPRESSION, 1]
+        params = {"png": [cv2.IMWRITE_PNG_COMPRESSION, 1], "tiff": [cv2.IMWRITE_TIFF_COMPRESSION, 1],
+                  "jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95,
+                           cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]}[self.fmt]
         if self.fmt == "png" and bgr.dtype == np.uint16:
             # zlib's matching finds little in the low byte of 16-bit samples: Huffman coding alone is 1.8x faster
             # on a noisy 1080p frame (195 vs 357 ms) and no larger; on a smooth one 1.2x faster and 3% larger.
@@ -864,7 +875,7 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 
 _VIDEO_OPTS = {"codec", "crf", "qp", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options",
                "audio"}
-_IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits"}
+_IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits", "single"}
 
 
 def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
@@ -876,7 +887,8 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
     * an existing directory, or a path ending in ``/`` or with no suffix -> :class:`ImageSequenceSink` (PNG unless
       ``image_format``/``fmt`` says ``tiff``; 16 bit unless ``bits=8``)
     * ``dir/frame_%06d.png`` / ``dir/*.tif`` / ``dir/x.tiff`` pattern -> :class:`ImageSequenceSink` in ``dir``, format
-      from the suffix, prefix from the part before ``%d``/``*``
+      from the suffix (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``), prefix from the part before ``%d``/``*``;
+      with ``single=True`` (the source is one still) a plain name such as ``shot.png`` is written as it is
     * ``"null"`` -> :class:`NullSink`
 
     ``opts`` may mix video options (codec, crf, preset, pix_fmt, threads, fragmented, pts_from, options) and image
@@ -894,6 +906,7 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
     image = {k: v for k, v in opts.items() if k in _IMAGE_OPTS}
     fmt = image.pop("image_format", None) or image.pop("fmt", None)
     image.pop("fmt", None)
+    single = image.pop("single", False)
     s = os.fspath(target)
     if s == "null":
         return NullSink()
@@ -904,6 +917,8 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
     if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
         return ImageSequenceSink(p, fmt=str(fmt or "png"), **image)
     if suffix in IMAGE_SUFFIXES:
+        if single and _PATTERN_RE.match(p.stem) is None:
+            return ImageSequenceSink(p.parent, fmt=IMAGE_SUFFIXES[suffix], filename=p.name, **image)
         m = _PATTERN_RE.match(p.stem)
         prefix, digits = (m.group("prefix"), int(m.group("digits") or 6)) if m else (p.stem + "_", 6)
         image.setdefault("prefix", prefix)

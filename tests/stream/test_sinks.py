@@ -255,6 +255,32 @@ def test_open_sink_dispatch(tmp_path):
     assert open_sink(tmp_path / "m.mp4", 24, codec="mpeg4", preset="turbo").preset == "turbo"  # x26x only
 
 
+def test_a_still_is_written_under_its_own_name(tmp_path):
+    """One frame to ``shot.png`` is shot.png (not shot_000000.png); a second frame is refused."""
+    frame = next(_frames(1))
+    with open_sink(tmp_path / "shot.png", single=True) as sink:
+        sink.write(frame)
+        with pytest.raises(SinkError, match="shot.png holds one still; for a sequence give a folder"):
+            sink.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shot.png"]
+    assert cv2.imread(str(tmp_path / "shot.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    with open_sink(tmp_path / "seq.png") as sink:  # not known to be one frame: a numbered sequence
+        sink.write(frame)
+    assert (tmp_path / "seq_000000.png").exists()
+
+
+@pytest.mark.parametrize("target", ["still.jpg", "frames/"])
+def test_jpeg_frames_are_8_bit_and_keep_their_colour(tmp_path, target):
+    opts = {"single": True} if target.endswith(".jpg") else {"image_format": "jpeg"}
+    with open_sink(f"{tmp_path}/{target}", bits=16, **opts) as sink:  # JPEG is 8-bit whatever --bits says
+        for f in _frames(1, colour=(200, 40, 90)):
+            sink.write(f)
+    path = tmp_path / "still.jpg" if target.endswith(".jpg") else tmp_path / "frames" / "frame_000000.jpg"
+    img = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+    assert img.dtype == np.uint8
+    np.testing.assert_allclose(img[8:, 8:].reshape(-1, 3).mean(0), (200, 40, 90), atol=2)
+
+
 def test_fps_to_fraction():
     assert fps_to_fraction(23.976) == Fraction(24000, 1001)
     assert fps_to_fraction(29.97) == Fraction(30000, 1001)
