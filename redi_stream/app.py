@@ -24,7 +24,7 @@ log = logging.getLogger("redi_stream")
 
 def open_source(cfg: RunConfig):
     """The frame source named by the config (files or camera)."""
-    from .capture import RawFileSource, SyntheticSource
+    from .capture import RawFileSource, SyntheticSource, natural_key
 
     if cfg.camera is not None:
         from .stream.camera import open_camera
@@ -32,7 +32,9 @@ def open_source(cfg: RunConfig):
         return open_camera(cfg.camera, raw=cfg.raw, fps=cfg.fps, fourcc=cfg.fourcc, reconnect_s=cfg.reconnect_s)
     if cfg.source == "demo":
         return SyntheticSource.demo()
-    return RawFileSource(cfg.source, raw_params=cfg.raw.headerless_params(), fps=cfg.fps)
+    # Several paths are a shell's expansion of clip/*.dng (in its own order, frame_10 before frame_2): natural order.
+    spec = cfg.source if isinstance(cfg.source, str) else sorted(cfg.source, key=natural_key)
+    return RawFileSource(spec, raw_params=cfg.raw.headerless_params(), fps=cfg.fps)
 
 
 def resolve_device(cfg: EnhanceConfig) -> tuple[str, str]:
@@ -162,37 +164,41 @@ def encoder_threads(cfg: RunConfig) -> int:
     return 1 if device == "cpu" else 0
 
 
-def sound_for(cfg: RunConfig, shot_fps: float | None) -> str | None:
-    """The sound file a video output carries: ``--audio FILE``, else a frame folder's one ``.wav`` (said in a log
-    line), else none (also with ``--audio none`` and for cameras). ``shot_fps``: the rate the clip says it was
-    shot at (CinemaDNG FrameRate), if it says, for a warning when ``--fps`` plays it at another."""
+def sound_for(cfg: RunConfig, source) -> str | None:
+    """The sound file a video output carries: ``--audio FILE``, else the one ``.wav`` of the folder that holds all
+    the clip's frames (said in a log line), else none (also with ``--audio none``, for cameras and for a single
+    still). The clip's CinemaDNG FrameRate (``source.tagged_fps``), if it states one, is checked against ``--fps``."""
     from .stream.audio import find_audio
 
     if cfg.camera is not None or cfg.audio == "none":
         return None
     audio = cfg.audio
-    if audio is None and cfg.source is not None and os.path.isdir(cfg.source):
-        found, candidates = find_audio(cfg.source)
+    paths = getattr(source, "paths", None) or []
+    folders = {p.parent for p in paths}
+    if audio is None and len(paths) > 1 and len(folders) == 1:
+        folder = folders.pop()
+        found, candidates = find_audio(folder)
         if found is None and len(candidates) > 1:
-            log.warning("%s holds %d sound files (%s): the video is silent; choose one with --audio FILE", cfg.source,
+            log.warning("%s holds %d sound files (%s): the video is silent; choose one with --audio FILE", folder,
                         len(candidates), ", ".join(p.name for p in candidates))
         elif found is not None:
             log.info("sound: %s (--audio none leaves it out)", found)
             audio = os.fspath(found)
+    shot_fps = getattr(source, "tagged_fps", None)
     if audio is not None and cfg.fps is not None and shot_fps and abs(cfg.fps - shot_fps) > 1e-3 * shot_fps:
         log.warning("--fps %g plays the %g fps frames at another speed; the sound keeps its own, so it drifts from "
                     "the pictures (--audio none leaves it out)", cfg.fps, shot_fps)
     return audio
 
 
-def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack, shot_fps: float | None = None,
-                frames: int | None = None) -> list:
-    """One sink per ``--out``, in the order given (each checked writable before any frame is decoded). ``frames``:
-    how many frames the run will write, if known: for one (a still), ``--out shot.png`` is that file's name."""
+def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = None) -> list:
+    """One sink per ``--out``, in the order given (each checked writable before any frame is decoded), at
+    ``--fps`` or the source's rate. ``frames``: how many frames the run will write, if known: for one (a still),
+    ``--out shot.png`` is that file's name."""
     from .stream import open_sink
     from .stream.sinks import CRF_CODECS
 
-    audio = sound_for(cfg, shot_fps) if cfg.video_outs else None
+    audio = sound_for(cfg, source) if cfg.video_outs else None
     sinks = []
     for target in cfg.outs:
         opts = {}
@@ -204,7 +210,7 @@ def build_sinks(cfg: RunConfig, fps: float, stack: ExitStack, shot_fps: float | 
             if audio is not None:
                 opts["audio"] = audio
         sinks.append(stack.enter_context(open_sink(
-            target, fps=cfg.fps or fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
+            target, fps=cfg.fps or source.fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
             threads=encoder_threads(cfg), image_format=cfg.image_format.value, bits=cfg.bits, single=frames == 1,
             **opts)))
     return sinks
@@ -233,7 +239,7 @@ def run(cfg: RunConfig) -> int:
         frames = len(source) - cfg.start if not live and hasattr(source, "__len__") else None
         if frames is not None and cfg.max_frames is not None:
             frames = min(frames, cfg.max_frames)
-        sinks = build_sinks(cfg, source.fps, stack, shot_fps=getattr(source, "tagged_fps", None), frames=frames)
+        sinks = build_sinks(cfg, source, stack, frames=frames)
         planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
         planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB
         enhancer = build_enhancer(cfg.enhance, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames,

@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time enhancement of extremely dark RAW video (REDI network).",
         epilog="Other commands: " + ", ".join(SUBCOMMANDS) + " (see 'redi-stream COMMAND --help').",
     )
-    p.add_argument("source", nargs="?", help="folder, glob ('clip/*.dng') or file of raw frames (DNG, ARW, NEF, "
-                                              "CR2, ..., .npy frames or (N, H, W) stacks, headerless .raw)")
+    p.add_argument("source", nargs="*", help="folder, glob ('clip/*.dng'), file or files of raw frames (DNG, ARW, "
+                                              "NEF, CR2, ..., .npy frames or (N, H, W) stacks, headerless .raw); "
+                                              "several files (a shell's clip/*.dng) are taken in natural order")
     p.add_argument("--camera", help="live camera: index (0), /dev/videoN, URL, a video file played as a camera, "
                                     "fake[:720p30|:WxH@FPS][:FOURCC|:bgr] (synthetic dark Bayer sensor), or - "
                                     "(headerless raw frames piped in: --raw-width, --raw-height, --fourcc or --cfa)")
@@ -146,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _source(value) -> str | tuple[str, ...] | None:
+    """The positional SOURCE: nothing, one path or glob, or several paths (a shell's expansion of a glob)."""
+    if value is None or isinstance(value, str):
+        return value
+    return None if not value else value[0] if len(value) == 1 else tuple(value)
+
+
 def build_run_config(ns: argparse.Namespace) -> RunConfig:
     """The one place argparse values become a RunConfig."""
     raw = RawLayout(
@@ -157,7 +165,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         dtype=getattr(ns, "raw_dtype", "<u2"),
     )
     return RunConfig(
-        source=getattr(ns, "source", None),
+        source=_source(getattr(ns, "source", None)),
         camera=getattr(ns, "camera", None),
         out=ns.out,
         model=parse_enum(ModelKind, ns.model, "--model"),

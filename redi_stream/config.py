@@ -160,7 +160,7 @@ class RunConfig(EnhanceConfig):
     with ``bits_out`` following the output) and the input and output below."""
 
     bits_out: int = field(init=False, default=8)  # 16 for 16-bit frames and 10-bit video
-    source: str | None = None
+    source: str | tuple[str, ...] | None = None  # a path or glob, or several paths (a shell's expansion)
     camera: str | None = None
     # One output or several (each str keeps a trailing "/": a folder of frames even when named x.mp4/).
     out: str | Path | Sequence[str | Path] | None = None

@@ -537,3 +537,35 @@ def test_a_single_raw_to_an_image_file(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "first.tif").is_file()
     assert main([str(clip), "--out", str(tmp_path / "seq.jpg"), "--model", "classic", "--no-progress"]) == 0
     assert sorted(p.name for p in tmp_path.glob("seq*")) == ["seq_000000.jpg", "seq_000001.jpg", "seq_000002.jpg"]
+
+
+def test_a_shells_expanded_glob_is_taken_in_natural_order(tmp_path: Path, capsys) -> None:
+    """``redi-stream clip/*.dng`` unquoted: the shell passes f1, f10, f2; the frames go f1, f2, f10, as from the
+    folder, and the folder's sound is found."""
+    import shutil
+    import wave
+
+    import cv2
+
+    made = tmp_path / "made"
+    make_dng(None, made, n_frames=3, size=(64, 96), fps=24.0, ratio=100)
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for src, name in zip(sorted(made.glob("*.dng")), ("f1.dng", "f2.dng", "f10.dng")):
+        shutil.copy(src, clip / name)
+    shell_order = [str(clip / n) for n in ("f1.dng", "f10.dng", "f2.dng")]
+    assert main([*shell_order, "--out", f"{tmp_path}/listed/", "--model", "classic", "--no-progress"]) == 0
+    assert main([str(clip), "--out", f"{tmp_path}/folder/", "--model", "classic", "--no-progress"]) == 0
+    def frames(folder: str) -> list[np.ndarray]:
+        return [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((tmp_path / folder).glob("*.png"))]
+
+    for a, b in zip(frames("listed"), frames("folder"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with wave.open(str(clip / "take.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 8000)
+    capsys.readouterr()
+    assert main([*shell_order, "--out", str(tmp_path / "o.mp4"), "--model", "classic", "--no-progress"]) == 0
+    assert f"sound: {clip / 'take.wav'}" in capsys.readouterr().err

@@ -261,8 +261,8 @@ def test_app_closes_every_resource_once_when_a_stage_fails(tmp_path, monkeypatch
 
     out = tmp_path / "o.mp4"
     monkeypatch.setattr(app, "open_source", lambda cfg: Src(20))
-    monkeypatch.setattr(app, "build_sinks", lambda cfg, fps, stack, **kw: [
-        stack.enter_context(CountingSink(out, fps=fps, preset="ultrafast"))])
+    monkeypatch.setattr(app, "build_sinks", lambda cfg, source, stack, **kw: [
+        stack.enter_context(CountingSink(out, fps=source.fps, preset="ultrafast"))])
     monkeypatch.setattr(app, "build_enhancer",
                         lambda cfg, stack, **kw: stack.enter_context(E(Failing("infer", 7, RuntimeError("x")))))
     with pytest.raises(PipelineError, match="infer failed: frame 7"):
