@@ -232,6 +232,9 @@ def run(cfg: RunConfig) -> int:
             if not display_available():
                 raise ConfigError("no display for the preview window (DISPLAY is not set) and no --out: nothing "
                                   "would be shown or written; give --out FILE.mp4 (or --out null to only measure)")
+        elif not want_preview and not cfg.outs:  # e.g. frames piped in, read like files: no window by default
+            raise ConfigError(f"{getattr(source, 'name', 'the source')}: no --out and no --preview: nothing would be "
+                              "shown or written; give --out FILE.mp4 (or --preview, or --out null to only measure)")
         if cfg.start and cfg.start >= len(source):
             raise ConfigError(f"--start {cfg.start}: {getattr(source, 'name', cfg.source)} has "
                               f"{frames_text(len(source))} (0..{len(source) - 1})")

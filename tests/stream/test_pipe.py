@@ -72,6 +72,12 @@ def test_a_stream_cut_inside_a_frame_keeps_the_whole_ones(tmp_path: Path) -> Non
     assert len(_pngs(tmp_path / "f")) == 3
 
 
+def test_nothing_to_show_or_write_is_refused() -> None:
+    run = _run(["--camera", "-", "--raw-width", "8", "--raw-height", "8", "--cfa", "RGGB"], b"\0" * 256)
+    assert run.returncode == 2
+    assert "standard input: no --out and no --preview: nothing would be shown or written" in run.stderr.decode()
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "--camera - reads headerless raw frames from standard input: give their size"),
     (["--raw-width", "8", "--raw-height", "8", "--fourcc", "MJPG"], "format 'MJPG' is not a raw Bayer layout"),
