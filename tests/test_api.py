@@ -164,3 +164,14 @@ def test_open_raw_reads_headerless_frames_with_a_layout(tmp_path: Path) -> None:
         redi_stream.open_raw(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="invalid cfa 'rgb'"):
         redi_stream.open_raw(tmp_path, cfa="rgb")
+
+
+def test_network_frames_match_the_command_lines_within_a_code(tmp_path: Path, clip: Path) -> None:
+    """The network's float rounding follows its thread count (the CLI gives a short run every core, the Enhancer
+    picks its own): 16-bit frames agree within one code."""
+    out = tmp_path / "frames"
+    assert app.run(RunConfig(source=str(clip), out=f"{out}/", progress=False)) == 0
+    with redi_stream.Enhancer(bits=16) as enhance, redi_stream.open_raw(clip) as src:
+        for frame, png in zip(src, sorted(out.glob("*.png")), strict=True):
+            diff = np.abs(enhance(frame).astype(np.int32) - _read_png16(png).astype(np.int32))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01
