@@ -296,33 +296,33 @@ def write_video_sound(video: str | os.PathLike[str], wav: str | os.PathLike[str]
     import av
 
     try:
-        with av.open(str(video)) as container:
-            if not container.streams.audio:
-                return False
-            stream = container.streams.audio[0]
-            rate = stream.codec_context.sample_rate
-            channels = 2 if stream.codec_context.channels >= 2 else 1
-            resampler = av.AudioResampler(format="s16", layout="stereo" if channels == 2 else "mono", rate=rate)
-            left = round(seconds * rate)
-            chunks = []
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    pcm = out.to_ndarray().reshape(-1, channels)[:left]
-                    chunks.append(pcm)
-                    left -= len(pcm)
-                if left <= 0:
-                    break
+        container = av.open(str(video))
     except (av.FFmpegError, OSError) as exc:
         raise CaptureError(f"cannot read the sound of {video}: {exc}") from exc
-    try:
-        with wave.open(str(wav), "wb") as w:
-            w.setnchannels(channels)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            for pcm in chunks:
-                w.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
-    except OSError as exc:
-        raise CaptureError(f"cannot write {wav}: {exc.strerror or exc}") from exc
+    with container:
+        if not container.streams.audio:
+            return False
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        channels = 2 if stream.codec_context.channels >= 2 else 1
+        resampler = av.AudioResampler(format="s16", layout="stereo" if channels == 2 else "mono", rate=rate)
+        left = round(seconds * rate)
+        try:
+            with wave.open(str(wav), "wb") as w:  # written as it is decoded
+                w.setnchannels(channels)
+                w.setsampwidth(2)
+                w.setframerate(rate)
+                for frame in container.decode(stream):
+                    for out in resampler.resample(frame):
+                        pcm = out.to_ndarray().reshape(-1, channels)[:left]
+                        w.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+                        left -= len(pcm)
+                    if left <= 0:
+                        break
+        except av.FFmpegError as exc:
+            raise CaptureError(f"cannot read the sound of {video}: {exc}") from exc
+        except OSError as exc:
+            raise CaptureError(f"cannot write {wav}: {exc.strerror or exc}") from exc
     return True
 
 
