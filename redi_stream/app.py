@@ -158,7 +158,7 @@ def encoder_threads(cfg: RunConfig) -> int:
     if cfg.model is not ModelKind.REDI:
         return 0
     try:
-        device, _ = resolve_device(cfg.enhance)
+        device, _ = resolve_device(cfg)
     except ConfigError:
         return 0  # build_enhancer reports it
     return 1 if device == "cpu" else 0
@@ -199,6 +199,7 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
     from .stream.sinks import CRF_CODECS
 
     audio = sound_for(cfg, source) if cfg.video_outs else None
+    threads = encoder_threads(cfg)
     sinks = []
     for target in cfg.outs:
         opts = {}
@@ -211,7 +212,7 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
                 opts["audio"] = audio
         sinks.append(stack.enter_context(open_sink(
             target, fps=cfg.fps or source.fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
-            threads=encoder_threads(cfg), image_format=cfg.image_format.value, bits=cfg.bits, single=frames == 1,
+            threads=threads, image_format=cfg.image_format.value, bits=cfg.bits, single=frames == 1,
             **opts)))
     return sinks
 
@@ -220,12 +221,13 @@ def run(cfg: RunConfig) -> int:
     """One enhancement run; returns the exit code (errors raise)."""
     from .stream import Pipeline, PipelineConfig
 
-    net = prepare_network(cfg.enhance)  # before any file is opened
+    net = prepare_network(cfg)  # before any file is opened
     with ExitStack() as stack:
         # Outputs are checked (opened for writing) before any decoding work starts.
         source = stack.enter_context(open_source(cfg))
+        live = bool(getattr(source, "live", False))
         # A window by default for cameras, not for files or frames piped in (--camera -), which are read like files.
-        want_preview = cfg.preview if cfg.preview is not None else bool(getattr(source, "live", False))
+        want_preview = cfg.preview if cfg.preview is not None else live
         if want_preview and not cfg.outs:
             from .stream.preview import display_available
 
@@ -238,15 +240,13 @@ def run(cfg: RunConfig) -> int:
         if cfg.start and cfg.start >= len(source):
             raise ConfigError(f"--start {cfg.start}: {getattr(source, 'name', cfg.source)} has "
                               f"{frames_text(len(source))} (0..{len(source) - 1})")
-        live = bool(getattr(source, "live", False))
         frames = len(source) - cfg.start if not live and hasattr(source, "__len__") else None
         if frames is not None and cfg.max_frames is not None:
             frames = min(frames, cfg.max_frames)
         sinks = build_sinks(cfg, source, stack, frames=frames)
         planes = [bool(getattr(s, "wants_yuv420p", False)) for s in sinks]
         planes_only = bool(planes) and all(planes) and not (want_preview or live)  # nothing shows or saves RGB
-        enhancer = build_enhancer(cfg.enhance, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames,
-                                  net=net)
+        enhancer = build_enhancer(cfg, stack, yuv420p=any(planes), rgb=not planes_only, frames=frames, net=net)
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
         pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers or default_decode_workers(),

@@ -10,15 +10,15 @@ import enum
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .capture.headerless import HeaderlessParams, canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import (VIDEO_PIX_FMTS, check_container_codec, crf_max, default_codec, is_video_target,
-                           pix_fmt_bits)
+from .stream.sinks import (IMAGE_SUFFIXES, VIDEO_PIX_FMTS, check_container_codec, crf_max, default_codec,
+                           is_video_target, pix_fmt_bits)
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -114,8 +114,8 @@ def default_decode_workers(cpu_count: int | None = None) -> int:
 @dataclass(frozen=True)
 class EnhanceConfig:
     """How frames are enhanced: the model, where it runs, and the amplification. A :class:`RunConfig` is one of
-    these plus its input and output (its ``enhance`` is this part alone), and this is all that
-    :class:`redi_stream.Enhancer` needs. Messages name the command-line option.
+    these plus its input and output, and this is all that :class:`redi_stream.Enhancer` needs (and what
+    :func:`redi_stream.app.build_enhancer` reads). Messages name the command-line option.
 
     ``bits_out``: 8 (video, preview) or 16 (16-bit frames, 10-bit video) bits per output sample.
     """
@@ -246,22 +246,16 @@ class RunConfig(EnhanceConfig):
         super().__post_init__()  # the enhancement's own checks
 
     @property
-    def enhance(self) -> EnhanceConfig:
-        """The enhancement part alone (what :func:`redi_stream.app.build_enhancer` reads)."""
-        return EnhanceConfig(**{f.name: getattr(self, f.name) for f in fields(EnhanceConfig)})
-
-    @property
     def _frames16(self) -> bool:
         """16-bit enhanced frames: for 16-bit image sequences and for 10-bit video (swscale reduces them); with
         several outputs, when any one of them takes 16 bits."""
         return any(self.video_bits > 8 if is_video_target(o) else self._image_bits(o) == 16 for o in self.outs)
 
     def _image_bits(self, target: str) -> int:
-        """Bits per sample of a frame output: ``--bits``, but 8 for JPEG (by suffix or ``--format``)."""
-        suffix = Path(target).suffix.lower()
-        jpeg = suffix in (".jpg", ".jpeg") or (self.image_format is ImageFormat.JPEG and suffix not in (".png", ".tif",
-                                                                                                       ".tiff"))
-        return 8 if jpeg else self.bits
+        """Bits per sample of a frame output: ``--bits``, but 8 for JPEG (the format its suffix names, as
+        ``stream.open_sink`` reads it, else ``--format``)."""
+        fmt = IMAGE_SUFFIXES.get(Path(target).suffix.lower(), self.image_format.value)
+        return 8 if fmt == ImageFormat.JPEG.value else self.bits
 
     def codec_for(self, target: str) -> str:
         """The encoder of video output ``target``: ``--codec``, else the container's default."""

@@ -61,7 +61,7 @@ def test_output_bit_depth_reaches_the_enhancer(tmp_path: Path, out: str, extra: 
 
     cfg = RunConfig(source="x", out=tmp_path / out, model=ModelKind.CLASSIC, **extra)
     with ExitStack() as stack:
-        enhancer = app.build_enhancer(cfg.enhance, stack, yuv420p=False, rgb=True)
+        enhancer = app.build_enhancer(cfg, stack, yuv420p=False, rgb=True)
         assert enhancer.out_dtype.name == want
 
 
