@@ -196,7 +196,6 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
     ``--fps`` or the source's rate. ``frames``: how many frames the run will write, if known: for one (a still),
     ``--out shot.png`` is that file's name."""
     from .stream import open_sink
-    from .stream.sinks import CRF_CODECS
 
     audio = sound_for(cfg, source) if cfg.video_outs else None
     threads = encoder_threads(cfg)
@@ -204,14 +203,11 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
     for target in cfg.outs:
         opts = {}
         if target in cfg.video_outs:
-            codec = opts["codec"] = cfg.codec_for(target)
-            if codec not in CRF_CODECS and cfg.qp is None:
-                log.warning("--crf does not apply to %s (it does to %s): it runs with FFmpeg's default rate control",
-                            codec, ", ".join(CRF_CODECS))
+            opts["codec"], opts["pix_fmt"] = cfg.codec_for(target), cfg.pix_fmt_for(target)
             if audio is not None:
                 opts["audio"] = audio
         sinks.append(stack.enter_context(open_sink(
-            target, fps=cfg.fps or source.fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset, pix_fmt=cfg.pix_fmt,
+            target, fps=cfg.fps or source.fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset,
             threads=threads, image_format=cfg.image_format.value, bits=cfg.bits, single=frames == 1,
             **opts)))
     return sinks

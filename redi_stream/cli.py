@@ -82,8 +82,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "several from one pass of the network, e.g. --out proxy.mp4 --out frames/")
     g.add_argument("--fps", type=frame_rate, help="output frame rate, e.g. 25, 29.97 or 30000/1001 (default: the "
                                                   "source's); with --camera also the rate asked of the camera")
-    g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm)")
-    g.add_argument("--crf", type=int, default=18,
+    g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm), e.g. libx265, or prores_ks "
+                                   "or dnxhd (DNxHR) in .mov/.mkv for editing")
+    g.add_argument("--crf", type=int, default=None,
                    help="constant quality, lower is better (default 18): crf for x264 and x265 (0..51), VP9 and "
                         "SVT-AV1 (0..63), cq for NVENC, a fixed quantiser (crf / 6) for mpeg4")
     g.add_argument("--qp", type=int,
@@ -91,9 +92,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "per-frame analysis), the same quantiser whatever the content")
     g.add_argument("--preset", default="ultrafast",
                    help="x264/x265 preset (default ultrafast, real time on small CPUs; e.g. medium for smaller files)")
-    g.add_argument("--pix-fmt", default="yuv420p",
+    g.add_argument("--pix-fmt", default=None,
                    help="video pixel format: yuv420p (default, plays everywhere), yuv444p, or 10-bit yuv420p10le / "
-                        "yuv444p10le (no banding in amplified shadows; libx264 High 10, libx265 Main 10)")
+                        "yuv444p10le (no banding in amplified shadows; libx264 High 10, libx265 Main 10); "
+                        "ProRes and DNxHR default to yuv422p10le")
     g.add_argument("--format", dest="image_format", default="png",
                    help="frame-sequence format: png, tiff or jpeg (8-bit, quality 95)")
     g.add_argument("--bits", type=int, default=16, help="frame-sequence bit depth: 8 or 16 (default 16)")
@@ -183,7 +185,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         crf=ns.crf,
         qp=ns.qp,
         preset=ns.preset,
-        pix_fmt=getattr(ns, "pix_fmt", "yuv420p"),
+        pix_fmt=getattr(ns, "pix_fmt", None),
         image_format=parse_enum(ImageFormat, ns.image_format, "--format"),
         bits=ns.bits,
         on_error=parse_enum(OnError, getattr(ns, "on_error", "stop"), "--on-error"),

@@ -17,8 +17,8 @@ from .capture.headerless import HeaderlessParams, canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import (IMAGE_SUFFIXES, VIDEO_PIX_FMTS, check_container_codec, crf_max, default_codec,
-                           is_video_target, pix_fmt_bits)
+from .stream.sinks import (CRF_CODECS, IMAGE_SUFFIXES, VIDEO_PIX_FMTS, check_container_codec, crf_max, default_codec,
+                           default_pix_fmt, is_video_target, pix_fmt_bits)
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -166,10 +166,10 @@ class RunConfig(EnhanceConfig):
     out: str | Path | Sequence[str | Path] | None = None
     fps: float | None = None
     codec: str | None = None  # None: the container's default (stream.sinks.default_codec)
-    crf: int = 18
+    crf: int | None = None  # None: stream.sinks.DEFAULT_CRF for the encoders --crf sets (CRF_CODECS)
     qp: int | None = None
     preset: str = "ultrafast"
-    pix_fmt: str = "yuv420p"
+    pix_fmt: str | None = None  # None: each encoder's default (stream.sinks.default_pix_fmt)
     image_format: ImageFormat = ImageFormat.PNG
     bits: int = 16
     on_error: OnError = OnError.STOP
@@ -218,11 +218,14 @@ class RunConfig(EnhanceConfig):
         if self.fps is not None and not (0 < self.fps <= 1000):
             raise ConfigError(f"--fps must be in (0, 1000], got {self.fps}")
         codecs = [self.codec_for(o) for o in self.video_outs] or [None]
-        for codec in codecs:
+        for codec in codecs if self.crf is not None else ():
             top = crf_max(codec) if codec else 51
             if not 0 <= self.crf <= top:
                 raise ConfigError(f"--crf must be in 0..{top}" + (f" for {codec}" if top != 51 else "")
                                   + f", got {self.crf}")
+            if codec is not None and codec not in CRF_CODECS:
+                raise ConfigError(f"--crf does not apply to {codec} (its profile sets the quality); it applies to "
+                                  f"{', '.join(CRF_CODECS)}")
         if self.qp is not None:
             if any(c not in ("libx264", "libx265") for c in codecs):
                 raise ConfigError("--qp applies to libx264 and libx265 video output; other encoders take --crf")
@@ -230,9 +233,9 @@ class RunConfig(EnhanceConfig):
                 raise ConfigError(f"--qp must be in 0..51, got {self.qp}")
         if self.bits not in (8, 16):
             raise ConfigError(f"--bits must be 8 or 16, got {self.bits}")
-        if self.pix_fmt not in VIDEO_PIX_FMTS:
+        if self.pix_fmt is not None and self.pix_fmt not in VIDEO_PIX_FMTS:
             raise ConfigError(f"invalid --pix-fmt {self.pix_fmt!r}; valid: {', '.join(VIDEO_PIX_FMTS)}")
-        if self.pix_fmt != "yuv420p" and not self.video_outs:
+        if self.pix_fmt is not None and not self.video_outs:
             raise ConfigError("--pix-fmt applies to video output (.mp4, .mkv, .mov, .webm); frame sequences take "
                               "--bits")
         for o in self.video_outs:
@@ -249,7 +252,8 @@ class RunConfig(EnhanceConfig):
     def _frames16(self) -> bool:
         """16-bit enhanced frames: for 16-bit image sequences and for 10-bit video (swscale reduces them); with
         several outputs, when any one of them takes 16 bits."""
-        return any(self.video_bits > 8 if is_video_target(o) else self._image_bits(o) == 16 for o in self.outs)
+        return any(pix_fmt_bits(self.pix_fmt_for(o)) > 8 if is_video_target(o) else self._image_bits(o) == 16
+                   for o in self.outs)
 
     def _image_bits(self, target: str) -> int:
         """Bits per sample of a frame output: ``--bits``, but 8 for JPEG (the format its suffix names, as
@@ -266,7 +270,6 @@ class RunConfig(EnhanceConfig):
         """The outputs that are video (files or streams, as ``stream.open_sink`` decides it), not frames."""
         return tuple(o for o in self.outs if is_video_target(o))
 
-    @property
-    def video_bits(self) -> int:
-        """Bits per sample of the video's pixel format (8 or 10)."""
-        return pix_fmt_bits(self.pix_fmt)
+    def pix_fmt_for(self, target: str) -> str:
+        """The pixel format of video output ``target``: ``--pix-fmt``, else its encoder's default."""
+        return self.pix_fmt or default_pix_fmt(self.codec_for(target))

@@ -52,6 +52,7 @@ def test_enhancer_makes_yuv_planes_only_for_a_yuv420p_video(tmp_path: Path, monk
         ("o.mp4", {}, "uint8"),
         ("o.mkv", {"pix_fmt": "yuv444p"}, "uint8"),
         ("o.mp4", {"pix_fmt": "yuv420p10le"}, "uint16"),  # 10-bit video is made from 16-bit frames
+        ("o.mov", {"codec": "prores_ks"}, "uint16"),  # ProRes defaults to 10-bit 4:2:2
         ("frames/", {}, "uint16"),
         ("frames/", {"bits": 8}, "uint8"),
     ],
@@ -72,7 +73,22 @@ def test_pix_fmt_is_checked() -> None:
         RunConfig(source="x", out=Path("o.mp4"), pix_fmt="yuv420p12le")
     with pytest.raises(ConfigError, match="--pix-fmt applies to video output"):
         RunConfig(source="x", out=Path("frames/"), pix_fmt="yuv420p10le")
-    assert RunConfig(source="x", out=Path("o.mov"), pix_fmt="yuv422p10le").video_bits == 10
+    assert RunConfig(source="x", out=Path("o.mov"), pix_fmt="yuv422p10le").pix_fmt_for("o.mov") == "yuv422p10le"
+    # Unasked, each encoder gets the format it takes: 8-bit 4:2:0 where it can, else the mastering codecs' 10-bit 4:2:2.
+    two = RunConfig(source="x", out=["o.mp4", "o.webm"])
+    assert two.pix_fmt_for("o.mp4") == two.pix_fmt_for("o.webm") == "yuv420p" and two.bits_out == 8
+    for codec in ("prores_ks", "dnxhd"):
+        cfg = RunConfig(source="x", out="o.mov", codec=codec)
+        assert cfg.pix_fmt_for("o.mov") == "yuv422p10le" and cfg.bits_out == 16
+
+
+def test_crf_is_refused_for_encoders_it_does_not_set() -> None:
+    from redi_stream.errors import ConfigError
+
+    assert RunConfig(source="x", out="o.mov", codec="prores_ks").crf is None  # the default is not "given"
+    with pytest.raises(ConfigError, match="--crf does not apply to prores_ks \\(its profile sets the quality\\)"):
+        RunConfig(source="x", out="o.mov", codec="prores_ks", crf=10)
+    assert RunConfig(source="x", out="o.mkv", codec="libx265", crf=10).crf == 10
 
 
 def test_headerless_flags_without_white_take_the_sample_types_white(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ first frame (PyAV opens its I/O with the header), so an unreachable address is r
 from __future__ import annotations
 
 import errno
+import functools
 import glob
 import logging
 import os
@@ -59,8 +60,8 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".ts")
 STDOUT = "-"
 #: Stream outputs by URL scheme, and the container each carries (FFmpeg muxer names).
 STREAM_SCHEMES = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv"}
-#: Containers that hold only H.264 / HEVC (or MPEG-4 part 2) video, with a name for messages.
-_H26X_CONTAINERS = {"mpegts": "MPEG-TS", "flv": "FLV (RTMP)"}
+#: The FFmpeg muxer of each video file suffix.
+_SUFFIX_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 #: The encoders a WebM file may hold (VP8, VP9, AV1); ``.webm`` defaults to the first.
 WEBM_CODECS = ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e")
@@ -69,6 +70,8 @@ WEBM_CODECS = ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e")
 VIDEO_PIX_FMTS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 #: Narrower frames make libx265 (8 and 10 bit, as bundled with PyAV) corrupt memory and abort the process.
 X265_MIN_WIDTH = 64
+#: The crf of CRF_CODECS when none is asked for (x264's visually lossless end; x264's own default is 23).
+DEFAULT_CRF = 18
 #: Encoders that --crf sets (each in its own terms, see ``VideoSink._codec_options``); others run FFmpeg's defaults.
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "h264_nvenc", "hevc_nvenc", "mpeg4")
 #: Parts of encoder names that mean a hardware encoder, which opens only with its device and driver present.
@@ -111,17 +114,52 @@ def container_format(target: str | os.PathLike) -> str | None:
 
 def check_container_codec(target: str | os.PathLike, codec: str) -> None:
     """Raise ConfigError when the container of ``target`` cannot hold ``codec``'s video (the message says which
-    encoder to use instead)."""
+    encoder to use instead, or which file kinds hold it)."""
     s = os.fspath(target)
     fmt = container_format(s)
-    if fmt in _H26X_CONTAINERS and codec in WEBM_CODECS:
-        raise ConfigError(f"{s}: {_H26X_CONTAINERS[fmt]} carries H.264 or HEVC video, not {codec}; use --codec "
-                          "libx264 or libx265")
-    if fmt == "flv" and codec not in ("libx264", "h264_nvenc"):
+    muxer = fmt or _SUFFIX_MUXERS.get(Path(s).suffix.lower())
+    if muxer is None or muxer_takes(muxer, codec):
+        return
+    if fmt == "flv":
         raise ConfigError(f"{s}: RTMP (FLV) carries H.264 video, not {codec}; use --codec libx264")
-    if fmt is None and Path(s).suffix.lower() == ".webm" and codec not in WEBM_CODECS:
-        raise ConfigError(f"{s}: a WebM file holds VP8, VP9 or AV1 video, not {codec}; use --codec libvpx-vp9, or "
-                          "write .mp4/.mkv")
+    fits = [suffix for suffix, m in _SUFFIX_MUXERS.items() if muxer_takes(m, codec)]
+    if muxer == "webm":
+        raise ConfigError(f"{s}: a WebM file holds VP8, VP9 or AV1 video, not {codec}; use --codec libvpx-vp9"
+                          + (f", or write {' or '.join(fits)}" if fits else ""))
+    if fmt == "mpegts":
+        raise ConfigError(f"{s}: MPEG-TS carries H.264 or HEVC video, not {codec}; use --codec libx264 or libx265"
+                          + (f", or write {' or '.join(fits)}" if fits and s.lower().endswith(".ts") else ""))
+    raise ConfigError(f"{s}: a {Path(s).suffix.lower()} file cannot hold {codec} video; "
+                      + (f"write {' or '.join(fits)}" if fits else "use another --codec"))
+
+
+#: The video each muxer holds, by codec (``Codec.canonical_name``), where FFmpeg's own answer is not the whole story:
+#: MPEG-TS and FLV take any stream but players read only these in them, and the mov muxer takes VP8/VP9/AV1 streams
+#: then fails to write the file's index at the end.
+_MUXER_CODECS = {"mpegts": ("h264", "hevc", "mpeg4", "mpeg2video"), "flv": ("h264",), "webm": ("vp8", "vp9", "av1")}
+_MUXER_REFUSES = {"mov": ("vp8", "vp9", "av1")}
+
+
+@functools.lru_cache(maxsize=None)
+def muxer_takes(muxer: str, codec: str) -> bool:
+    """Whether FFmpeg's ``muxer`` holds video from encoder ``codec``: for the muxers of :data:`_MUXER_CODECS` and
+    :data:`_MUXER_REFUSES` by their lists, else the question PyAV asks when the stream is added at the first frame,
+    asked now of a container on the null device. True for an unknown encoder, which the sink refuses by name."""
+    import av  # heavy optional import at its point of use
+
+    if encoder_pix_fmts(codec) is None:
+        return True
+    kind = av.codec.Codec(codec, "w").canonical_name  # "h264" for libx264 and h264_nvenc
+    if muxer in _MUXER_CODECS:
+        return kind in _MUXER_CODECS[muxer]
+    if kind in _MUXER_REFUSES.get(muxer, ()):
+        return False
+    with av.open(os.devnull, "w", format=muxer) as probe:
+        try:
+            probe.add_stream(codec, rate=25)
+        except ValueError:  # "'mp4' format does not support 'prores_ks' codec"
+            return False
+    return True
 
 
 def default_codec(target: str | os.PathLike) -> str:
@@ -129,6 +167,33 @@ def default_codec(target: str | os.PathLike) -> str:
     offer), H.264 (libx264) otherwise."""
     s = os.fspath(target)
     return WEBM_CODECS[0] if url_scheme(s) is None and Path(s).suffix.lower() == ".webm" else "libx264"
+
+
+#: A video's pixel format when none is asked for, best first: 8-bit 4:2:0 (plays everywhere) where the encoder takes it,
+#: else the 10-bit 4:2:2 of the mastering codecs (ProRes 422 HQ, DNxHR HQX), then what remains of VIDEO_PIX_FMTS.
+_DEFAULT_PIX_FMTS = ("yuv420p", "yuv422p10le", "yuv422p", "yuv444p10le", "yuv444p", "yuv420p10le")
+#: DNxHR profile for each pixel format dnxhd takes (DNxHD's profiles fix the frame size and bitrate; DNxHR's do not).
+_DNXHR_PROFILES = {"yuv422p": "dnxhr_hq", "yuv422p10le": "dnxhr_hqx", "yuv444p10le": "dnxhr_444"}
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_pix_fmts(codec: str) -> tuple[str, ...] | None:
+    """The pixel formats this FFmpeg's encoder ``codec`` takes (empty when it does not say), or None when there is
+    no such encoder."""
+    import av  # heavy optional import at its point of use
+
+    try:
+        encoder = av.codec.Codec(codec, "w")
+    except Exception:  # av raises several types for an unknown or decode-only codec
+        return None
+    return tuple(f.name for f in encoder.video_formats or ())
+
+
+def default_pix_fmt(codec: str) -> str:
+    """The pixel format ``codec`` gets when none is asked for: ``yuv420p`` if the encoder takes it, else the first of
+    ``_DEFAULT_PIX_FMTS`` it does take (``prores_ks`` and ``dnxhd``: ``yuv422p10le``)."""
+    formats = encoder_pix_fmts(codec)  # None: an unknown encoder, refused by name where the sink opens it
+    return next((f for f in _DEFAULT_PIX_FMTS if f in formats), "yuv420p") if formats else "yuv420p"
 
 
 def crf_max(codec: str) -> int:
@@ -318,13 +383,16 @@ class VideoSink:
         fps: frame rate (float, ``Fraction`` or ``"24000/1001"``); the codec time base is ``1/fps``.
         codec: FFmpeg encoder name (``libx264``, ``libx265``, ``h264_nvenc``, ``mpeg4``, ...); default
             :func:`default_codec` (libx264, or libvpx-vp9 for ``.webm``).
-        crf: constant quality for :data:`CRF_CODECS`: crf for libx264/libx265/libvpx-vp9/libsvtav1, cq for NVENC, a
-            fixed quantiser (crf / 6) for mpeg4; other encoders run FFmpeg's defaults (pass ``options``).
+        crf: constant quality for :data:`CRF_CODECS` (None: :data:`DEFAULT_CRF`): crf for
+            libx264/libx265/libvpx-vp9/libsvtav1, cq for NVENC, a fixed quantiser (crf / 6) for mpeg4; other encoders
+            (ProRes, DNxHR: their profile sets the quality) run FFmpeg's defaults (pass ``options``).
         qp: libx264/libx265 only: a constant quantiser (0..51) instead of ``crf``; no per-frame rate control, so
             cheaper to encode (no look-ahead analysis), but the same quantiser whatever the content.
         preset: libx264/libx265 speed preset (NVENC runs p1, VP9 its real-time mode, SVT-AV1 preset 12).
-        pix_fmt: encoder pixel format; ``yuv420p`` (default, plays everywhere) or e.g. ``yuv444p``, or a 10-bit
-            one such as ``yuv420p10le`` (give it uint16 frames, or the extra bits are empty).
+        pix_fmt: encoder pixel format; ``yuv420p`` (plays everywhere) or e.g. ``yuv444p``, or a 10-bit one such as
+            ``yuv420p10le`` (give it uint16 frames, or the extra bits are empty). None: :func:`default_pix_fmt`,
+            ``yuv420p`` unless the encoder cannot take it (ProRes and DNxHR: ``yuv422p10le``). ``dnxhd`` runs the
+            DNxHR profile of its pixel format (HQ, HQX, 444) unless ``options`` names one.
         threads: encoder threads (0 = FFmpeg's choice).
         fragmented: for ``.mp4``/``.mov``, write fragmented MP4 so a hard-killed run stays playable (see module).
         pts_from: ``"t_ns"`` (default; frame timestamps, so camera drops and skipped files keep real timing) or
@@ -359,10 +427,10 @@ class VideoSink:
         *,
         fps: float | Fraction | str = 24.0,
         codec: str | None = None,
-        crf: int = 18,
+        crf: int | None = None,
         qp: int | None = None,
         preset: str = "ultrafast",
-        pix_fmt: str = "yuv420p",
+        pix_fmt: str | None = None,
         threads: int = 0,
         fragmented: bool = True,
         pts_from: str = "t_ns",
@@ -387,13 +455,12 @@ class VideoSink:
                 raise ConfigError(f"unknown video suffix {suffix!r} in {target}; valid: {', '.join(VIDEO_SUFFIXES)}")
         codec = codec or default_codec(target)
         check_container_codec(target, codec)
-        try:
-            encoder = av.codec.Codec(codec, "w")
-        except Exception:  # av raises several types for an unknown or decode-only codec
-            encoders = sorted(c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4", "libvpx-vp9")
-                              if c in av.codecs_available)
-            raise ConfigError(f"no encoder {codec!r} in this FFmpeg; available: {', '.join(encoders)}") from None
-        formats = [f.name for f in encoder.video_formats or ()]
+        formats = encoder_pix_fmts(codec)
+        if formats is None:
+            encoders = sorted(c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4", "libvpx-vp9",
+                                          "prores_ks", "dnxhd") if c in av.codecs_available)
+            raise ConfigError(f"no encoder {codec!r} in this FFmpeg; available: {', '.join(encoders)}")
+        pix_fmt = pix_fmt or default_pix_fmt(codec)
         if formats and pix_fmt not in formats:
             offered = ", ".join(f for f in VIDEO_PIX_FMTS if f in formats) or ", ".join(formats)
             raise ConfigError(f"{codec} in this FFmpeg cannot encode {pix_fmt}; it can: {offered}")
@@ -401,6 +468,7 @@ class VideoSink:
             raise ConfigError(f"invalid pts_from {pts_from!r}; valid: t_ns, index")
         if yuv not in ("auto", "kernel", "sws"):
             raise ConfigError(f"invalid yuv {yuv!r}; valid: auto, kernel, sws")
+        crf = DEFAULT_CRF if crf is None else crf
         if not 0 <= crf <= crf_max(codec):
             raise ConfigError(f"crf must be in 0..{crf_max(codec)} for {codec}, got {crf}")
         if codec in ("libx264", "libx265") and preset not in X26X_PRESETS:
@@ -495,6 +563,8 @@ class VideoSink:
             opts = {"crf": str(self.crf), "preset": "12"}
         elif self.codec in ("h264_nvenc", "hevc_nvenc"):  # constant quality: cq, same 0..51 scale as x264's crf
             opts = {"rc": "vbr", "cq": str(self.crf), "b": "0", "preset": "p1"}
+        elif self.codec == "dnxhd" and self.pix_fmt in _DNXHR_PROFILES:
+            opts = {"profile": _DNXHR_PROFILES[self.pix_fmt]}  # any frame size; DNxHD's profiles fix it
         opts.update(self.options)
         return opts
 

@@ -355,6 +355,42 @@ def test_webm_holds_vp9_by_default_and_refuses_h264(tmp_path):
     assert not (tmp_path / "h.webm").exists()
 
 
+@pytest.mark.parametrize("codec, profile", [("prores_ks", "HQ"), ("dnxhd", "DNXHR HQX")])
+def test_editing_codecs_get_10_bit_422_and_a_profile_without_being_told(tmp_path, codec, profile):
+    """ProRes and DNxHR take no 4:2:0: unasked they get 10-bit 4:2:2 (DNxHR its HQX profile, which takes any frame
+    size), and the 16-bit frames' extra bits reach the file."""
+    if codec not in av.codecs_available:
+        pytest.skip(f"{codec} not in this FFmpeg")
+    path = tmp_path / "edit.mov"
+    ramp = np.linspace(0, 65535, 270 * 480, dtype=np.float64).reshape(270, 480)
+    rgb = np.repeat(ramp[:, :, None], 3, axis=2).astype(np.uint16)
+    with VideoSink(path, codec=codec) as sink:
+        for i in range(3):
+            sink.write(EnhancedFrame(rgb=rgb, index=i, t_ns=round(i * 1e9 / 24), name=f"f{i}"))
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.pix_fmt, cc.profile, cc.width, cc.height) == ("yuv422p10le", profile, 480, 270)
+        frames = [f.to_ndarray(format="gray16le") for f in c.decode(video=0)]
+    assert len(frames) == 3
+    # A smooth 16-bit ramp keeps more than 8 bits of levels (an 8-bit path would leave at most 220).
+    assert len(np.unique(frames[0] >> 6)) > 400
+
+
+def test_a_container_that_cannot_hold_the_encoder_is_refused_with_the_ones_that_can(tmp_path):
+    for name, codec, says in [
+        ("p.mp4", "prores_ks", "a .mp4 file cannot hold prores_ks video; write .mov or .mkv$"),
+        ("d.mkv", "dnxhd", "a .mkv file cannot hold dnxhd video; write .mov$"),
+        ("v.mov", "libvpx-vp9", "a .mov file cannot hold libvpx-vp9 video; write .mp4 or .mkv or .webm$"),
+        ("p.ts", "prores_ks", "MPEG-TS carries H.264 or HEVC video, not prores_ks; use --codec libx264 or libx265, "
+                              "or write .mov or .mkv$"),
+    ]:
+        if codec not in av.codecs_available:
+            continue
+        with pytest.raises(ConfigError, match=says):
+            VideoSink(tmp_path / name, codec=codec)
+        assert not (tmp_path / name).exists()
+
+
 def test_a_pixel_format_the_encoder_lacks_is_refused_before_any_frame(tmp_path):
     with pytest.raises(ConfigError, match="mpeg4 in this FFmpeg cannot encode yuv444p; it can: yuv420p$"):
         VideoSink(tmp_path / "m.mp4", codec="mpeg4", pix_fmt="yuv444p")
