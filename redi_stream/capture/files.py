@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import glob
+import logging
 import math
 import operator
 import os
@@ -26,6 +27,8 @@ from .headerless import (
 )
 from .libraw import LIBRAW_SUFFIXES, SizeOnlyError, read_libraw
 from .orient import orient
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 24.0
 NPY_SUFFIX = ".npy"
@@ -134,6 +137,29 @@ def read_cinemadng_fps(path: Path) -> float | None:
     return fps if math.isfinite(fps) and fps > 0 else None
 
 
+_NUMBERED = re.compile(r"^(?P<head>.*?)(?P<number>[0-9]+)(?P<tail>[^0-9]*)$")
+
+
+def numbering_slots(paths: Sequence[Path]) -> list[int] | None:
+    """Each file's place in its sequence's numbering, counted from the first: ``[0, 1, 2, 4]`` for
+    ``A_0100.dng, A_0101.dng, A_0102.dng, A_0104.dng`` (``A_0103`` is missing). None unless every name is the same
+    text around one last run of digits and the numbers rise."""
+    slots: list[int] = []
+    pattern: tuple[Path, str, str] | None = None
+    for path in paths:
+        m = _NUMBERED.match(path.name)
+        if m is None:
+            return None
+        if pattern is None:
+            pattern = (path.parent, m["head"], m["tail"])
+        elif (path.parent, m["head"], m["tail"]) != pattern:
+            return None
+        slots.append(int(m["number"]))
+    if not slots or any(b <= a for a, b in zip(slots, slots[1:])):
+        return None
+    return [n - slots[0] for n in slots]
+
+
 def _checked_fps(fps: float) -> float:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)):
         raise ConfigError(f"fps must be a positive number, got {fps!r}")
@@ -202,6 +228,15 @@ class RawFileSource(RandomAccessSource):
         first_dng = next((p for p in self.paths if p.suffix.lower() == ".dng"), None)
         self.tagged_fps: float | None = read_cinemadng_fps(first_dng) if first_dng is not None else None
         self.fps = _checked_fps(fps) if fps is not None else (self.tagged_fps or DEFAULT_FPS)
+        # A CinemaDNG clip is a video: its files are numbered frame by frame, and a number missing from the run is a
+        # frame the camera (or a copy) lost. Frames then keep the time their number gives, so the video holds the
+        # frame before a gap for its length and stays in step with the clip's sound.
+        self._slots: list[int] | None = None
+        if self.tagged_fps is not None and all(k is None for k in self._member):
+            slots = numbering_slots(self.paths)
+            if slots is not None and slots[-1] != len(slots) - 1:
+                self._slots = slots
+                self._report_gaps(slots)
         self._reference: tuple[int, int, CFA] | None = None
         self._reference_tried = False
         self._reference_lock = threading.Lock()
@@ -220,7 +255,8 @@ class RawFileSource(RandomAccessSource):
         """Decode frame ``index`` (0-based) fully.
 
         Returns:
-            A :class:`RawFrame` whose (H, W) uint16 data the caller owns; ``t_ns = round(index * 1e9 / fps)``.
+            A :class:`RawFrame` whose (H, W) uint16 data the caller owns; ``t_ns = round(index * 1e9 / fps)``,
+            or for a CinemaDNG clip with numbers missing from its file names the time its number gives.
 
         Raises:
             IndexError: ``index`` outside ``[0, len)``.
@@ -239,9 +275,21 @@ class RawFileSource(RandomAccessSource):
             self._set_reference(data.shape, meta.cfa)
         else:
             self._check_consistent(i, data.shape, meta.cfa)
-        return RawFrame(data=data, meta=meta, index=i, t_ns=round(i * 1e9 / self.fps), name=self.names[i])
+        slot = i if self._slots is None else self._slots[i]
+        return RawFrame(data=data, meta=meta, index=i, t_ns=round(slot * 1e9 / self.fps), name=self.names[i])
 
     # -- internals ------------------------------------------------------------------------------------------------
+
+    def _report_gaps(self, slots: list[int]) -> None:
+        """One warning for the numbers missing from a CinemaDNG clip: how many frames, and the first missing name."""
+        first = next(k for k in range(1, len(slots)) if slots[k] != slots[k - 1] + 1)
+        m = _NUMBERED.match(self.names[first - 1])
+        digits = m["number"]
+        lost = f"{m['head']}{int(digits) + 1:0{len(digits)}d}{m['tail']}"
+        missing = slots[-1] + 1 - len(slots)
+        log.warning("%s: %d frame%s missing from the numbering (the first is %s); the video holds the frame before "
+                    "each gap for its length, so the timing and the sound stay as shot", self.name, missing,
+                    "s" if missing != 1 else "", lost)
 
     def _decode(self, i: int) -> tuple[np.ndarray, RawMeta]:
         """Frame ``i`` upright (its file's orientation applied: :mod:`.orient`)."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from redi_stream.capture import HeaderlessParams, RawFileSource, natural_key
+from redi_stream.capture.files import numbering_slots
 from redi_stream.errors import CaptureError, ConfigError, FrameError
 from redi_stream.frames import CFA
 
@@ -21,6 +22,36 @@ def test_natural_key_orders_numbers_by_value() -> None:
     assert sorted(names, key=natural_key) == [
         "a99", "a100b2", "a100b10", "frame1.dng", "frame02.dng", "frame2.dng", "Frame3.dng", "frame10.dng",
     ]  # fmt: skip
+
+
+def test_numbering_slots_follow_the_last_number_of_names_alike() -> None:
+    def slots(*names: str) -> list[int] | None:
+        return numbering_slots([Path("clip") / n for n in names])
+
+    assert slots("A001_C002_0100.dng", "A001_C002_0101.dng", "A001_C002_0104.dng") == [0, 1, 4]
+    assert slots("f9.dng", "f10.dng", "f11.dng") == [0, 1, 2]  # the width of the number may grow
+    assert slots("f1.dng", "g2.dng") is None  # another name
+    assert slots("f1.dng", "f2.DNG") is None  # another suffix
+    assert slots("f2.dng", "f1.dng") is None  # numbers must rise (a list given out of order is kept as it is)
+    assert slots("take1.dng") == [0] and slots("take.dng") is None and slots("take.dng", "take2.dng") is None
+    assert numbering_slots([Path("a/f1.dng"), Path("b/f2.dng")]) is None  # two folders
+
+
+def test_a_cinemadng_clip_keeps_the_time_of_its_numbers_across_a_lost_frame(make_dngs, caplog) -> None:
+    """A number missing from a CinemaDNG clip is a lost frame: the frames after it keep the time their numbers give
+    (so the video holds the frame before the gap and stays in step with the sound), and one warning says so."""
+    paths = make_dngs(["A_0100.dng", "A_0101.dng", "A_0103.dng", "A_0104.dng", "A_0107.dng"], fps=25)
+    with caplog.at_level("WARNING", logger="redi_stream.capture.files"), RawFileSource(paths[0].parent) as src:
+        assert [src.read(i).t_ns for i in range(5)] == [0, 40_000_000, 120_000_000, 160_000_000, 280_000_000]
+        assert [src.read(i).index for i in range(5)] == [0, 1, 2, 3, 4]  # positions in the source are unchanged
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "3 frames missing from the numbering (the first is A_0102.dng)" in warnings[0]
+    # Stills (no CinemaDNG frame rate) numbered with gaps, as a camera names photos, are taken one after another.
+    caplog.clear()
+    stills = make_dngs(["IMG_1200.dng", "IMG_1204.dng", "IMG_1205.dng"], folder="stills")
+    with caplog.at_level("WARNING", logger="redi_stream.capture.files"), RawFileSource(stills[0].parent) as src:
+        assert [src.read(i).t_ns for i in range(3)] == [0, round(1e9 / 24), round(2e9 / 24)]
+    assert not caplog.records
 
 
 def test_folder_is_listed_in_natural_order_ignoring_non_frames(make_dngs, tmp_path: Path) -> None:
