@@ -195,15 +195,18 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
     """One sink per ``--out``, in the order given (each checked writable before any frame is decoded), at
     ``--fps`` or the source's rate. ``frames``: how many frames the run will write, if known: for one (a still),
     ``--out shot.png`` is that file's name."""
+    from .capture import RawFileSource
     from .stream import open_sink
 
     audio = sound_for(cfg, source) if cfg.video_outs else None
+    # The camera's time code of the first frame written (CinemaDNG), so an editor can conform the video to the clip.
+    timecode = source.timecode(cfg.start) if cfg.video_outs and isinstance(source, RawFileSource) else None
     threads = encoder_threads(cfg)
     sinks = []
     for target in cfg.outs:
         opts = {}
         if target in cfg.video_outs:
-            opts["codec"], opts["pix_fmt"] = cfg.codec_for(target), cfg.pix_fmt_for(target)
+            opts["codec"], opts["pix_fmt"], opts["timecode"] = cfg.codec_for(target), cfg.pix_fmt_for(target), timecode
             if audio is not None:
                 opts["audio"] = audio
         sinks.append(stack.enter_context(open_sink(

@@ -182,6 +182,27 @@ def test_portrait_dng_gives_a_portrait_video(tmp_path: Path) -> None:
     assert means["top right"] > max(v for k, v in means.items() if k != "top right") + 50
 
 
+def test_a_prores_master_carries_the_time_code_of_its_first_frame(clip: Path, tmp_path: Path) -> None:
+    """The filmmaker's round trip: CinemaDNG frames with time codes -> ProRes in .mov (10-bit 4:2:2 unasked), its
+    tmcd track at the code of the first frame written (--start included), every frame there."""
+    from redi_stream.capture import RawFileSource, write_dng
+
+    coded = tmp_path / "coded"
+    coded.mkdir()
+    with RawFileSource(clip) as src:
+        for i in range(4):
+            frame = src.read(i)
+            write_dng(coded / f"A_{i:04d}.dng", frame.data, frame.meta, fps=30, timecode=f"01:00:00:{10 + i:02d}")
+    out = tmp_path / "master.mov"
+    assert main([str(coded), "--out", str(out), "--model", "classic", "-q", "--codec", "prores_ks",
+                 "--start", "1"]) == 0
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.name, cc.pix_fmt) == ("prores", "yuv422p10le")
+        assert [st.metadata.get("timecode") for st in c.streams if st.type == "data"] == ["01:00:00:11"]
+        assert len(list(c.decode(video=0))) == 3
+
+
 def test_ten_bit_video_keeps_the_colours_of_the_eight_bit_one(clip: Path, tmp_path: Path) -> None:
     outs = {}
     for pix_fmt in ("yuv420p", "yuv420p10le"):

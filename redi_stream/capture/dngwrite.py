@@ -11,6 +11,7 @@ import itertools
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -48,7 +49,23 @@ def _rational(value: float, denominator: int = _MATRIX_DENOMINATOR) -> list[int]
     return [int(round(value * denominator)), denominator]
 
 
-def _dng_tags(height: int, width: int, meta: RawMeta, fps: float | None) -> Any:
+def smpte_bytes(timecode: str) -> list[int]:
+    """The 8 bytes of a CinemaDNG TimeCodes entry (SMPTE 12M: BCD frames, seconds, minutes, hours, then 4 bytes of
+    user bits, zero) for ``HH:MM:SS:FF`` (``;`` before the frames: drop-frame).
+
+    Raises:
+        ConfigError: not such a time code.
+    """
+    m = re.fullmatch(r"(\d\d):(\d\d):(\d\d)([:;])(\d\d)", timecode)
+    if m is None or int(m[1]) >= 24 or int(m[2]) >= 60 or int(m[3]) >= 60:
+        raise ConfigError(f"invalid time code {timecode!r}; give HH:MM:SS:FF")
+    hours, minutes, seconds, frames = (int(m[k]) for k in (1, 2, 3, 5))
+    bcd = [(v // 10) << 4 | v % 10 for v in (frames, seconds, minutes, hours)]
+    bcd[0] |= 0x40 if m[4] == ";" else 0
+    return [*bcd, 0, 0, 0, 0]
+
+
+def _dng_tags(height: int, width: int, meta: RawMeta, fps: float | None, timecode: str | None = None) -> Any:
     from pidng.core import DNGTags, Tag
     from pidng.defs import CalibrationIlluminant, Orientation, PhotometricInterpretation
 
@@ -79,10 +96,13 @@ def _dng_tags(height: int, width: int, meta: RawMeta, fps: float | None) -> Any:
     if fps is not None:
         rate = Fraction(fps).limit_denominator(100_000)
         t.set(Tag.FrameRate, [[rate.numerator, rate.denominator]])
+    if timecode is not None:
+        t.set(Tag.TimeCodes, smpte_bytes(timecode))
     return t
 
 
-def write_dng(path: str | os.PathLike[str], bayer: np.ndarray, meta: RawMeta, *, fps: float | None = None) -> Path:
+def write_dng(path: str | os.PathLike[str], bayer: np.ndarray, meta: RawMeta, *, fps: float | None = None,
+              timecode: str | None = None) -> Path:
     """Write one Bayer frame as an uncompressed 16-bit DNG that LibRaw (and so :class:`RawFileSource`) reads back.
 
     Tags: CFA pattern (``meta.cfa``), BlackLevel per 2x2 position (BlackLevelRepeatDim 2x2; rounded to whole DN,
@@ -96,6 +116,7 @@ def write_dng(path: str | os.PathLike[str], bayer: np.ndarray, meta: RawMeta, *,
         bayer: (H, W) uint16 mosaic in raw DN, H and W >= 22 (LibRaw's minimum).
         meta: its levels, pattern and colour.
         fps: frame rate for the CinemaDNG FrameRate tag, or None.
+        timecode: ``HH:MM:SS:FF`` for the CinemaDNG TimeCodes tag, or None.
 
     Returns:
         ``path`` as a :class:`Path`.
@@ -117,7 +138,7 @@ def write_dng(path: str | os.PathLike[str], bayer: np.ndarray, meta: RawMeta, *,
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise ConfigError(f"fps must be positive and finite, got {fps!r}")
     out = Path(path)
-    tags = _dng_tags(arr.shape[0], arr.shape[1], meta, fps)
+    tags = _dng_tags(arr.shape[0], arr.shape[1], meta, fps, timecode)
     writer = RAW2DNG()
     writer.options(tags, path="", compress=False)
     buf = writer.convert(np.ascontiguousarray(arr))

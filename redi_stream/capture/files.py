@@ -35,6 +35,7 @@ NPY_SUFFIX = ".npy"
 #: Suffixes (lower case) taken as frames when a *folder* is listed; everything else there is ignored.
 FRAME_SUFFIXES = LIBRAW_SUFFIXES | {NPY_SUFFIX}
 _CINEMADNG_FRAMERATE_TAG = 51044
+_CINEMADNG_TIMECODES_TAG = 51043
 _DIGITS = re.compile(r"([0-9]+)")
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
@@ -135,6 +136,40 @@ def read_cinemadng_fps(path: Path) -> float | None:
     except (TypeError, ValueError, IndexError, ZeroDivisionError):
         return None
     return fps if math.isfinite(fps) and fps > 0 else None
+
+
+def timecode_from_smpte(code: bytes | Sequence[int]) -> str | None:
+    """``HH:MM:SS:FF`` (``HH:MM:SS;FF`` when drop-frame) from the first 4 bytes of an SMPTE 12M time code as the
+    CinemaDNG TimeCodes tag stores it (BCD frames, seconds, minutes, hours; flag bits masked off), or None when they
+    are not a valid time code."""
+    raw = bytes(bytearray(code[:4])) if len(code) >= 4 else b""
+    if len(raw) != 4:
+        return None
+    fields = []
+    for byte, tens_mask, top in zip(raw, (0x30, 0x70, 0x70, 0x30), (60, 60, 60, 24)):
+        tens, units = (byte & tens_mask) >> 4, byte & 0x0F
+        if units > 9 or tens * 10 + units >= top:
+            return None
+        fields.append(tens * 10 + units)
+    frames, seconds, minutes, hours = fields
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{';' if raw[0] & 0x40 else ':'}{frames:02d}"
+
+
+def read_cinemadng_timecode(path: Path) -> str | None:
+    """The first time code of a DNG's CinemaDNG TimeCodes tag (51043), or None if absent, unreadable or invalid."""
+    try:
+        with tifffile.TiffFile(path) as tf:
+            tag = tf.pages.first.tags.get(_CINEMADNG_TIMECODES_TAG)
+            value = None if tag is None else tag.value
+    # a time code is optional metadata: an unreadable header leaves the video without one; read() reports the file.
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError):
+        return None
+    if isinstance(value, int):
+        return None
+    try:
+        return None if value is None else timecode_from_smpte(value)
+    except (TypeError, ValueError):
+        return None
 
 
 _NUMBERED = re.compile(r"^(?P<head>.*?)(?P<number>[0-9]+)(?P<tail>[^0-9]*)$")
@@ -277,6 +312,14 @@ class RawFileSource(RandomAccessSource):
             self._check_consistent(i, data.shape, meta.cfa)
         slot = i if self._slots is None else self._slots[i]
         return RawFrame(data=data, meta=meta, index=i, t_ns=round(slot * 1e9 / self.fps), name=self.names[i])
+
+    def timecode(self, index: int = 0) -> str | None:
+        """The SMPTE time code the camera stamped on frame ``index`` (CinemaDNG TimeCodes, ``HH:MM:SS:FF``), or None
+        when its file has none (also for .npy and .raw frames)."""
+        path = self.paths[operator.index(index)]
+        if path.suffix.lower() != ".dng" or self._member[index] is not None:
+            return None
+        return read_cinemadng_timecode(path)
 
     # -- internals ------------------------------------------------------------------------------------------------
 

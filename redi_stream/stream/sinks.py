@@ -62,6 +62,7 @@ STDOUT = "-"
 STREAM_SCHEMES = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv"}
 #: The FFmpeg muxer of each video file suffix.
 _SUFFIX_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
+_TIMECODE_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9][:;][0-9]{2}")
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 #: The encoders a WebM file may hold (VP8, VP9, AV1); ``.webm`` defaults to the first.
 WEBM_CODECS = ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e")
@@ -402,6 +403,8 @@ class VideoSink:
             ``"auto"`` (kernel where it applies, else swscale). Measured at 1080p on the 2-core development CPU:
             kernel 7.1 ms vs swscale 10.4 ms (1 thread) / 14.6 ms (auto threads) per frame, on a loaded machine.
         options: extra encoder options passed to FFmpeg verbatim.
+        timecode: ``HH:MM:SS:FF`` of the first frame (a CinemaDNG clip's), written for editors to conform by: a
+            tmcd track in MP4/MOV, a TIMECODE tag in Matroska; files only.
         audio: a sound file (a CinemaDNG folder's ``.wav``) to carry beside the video, AAC (Opus in WebM); its
             time 0 is frame 0 of the source, so a video that starts at a later frame (its first ``t_ns``) starts
             the sound as far in, and it is cut where the video ends. Read and checked here.
@@ -437,6 +440,7 @@ class VideoSink:
         yuv: str = "auto",
         options: dict[str, str] | None = None,
         audio: str | os.PathLike | None = None,
+        timecode: str | None = None,
     ) -> None:
         import av  # heavy optional import at its one point of use
 
@@ -494,6 +498,9 @@ class VideoSink:
         if yuv == "kernel" and not self._use_kernel:
             raise ConfigError(f"yuv='kernel' needs pix_fmt='yuv420p', got {pix_fmt!r}")
         self.options = dict(options or {})
+        if timecode is not None and not _TIMECODE_RE.fullmatch(timecode):
+            raise ConfigError(f"invalid time code {timecode!r}; give HH:MM:SS:FF (HH:MM:SS;FF for drop-frame)")
+        self.timecode = timecode if self.kind == "file" else None  # a stream's viewers have no use for it
         if self.path is not None:
             check_writable_file(self.path)
         elif self.kind == "stdout" and os.isatty(1):
@@ -524,9 +531,12 @@ class VideoSink:
     def _open_container(self):
         av = self._av
         try:
-            return av.open(self._url, mode="w", format=self._format, options=self._container_options())
+            container = av.open(self._url, mode="w", format=self._format, options=self._container_options())
         except (av.FFmpegError, OSError) as exc:
             raise SinkError(f"cannot open {self.name} for writing: {exc}") from exc
+        if self.timecode is not None:
+            container.metadata["timecode"] = self.timecode  # MP4/MOV: a tmcd track; Matroska: a TIMECODE tag
+        return container
 
     def _container_options(self) -> dict[str, str]:
         opts = {"flush_packets": "1"}  # hand each finished fragment/cluster to the OS at once
@@ -944,7 +954,7 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
                 "placebo")
 
 _VIDEO_OPTS = {"codec", "crf", "qp", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options",
-               "audio"}
+               "audio", "timecode"}
 _IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits", "single"}
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from redi_stream.capture import HeaderlessParams, RawFileSource, natural_key
-from redi_stream.capture.files import numbering_slots
+from redi_stream.capture.dngwrite import smpte_bytes
+from redi_stream.capture.files import numbering_slots, timecode_from_smpte
 from redi_stream.errors import CaptureError, ConfigError, FrameError
 from redi_stream.frames import CFA
 
@@ -52,6 +53,31 @@ def test_a_cinemadng_clip_keeps_the_time_of_its_numbers_across_a_lost_frame(make
     with caplog.at_level("WARNING", logger="redi_stream.capture.files"), RawFileSource(stills[0].parent) as src:
         assert [src.read(i).t_ns for i in range(3)] == [0, round(1e9 / 24), round(2e9 / 24)]
     assert not caplog.records
+
+
+def test_smpte_time_codes_round_trip_and_bad_ones_are_none() -> None:
+    for code in ("00:00:00:00", "10:59:59;28", "23:59:59:29", "01:02:03:04"):
+        assert timecode_from_smpte(bytes(smpte_bytes(code))) == code
+    assert smpte_bytes("01:02:03:04")[:4] == [0x04, 0x03, 0x02, 0x01]  # BCD, frames first
+    assert timecode_from_smpte(bytes([0x84, 0x83, 0x82, 0xC1])) == "01:02:03:04"  # flag bits are not digits
+    assert timecode_from_smpte(bytes([0x0A, 0, 0, 0])) is None  # not BCD
+    assert timecode_from_smpte(bytes([0, 0, 0, 0x24])) is None  # hour 24
+    assert timecode_from_smpte(b"\x00\x00") is None
+    with pytest.raises(ConfigError, match="invalid time code '1:02:03:04'"):
+        smpte_bytes("1:02:03:04")
+
+
+def test_each_cinemadng_frame_gives_its_time_code(make_dngs, tiny, tmp_path: Path) -> None:
+    from redi_stream.capture import write_dng
+
+    clip = tmp_path / "tc"
+    clip.mkdir()
+    for i, code in enumerate(["10:59:59;28", "10:59:59;29"]):
+        write_dng(clip / f"A_{i:04d}.dng", tiny.bayer(i), tiny.meta(), fps=29.97, timecode=code)
+    plain = make_dngs(["f0.dng"])
+    with RawFileSource(clip) as src, RawFileSource(plain[0]) as untagged:
+        assert (src.timecode(0), src.timecode(1), untagged.timecode(0)) == ("10:59:59;28", "10:59:59;29", None)
+        assert src.read(1).t_ns == round(1e9 / 29.97)  # the fast DNG path ignores the time codes that differ
 
 
 def test_folder_is_listed_in_natural_order_ignoring_non_frames(make_dngs, tmp_path: Path) -> None:

@@ -172,14 +172,15 @@ def test_disk_full_mid_run_is_a_sink_error_naming_the_file(tmp_path):
     sink.close()
 
 
-def test_hard_killed_fragmented_mp4_still_plays(tmp_path):
-    """A run killed without close (os._exit) keeps every complete 1-s fragment."""
+@pytest.mark.parametrize("timecode", [None, "01:00:00:00"])
+def test_hard_killed_fragmented_mp4_still_plays(tmp_path, timecode):
+    """A run killed without close (os._exit) keeps every complete 1-s fragment (also beside a time-code track)."""
     path = tmp_path / "killed.mp4"
     code = f"""
 import os, numpy as np
 from redi_stream.frames import EnhancedFrame
 from redi_stream.stream.sinks import VideoSink
-s = VideoSink({str(path)!r}, fps=24, preset="ultrafast")
+s = VideoSink({str(path)!r}, fps=24, preset="ultrafast", timecode={timecode!r})
 for i in range(70):
     s.write(EnhancedFrame(rgb=np.full((64, 96, 3), i, np.uint8), index=i, t_ns=round(i * 1e9 / 24)))
 os._exit(9)
@@ -189,6 +190,22 @@ os._exit(9)
     assert r.returncode == 9, r.stderr.decode()
     n = len(_decode(path)["rgb"])
     assert 24 <= n < 70
+
+
+def test_timecode_reaches_each_file_kind_an_editor_reads(tmp_path):
+    for name in ("t.mov", "t.mp4", "t.mkv"):
+        with VideoSink(tmp_path / name, fps=Fraction(30000, 1001), timecode="10:59:59;28") as sink:
+            for f in _frames(3):
+                sink.write(f)
+        with av.open(str(tmp_path / name)) as c:
+            if name.endswith(".mkv"):
+                assert c.metadata.get("TIMECODE") == "10:59:59;28"
+            else:  # a QuickTime tmcd track, which editors conform by
+                tmcd = [st for st in c.streams if st.type == "data"]
+                assert [st.metadata.get("timecode") for st in tmcd] == ["10:59:59;28"]
+            assert len(list(c.decode(video=0))) == 3
+    with pytest.raises(ConfigError, match="invalid time code '25:00:00:00'; give HH:MM:SS:FF"):
+        VideoSink(tmp_path / "bad.mov", timecode="25:00:00:00")
 
 
 def test_image_sequence_sink_16bit_png_rgb_order(tmp_path):
