@@ -82,8 +82,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "several from one pass of the network, e.g. --out proxy.mp4 --out frames/")
     g.add_argument("--fps", type=frame_rate, help="output frame rate, e.g. 25, 29.97 or 30000/1001 (default: the "
                                                   "source's); with --camera also the rate asked of the camera")
-    g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm), e.g. libx265, or prores_ks "
-                                   "or dnxhd (DNxHR) in .mov/.mkv for editing")
+    g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm), e.g. libx265, or for "
+                                   "editing in .mov: prores (ProRes 422 HQ; prores_ks: half the size, ~6x slower) or "
+                                   "dnxhd (DNxHR HQX)")
     g.add_argument("--crf", type=int, default=None,
                    help="constant quality, lower is better (default 18): crf for x264 and x265 (0..51), VP9 and "
                         "SVT-AV1 (0..63), cq for NVENC, a fixed quantiser (crf / 6) for mpeg4")

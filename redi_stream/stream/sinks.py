@@ -393,7 +393,8 @@ class VideoSink:
         pix_fmt: encoder pixel format; ``yuv420p`` (plays everywhere) or e.g. ``yuv444p``, or a 10-bit one such as
             ``yuv420p10le`` (give it uint16 frames, or the extra bits are empty). None: :func:`default_pix_fmt`,
             ``yuv420p`` unless the encoder cannot take it (ProRes and DNxHR: ``yuv422p10le``). ``dnxhd`` runs the
-            DNxHR profile of its pixel format (HQ, HQX, 444) unless ``options`` names one.
+            DNxHR profile of its pixel format (HQ, HQX, 444), ``prores`` (FFmpeg's prores_aw) ProRes 422 HQ or 4444,
+            unless ``options`` names a profile.
         threads: encoder threads (0 = FFmpeg's choice).
         fragmented: for ``.mp4``/``.mov``, write fragmented MP4 so a hard-killed run stays playable (see module).
         pts_from: ``"t_ns"`` (default; frame timestamps, so camera drops and skipped files keep real timing) or
@@ -462,7 +463,7 @@ class VideoSink:
         formats = encoder_pix_fmts(codec)
         if formats is None:
             encoders = sorted(c for c in ("libx264", "libx265", "h264_nvenc", "hevc_nvenc", "mpeg4", "libvpx-vp9",
-                                          "prores_ks", "dnxhd") if c in av.codecs_available)
+                                          "prores", "prores_ks", "dnxhd") if c in av.codecs_available)
             raise ConfigError(f"no encoder {codec!r} in this FFmpeg; available: {', '.join(encoders)}")
         pix_fmt = pix_fmt or default_pix_fmt(codec)
         if formats and pix_fmt not in formats:
@@ -573,6 +574,8 @@ class VideoSink:
             opts = {"crf": str(self.crf), "preset": "12"}
         elif self.codec in ("h264_nvenc", "hevc_nvenc"):  # constant quality: cq, same 0..51 scale as x264's crf
             opts = {"rc": "vbr", "cq": str(self.crf), "b": "0", "preset": "p1"}
+        elif self.codec in ("prores", "prores_aw"):  # FFmpeg's fast ProRes encoder; unasked it writes 422 Standard
+            opts = {"profile": "4" if self.pix_fmt.startswith("yuv444") else "3"}  # 4444, or 422 HQ as prores_ks
         elif self.codec == "dnxhd" and self.pix_fmt in _DNXHR_PROFILES:
             opts = {"profile": _DNXHR_PROFILES[self.pix_fmt]}  # any frame size; DNxHD's profiles fix it
         opts.update(self.options)

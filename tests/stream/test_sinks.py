@@ -372,7 +372,7 @@ def test_webm_holds_vp9_by_default_and_refuses_h264(tmp_path):
     assert not (tmp_path / "h.webm").exists()
 
 
-@pytest.mark.parametrize("codec, profile", [("prores_ks", "HQ"), ("dnxhd", "DNXHR HQX")])
+@pytest.mark.parametrize("codec, profile", [("prores", "HQ"), ("prores_ks", "HQ"), ("dnxhd", "DNXHR HQX")])
 def test_editing_codecs_get_10_bit_422_and_a_profile_without_being_told(tmp_path, codec, profile):
     """ProRes and DNxHR take no 4:2:0: unasked they get 10-bit 4:2:2 (DNxHR its HQX profile, which takes any frame
     size), and the 16-bit frames' extra bits reach the file."""
