@@ -25,7 +25,7 @@ from .dngfast import DngFastReader
 from .headerless import (
     LIBRAW, HeaderlessParams, bayer_from_array, find_sidecar, normalised_to_dn, raw_frame_count, read_headerless,
 )
-from .libraw import LIBRAW_SUFFIXES, SizeOnlyError, read_libraw
+from .libraw import LIBRAW_SUFFIXES, SizeOnlyError, not_raw_hint, read_libraw
 from .orient import orient
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,11 @@ def collect_frame_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLik
                 if not p.name.startswith(".") and p.suffix.lower() in FRAME_SUFFIXES and p.is_file()
             ]  # fmt: skip
             if not found:
-                raise CaptureError(f"no raw frames in folder {path} (looked for {', '.join(sorted(FRAME_SUFFIXES))})")
+                known = sorted((p for p in path.iterdir() if not p.name.startswith(".") and not_raw_hint(p)),
+                               key=lambda p: natural_key(p.name))
+                what = f": {not_raw_hint(known[0])}" if known else ""
+                raise CaptureError(f"no raw frames in folder {path} (looked for {', '.join(sorted(FRAME_SUFFIXES))})"
+                                   + what)
             return sorted(found, key=lambda p: natural_key(p.name))
         if path.is_file():
             return [path]

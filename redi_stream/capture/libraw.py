@@ -11,6 +11,8 @@ import dataclasses
 import functools
 import io
 import logging
+import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,29 @@ LIBRAW_SUFFIXES = frozenset(
     ".dng .arw .srf .sr2 .nef .nrw .cr2 .cr3 .crw .raf .orf .rw2 .rwl .pef .ptx .srw .3fr .fff .iiq .mos .mef "
     ".mrw .erf .kdc .dcr .k25 .raw .rwz .gpr .bay .cap .eip .dcs .drf .mdc .x3f .nksc .ari .cs1 .sti".split()
 )
+
+_VIDEO_HINT = ("encoded video, not raw frames (the network needs the sensor's raw data); to try redi-stream on it, "
+               "make a dark raw clip of it with: redi-stream make-dng {name} --out clip/ (or play it as a camera: "
+               "--camera {name})")
+_IMAGE_HINT = ("a processed image, not raw sensor data; make a dark raw clip of it with: redi-stream make-dng {name} "
+               "--out clip/")
+#: Files people point redi-stream at that are not raw frames, by suffix: what each is, and what to do instead.
+_NOT_RAW = {
+    **dict.fromkeys((".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mts", ".m2ts", ".ts", ".mxf"), _VIDEO_HINT),
+    **dict.fromkeys((".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".webp", ".bmp", ".exr"), _IMAGE_HINT),
+    ".mlv": "Magic Lantern video (MLV); convert it to a DNG sequence first (mlv_dump --dng, or MLV App)",
+    ".braw": "Blackmagic RAW, a closed format LibRaw does not read; record CinemaDNG for redi-stream",
+    ".r3d": "REDCODE RAW, a closed format LibRaw does not read",
+    ".crm": "Canon Cinema RAW Light, which LibRaw does not read",
+}
+
+
+def not_raw_hint(path: Path) -> str | None:
+    """What ``path`` is when its suffix names something other than raw frames (video, a processed image, a closed
+    cinema raw format), with what to do instead; None for other suffixes."""
+    hint = _NOT_RAW.get(path.suffix.lower())
+    return None if hint is None else f"{path.name} is " + hint.format(name=shlex.quote(os.fspath(path)))
+
 
 # TIFF-based formats whose Make/Model tags tifffile can read (LibRaw through rawpy does not expose them).
 _TIFF_SUFFIXES = frozenset(
@@ -271,7 +296,7 @@ def read_libraw_with_margins(
                              index=index, name=path.name) from exc
         hint = ""
         if path.suffix.lower() not in LIBRAW_SUFFIXES:
-            hint = f"; {path.suffix or 'no extension'} is not a raw-frame extension"
+            hint = f"; {not_raw_hint(path) or (path.suffix or 'no extension') + ' is not a raw-frame extension'}"
         raise FrameError(f"frame {index} ({path}): {_libraw_reason(exc)}{hint}", index=index, name=path.name) from exc
     except OSError as exc:
         reason = f"cannot read: {exc.strerror or exc}"

@@ -157,6 +157,28 @@ def test_explicitly_named_non_raw_file_fails_at_read(make_dngs) -> None:
     assert "notes.txt" in RawFileSource(str(paths[0].parent / "*")).names
 
 
+def test_video_images_and_closed_cinema_raws_say_what_they_are_and_what_to_do(tmp_path: Path) -> None:
+    clip = tmp_path / "night shoot"
+    clip.mkdir()
+    for name in ("M01-0001.MLV", "take.mp4", "still.jpg", "A001.braw"):
+        (clip / name).write_bytes(b"\0" * 4096)
+    cases = {
+        "M01-0001.MLV": r"M01-0001\.MLV is Magic Lantern video \(MLV\); convert it to a DNG sequence first",
+        "take.mp4": r"take\.mp4 is encoded video, not raw frames .* redi-stream make-dng '.*night shoot/take\.mp4' "
+                    r"--out clip/ \(or play it as a camera: --camera '.*take\.mp4'\)$",
+        "still.jpg": r"still\.jpg is a processed image, not raw sensor data; make a dark raw clip of it with: "
+                     r"redi-stream make-dng '.*still\.jpg' --out clip/$",
+        "A001.braw": r"A001\.braw is Blackmagic RAW, a closed format LibRaw does not read",
+    }
+    for name, says in cases.items():
+        with pytest.raises(FrameError, match=r"frame 0 \(.*\): not a raw format LibRaw can read .*; " + says):
+            RawFileSource(clip / name).read(0)
+    # A folder of them has no raw frames, and says what the first one is.
+    with pytest.raises(CaptureError, match=r"no raw frames in folder .*night shoot \(looked for .*\): A001\.braw is "
+                                           r"Blackmagic RAW"):
+        RawFileSource(clip)
+
+
 # -- broken files ---------------------------------------------------------------------------------------------------
 
 
