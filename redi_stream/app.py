@@ -210,7 +210,7 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
             if audio is not None:
                 opts["audio"] = audio
         sinks.append(stack.enter_context(open_sink(
-            target, fps=cfg.fps or source.fps, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset,
+            target, fps=cfg.fps or source.fps, segment_s=cfg.segment_s, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset,
             threads=threads, image_format=cfg.image_format.value, bits=cfg.bits, single=frames == 1,
             **opts)))
     return sinks
@@ -269,7 +269,7 @@ def run(cfg: RunConfig) -> int:
         from .stream.camera import live_report
 
         log.info("%s", live_report(summary, source, window=type(preview).__name__ == "WindowPreview"))
-    written = [_output_name(o) for o in cfg.outs if o != "null"]
+    written = [_written_name(o, sink) for o, sink in zip(cfg.outs, sinks) if o != "null"]
     if written:
         log.info("wrote %s (%s)", " and ".join(written), frames_text(summary.frames_out))
     elif cfg.outs:
@@ -280,6 +280,16 @@ def run(cfg: RunConfig) -> int:
 def _output_name(out) -> str:
     """``--out`` as messages name it: ``-`` is standard output."""
     return "standard output" if os.fspath(out) == STDOUT else os.fspath(out)
+
+
+def _written_name(out, sink) -> str:
+    """What a finished run wrote for ``--out OUT``: its name, or for a video cut by ``--segment`` its files."""
+    from .stream.sinks import SegmentedVideoSink
+
+    if not isinstance(sink, SegmentedVideoSink):
+        return _output_name(out)
+    paths = sink.paths
+    return os.fspath(paths[0]) if len(paths) == 1 else f"{paths[0]} .. {paths[-1].name} ({len(paths)} files)"
 
 
 def _report_kept(cfg: RunConfig, sinks: list, summary) -> None:

@@ -27,3 +27,18 @@ def frame_rate(text: str) -> float:
         return float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"invalid frame rate {text!r}; give e.g. 24, 29.97 or 30000/1001") from None
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """An argparse ``type`` for lengths of time: seconds (``600``, ``2.5``) or with a unit (``90s``, ``10m``,
+    ``1h``). Returns seconds."""
+    t = text.strip().lower()
+    unit = next((u for u in sorted(_DURATION_UNITS, key=len, reverse=True) if t.endswith(u)), "")
+    try:
+        value = float(t[: len(t) - len(unit)]) * _DURATION_UNITS.get(unit, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid length {text!r}; give seconds (600) or e.g. 90s, 10m, 1h") from None
+    return value

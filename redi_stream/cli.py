@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .argparser import EXIT_USAGE, ArgumentParser, frame_rate
+from .argparser import EXIT_USAGE, ArgumentParser, duration, frame_rate
 from .config import (
     CudaNet,
     Device,
@@ -109,6 +109,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--audio", metavar="FILE|none",
                    help="sound to carry into the video (AAC; Opus in .webm), its time 0 at the source's frame 0 "
                         "(default: the .wav beside the frames, when a folder holds exactly one; none: no sound)")
+    g.add_argument("--segment", type=duration, metavar="LENGTH",
+                   help="cut video files into files of LENGTH (600, 10m, 1h) for long recordings: rec.mp4 is written "
+                        "as rec_000.mp4, rec_001.mp4, ..., or under each file's start time when the name holds "
+                        "strftime fields (rec_%%Y%%m%%d_%%H%%M%%S.mp4)")
     g.add_argument("--start", type=int, default=0, metavar="N",
                    help="file sources: begin at frame N (0-based; frames keep their numbers, so --out DIR/ resumes "
                         "a sequence's names)")
@@ -192,6 +196,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         on_error=parse_enum(OnError, getattr(ns, "on_error", "stop"), "--on-error"),
         decode_workers=getattr(ns, "decode_workers", None),
         audio=getattr(ns, "audio", None),
+        segment_s=getattr(ns, "segment", None),
         denoise=ns.denoise,
         tile=ns.tile,
         raw=raw,

@@ -17,8 +17,8 @@ from .capture.headerless import HeaderlessParams, canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import (CRF_CODECS, IMAGE_SUFFIXES, VIDEO_PIX_FMTS, check_container_codec, crf_max, default_codec,
-                           default_pix_fmt, is_video_target, pix_fmt_bits)
+from .stream.sinks import (CRF_CODECS, IMAGE_SUFFIXES, STDOUT, VIDEO_PIX_FMTS, check_container_codec, crf_max,
+                           default_codec, default_pix_fmt, is_video_target, pix_fmt_bits, url_scheme)
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -182,6 +182,7 @@ class RunConfig(EnhanceConfig):
     fourcc: str | None = None
     reconnect_s: float = 10.0
     audio: str | None = None  # None: a frame folder's one sound file; "none": no sound; else a sound file
+    segment_s: float | None = None  # cut video files into files of about this many seconds
     outs: tuple[str, ...] = field(init=False, default=())  # ``out`` as a tuple of targets, in the order given
 
     def __post_init__(self) -> None:
@@ -243,6 +244,11 @@ class RunConfig(EnhanceConfig):
         if self.audio not in (None, "none") and (self.camera is not None or not self.video_outs):
             raise ConfigError("--audio applies to file sources written as video (.mp4, .mkv, .mov, .webm, .ts, -, "
                               "udp://...)")
+        if self.segment_s is not None:
+            if not (math.isfinite(self.segment_s) and self.segment_s > 0):
+                raise ConfigError(f"--segment must be a positive length, got {self.segment_s:g} s")
+            if not any(o != STDOUT and url_scheme(o) is None for o in self.video_outs):
+                raise ConfigError("--segment cuts video files (.mp4, .mkv, .mov, .webm, .ts); give --out FILE.mp4")
         if self.decode_workers is not None and not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
         object.__setattr__(self, "bits_out", 16 if self._frames16 else 8)

@@ -203,6 +203,25 @@ def test_a_prores_master_carries_the_time_code_of_its_first_frame(clip: Path, tm
         assert len(list(c.decode(video=0))) == 3
 
 
+def test_segment_cuts_a_recording_into_files_and_names_them(clip: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "rec.mkv"
+    assert main([str(clip), "--out", str(out), "--model", "classic", "--no-progress", "--segment", "0.1s"]) == 0
+    files = sorted(tmp_path.glob("rec_*.mkv"))
+    assert [f.name for f in files] == ["rec_000.mkv", "rec_001.mkv", "rec_002.mkv"]  # 8 frames at 30 fps: 3 + 3 + 2
+    assert [_decoded_frames(f)[0] for f in files] == [3, 3, 2]
+    assert f"wrote {files[0]} .. rec_002.mkv (3 files) (8 frames)" in capsys.readouterr().err
+    for argv, says in [
+        (["--out", str(tmp_path / "f") + "/", "--segment", "10m"], "--segment cuts video files"),
+        (["--out", str(tmp_path / "x.mp4"), "--segment", "-1"], "--segment must be a positive length, got -1 s"),
+        (["--out", str(tmp_path / "x.mp4"), "--segment", "1d"], "invalid length '1d'; give seconds (600) or e.g."),
+    ]:
+        try:
+            code = main([str(clip), "--model", "classic", *argv])
+        except SystemExit as exc:  # argparse's own checks exit
+            code = exc.code
+        assert code == EXIT_USAGE and says in _error_line(capsys)
+
+
 def test_ten_bit_video_keeps_the_colours_of_the_eight_bit_one(clip: Path, tmp_path: Path) -> None:
     outs = {}
     for pix_fmt in ("yuv420p", "yuv420p10le"):

@@ -41,9 +41,11 @@ import errno
 import functools
 import glob
 import logging
+import math
 import os
 import re
 import struct
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -804,6 +806,92 @@ class VideoSink:
         return f"VideoSink({self.name!r}, fps={self.fps}, codec={self.codec!r}, frames={self.frames_written})"
 
 
+class SegmentedVideoSink:
+    """A video file output cut into files of about ``segment_s`` seconds each, for recordings that run for hours or
+    days (a CCTV or robot recorder; a FAT32 card that takes no file over 4 GiB): ``rec.mp4`` is written as
+    ``rec_000.mp4``, ``rec_001.mp4``, ..., or, when its name holds ``strftime`` fields (``rec_%Y%m%d_%H%M%S.mp4``), under
+    the local time each file starts.
+
+    Each file is a whole :class:`VideoSink` of its own (its own options, ``audio`` included: each file carries the
+    sound of its frames), finalised before the next opens, so every finished file plays alone and a failure or a
+    hard kill touches only the file being written. A new file starts with the first frame at or after its
+    boundary in source time (``t_ns``), so the files hold every frame once, each at its own time from 0. The time
+    code, if given, is the first file's.
+
+    Attributes:
+        paths: the files written so far, in order (the last one may be in progress).
+        frames_written: frames written over all the files.
+        frames_kept: after a failed write: frames the files keep (every finished file, and what the failed one kept).
+    """
+
+    def __init__(self, path: str | os.PathLike, segment_s: float, **video: object) -> None:
+        target = os.fspath(path)
+        if target == STDOUT or url_scheme(target) is not None:
+            raise ConfigError(f"--segment cuts video files, not a stream such as {target}")
+        if not (isinstance(segment_s, (int, float)) and math.isfinite(segment_s) and segment_s > 0):
+            raise ConfigError(f"segment length must be a positive number of seconds, got {segment_s!r}")
+        self.pattern = Path(target)
+        self.segment_ns = round(segment_s * 1e9)
+        self._video = video
+        self._timecode = video.pop("timecode", None)
+        self.paths: list[Path] = []
+        self.frames_written = 0
+        self.frames_kept: int | None = None
+        self._done_frames = 0  # frames in the finished files
+        self._t_start: int | None = None  # t_ns of the current file's first frame
+        self._current: VideoSink = self._open_next()  # checked writable now, before any frame
+
+    @property
+    def wants_yuv420p(self) -> bool:
+        return self._current.wants_yuv420p
+
+    def _name(self, k: int) -> Path:
+        p = self.pattern
+        if "%" not in p.name:
+            return p.with_name(f"{p.stem}_{k:03d}{p.suffix}")
+        name = p.with_name(time.strftime(p.name))
+        if self.paths and name in self.paths:  # two files begun within one second
+            name = name.with_name(f"{name.stem}_{k:03d}{name.suffix}")
+        return name
+
+    def _open_next(self) -> VideoSink:
+        path = self._name(len(self.paths))
+        sink = VideoSink(path, **self._video, timecode=self._timecode if not self.paths else None)
+        self.paths.append(path)
+        return sink
+
+    def write(self, frame: EnhancedFrame) -> None:
+        """Encode one frame into the current file, first finishing it and opening the next at a boundary."""
+        if self._t_start is None:
+            self._t_start = frame.t_ns
+        elif frame.t_ns - self._t_start >= self.segment_ns and self._current.frames_written:
+            self._current.close()  # SinkError naming the file if it cannot be finalised
+            self._done_frames += self._current.frames_written
+            self._current = self._open_next()
+            self._t_start = frame.t_ns
+        try:
+            self._current.write(frame)
+        except SinkError:
+            kept = self._current.frames_kept
+            self.frames_kept = None if kept is None else self._done_frames + kept
+            raise
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finalise the file being written. Idempotent."""
+        self._current.close()
+
+    def __enter__(self) -> "SegmentedVideoSink":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"SegmentedVideoSink({os.fspath(self.pattern)!r}, {self.segment_ns / 1e9:g} s, "
+                f"{len(self.paths)} files, frames={self.frames_written})")
+
+
 class ImageSequenceSink:
     """Writes each frame as one image file ``<prefix><index:06d>.<ext>`` in ``directory`` (created if missing), or
     one still under the name ``filename``.
@@ -961,8 +1049,8 @@ _VIDEO_OPTS = {"codec", "crf", "qp", "preset", "pix_fmt", "threads", "fragmented
 _IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits", "single"}
 
 
-def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
-              **opts) -> VideoSink | ImageSequenceSink | NullSink:
+def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, *, segment_s: float | None = None,
+              **opts) -> VideoSink | SegmentedVideoSink | ImageSequenceSink | NullSink:
     """Choose a sink from the output path.
 
     * ``*.mp4``, ``*.mkv``, ``*.mov``, ``*.webm``, ``*.ts``, ``-`` (standard output) and ``udp://``, ``tcp://``,
@@ -973,6 +1061,9 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
       from the suffix (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``), prefix from the part before ``%d``/``*``;
       with ``single=True`` (the source is one still) a plain name such as ``shot.png`` is written as it is
     * ``"null"`` -> :class:`NullSink`
+
+    ``segment_s``: video files are cut into files of about that many seconds (:class:`SegmentedVideoSink`); frame
+    sequences, streams and ``null`` ignore it.
 
     ``opts`` may mix video options (codec, crf, preset, pix_fmt, threads, fragmented, pts_from, options) and image
     options (image_format or fmt, bits, prefix, digits); each sink takes the ones that apply to it, so one call
@@ -996,6 +1087,8 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0,
     p = Path(s)
     suffix = p.suffix.lower()
     if is_video_target(s):
+        if segment_s is not None and s != STDOUT and url_scheme(s) is None:
+            return SegmentedVideoSink(s, segment_s, fps=fps, **video)
         return VideoSink(s, fps=fps, **video)  # an existing folder named x.mp4 is an error there, not PNGs
     if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
         return ImageSequenceSink(p, fmt=str(fmt or "png"), **image)

@@ -15,7 +15,8 @@ import pytest
 
 from redi_stream.errors import ConfigError, SinkError
 from redi_stream.frames import EnhancedFrame
-from redi_stream.stream.sinks import ImageSequenceSink, NullSink, VideoSink, fps_to_fraction, open_sink
+from redi_stream.stream.sinks import (ImageSequenceSink, NullSink, SegmentedVideoSink, VideoSink, fps_to_fraction,
+                                      open_sink)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -206,6 +207,62 @@ def test_timecode_reaches_each_file_kind_an_editor_reads(tmp_path):
             assert len(list(c.decode(video=0))) == 3
     with pytest.raises(ConfigError, match="invalid time code '25:00:00:00'; give HH:MM:SS:FF"):
         VideoSink(tmp_path / "bad.mov", timecode="25:00:00:00")
+
+
+def test_segments_hold_every_frame_once_each_file_timed_from_zero(tmp_path):
+    sink = open_sink(tmp_path / "rec.mp4", 24, segment_s=1.0, timecode="01:00:00:00")
+    assert isinstance(sink, SegmentedVideoSink)
+    with sink:
+        for i in range(60):  # frame i is grey level 4 i, so the decoded files tell which frames they hold
+            sink.write(EnhancedFrame(rgb=np.full((64, 96, 3), 4 * i, np.uint8), index=i, t_ns=round(i * 1e9 / 24)))
+    assert [p.name for p in sink.paths] == ["rec_000.mp4", "rec_001.mp4", "rec_002.mp4"] and sink.frames_written == 60
+    seen = []
+    for k, path in enumerate(sink.paths):
+        info = _decode(path)
+        assert info["pts_s"][0] == 0.0 and len(info["rgb"]) == (24, 24, 12)[k]
+        seen += [round(rgb.mean() / 4) for rgb in info["rgb"]]
+        with av.open(str(path)) as c:  # the time code belongs to the first file
+            codes = [st.metadata.get("timecode") for st in c.streams if st.type == "data"]
+        assert codes == (["01:00:00:00"] if k == 0 else [])
+    assert seen == list(range(60))
+
+
+def test_a_failed_segment_keeps_every_finished_file(tmp_path, monkeypatch):
+    real_write = VideoSink.write
+
+    def failing(self, frame):  # the disk fills up inside the second file, after 10 of its frames reached it
+        if frame.index == 40:
+            self.frames_kept = 10
+            raise SinkError(f"cannot write {self.name}: [Errno 28] No space left on device")
+        real_write(self, frame)
+
+    monkeypatch.setattr(VideoSink, "write", failing)
+    sink = SegmentedVideoSink(tmp_path / "rec.mp4", 1.0, fps=24)
+    with pytest.raises(SinkError, match="rec_001.mp4: \\[Errno 28\\]"):
+        for f in _frames(60):
+            sink.write(f)
+    sink.close()
+    assert sink.frames_written == 40 and sink.frames_kept == 24 + 10
+    assert len(_decode(sink.paths[0])["rgb"]) == 24  # the finished file is whole
+
+
+def test_segment_names_from_the_clock_and_what_is_refused(tmp_path, monkeypatch):
+    import time as time_module
+
+    monkeypatch.setattr(time_module, "strftime", lambda fmt, *a: fmt.replace("%H%M%S", "120000"))
+    with open_sink(tmp_path / "cam_%H%M%S.mkv", 24, segment_s=0.5) as sink:
+        for f in _frames(30):
+            sink.write(f)
+    # All begun in the same (frozen) second: the later ones are told apart by their number.
+    assert [p.name for p in sink.paths] == ["cam_120000.mkv", "cam_120000_001.mkv", "cam_120000_002.mkv"]
+    stream = open_sink("udp://127.0.0.1:9", 24, segment_s=1.0)  # a stream is not cut (nothing sent before frame 0)
+    assert isinstance(stream, VideoSink)
+    stream.close()
+    with pytest.raises(ConfigError, match="--segment cuts video files, not a stream such as udp://h:1"):
+        SegmentedVideoSink("udp://h:1", 1.0)
+    with pytest.raises(ConfigError, match="segment length must be a positive number of seconds"):
+        SegmentedVideoSink(tmp_path / "x.mp4", 0)
+    assert not (tmp_path / "x_000.mp4").exists()
 
 
 def test_image_sequence_sink_16bit_png_rgb_order(tmp_path):
