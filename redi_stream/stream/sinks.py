@@ -809,8 +809,8 @@ class VideoSink:
 class SegmentedVideoSink:
     """A video file output cut into files of about ``segment_s`` seconds each, for recordings that run for hours or
     days (a CCTV or robot recorder; a FAT32 card that takes no file over 4 GiB): ``rec.mp4`` is written as
-    ``rec_000.mp4``, ``rec_001.mp4``, ..., or, when its name holds ``strftime`` fields (``rec_%Y%m%d_%H%M%S.mp4``), under
-    the local time each file starts.
+    ``rec_000.mp4``, ``rec_001.mp4``, ..., or, when its name holds ``strftime`` fields (``rec_%Y%m%d_%H%M%S.mp4``),
+    under the local time each file starts.
 
     Each file is a whole :class:`VideoSink` of its own (its own options, ``audio`` included: each file carries the
     sound of its frames), finalised before the next opens, so every finished file plays alone and a failure or a
