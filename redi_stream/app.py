@@ -34,7 +34,7 @@ def open_source(cfg: RunConfig):
         return SyntheticSource.demo()
     # Several paths are a shell's expansion of clip/*.dng (in its own order, frame_10 before frame_2): natural order.
     spec = cfg.source if isinstance(cfg.source, str) else sorted(cfg.source, key=natural_key)
-    return RawFileSource(spec, raw_params=cfg.raw.headerless_params(), fps=cfg.fps)
+    return RawFileSource(spec, raw_params=cfg.raw.headerless_params(), fps=cfg.fps, alike=not cfg.stills)
 
 
 def resolve_device(cfg: EnhanceConfig) -> tuple[str, str]:
@@ -212,6 +212,7 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
         sinks.append(stack.enter_context(open_sink(
             target, fps=cfg.fps or source.fps, segment_s=cfg.segment_s, crf=cfg.crf, qp=cfg.qp, preset=cfg.preset,
             threads=threads, image_format=cfg.image_format.value, bits=cfg.bits, single=frames == 1,
+            keep_names=cfg.stills,
             **opts)))
     return sinks
 

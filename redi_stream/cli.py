@@ -73,7 +73,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gain-multiplier", type=float,
                    help="multiplies the gain (default: for the automatic gain the weights' own, 1 for ours, 5 for the "
                         "official; 1 with --gain)")
-    g.add_argument("--gain-smoothing", type=float, default=8.0, metavar="FRAMES",
+    g.add_argument("--gain-smoothing", type=float, default=None, metavar="FRAMES",
                    help="time constant of the gain's temporal smoothing in frames; 0 = per-frame gain (default 8)")
     g = p.add_argument_group("output")
     g.add_argument("--out", action="append",
@@ -100,6 +100,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", dest="image_format", default="png",
                    help="frame-sequence format: png, tiff or jpeg (8-bit, quality 95)")
     g.add_argument("--bits", type=int, default=16, help="frame-sequence bit depth: 8 or 16 (default 16)")
+    g.add_argument("--stills", action="store_true",
+                   help="the files are separate photos, not a video: each gets its own amplification (no smoothing "
+                        "across them) and its image is named after it (DSC01234.ARW -> out/DSC01234.png)")
     g.add_argument("--preview", dest="preview", action="store_const", const=True, default=None,
                    help="show a live preview window (default for --camera)")
     g.add_argument("--no-preview", dest="preview", action="store_const", const=False,
@@ -171,6 +174,8 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         white=getattr(ns, "white", None),
         dtype=getattr(ns, "raw_dtype", "<u2"),
     )
+    if getattr(ns, "stills", False) and ns.gain_smoothing:
+        raise ConfigError("--gain-smoothing smooths the gain over a video's frames; --stills gives each photo its own")
     return RunConfig(
         source=_source(getattr(ns, "source", None)),
         camera=getattr(ns, "camera", None),
@@ -183,7 +188,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         cuda_graph=ns.cuda_graph,
         gain=ns.gain,
         gain_multiplier=ns.gain_multiplier,
-        gain_smoothing_frames=ns.gain_smoothing,
+        gain_smoothing_frames=8.0 if ns.gain_smoothing is None else ns.gain_smoothing,
         temporal_denoise_frames=ns.temporal_denoise,
         fps=ns.fps,
         codec=ns.codec,
@@ -197,6 +202,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         decode_workers=getattr(ns, "decode_workers", None),
         audio=getattr(ns, "audio", None),
         segment_s=getattr(ns, "segment", None),
+        stills=getattr(ns, "stills", False),
         denoise=ns.denoise,
         tile=ns.tile,
         raw=raw,

@@ -183,6 +183,7 @@ class RunConfig(EnhanceConfig):
     reconnect_s: float = 10.0
     audio: str | None = None  # None: a frame folder's one sound file; "none": no sound; else a sound file
     segment_s: float | None = None  # cut video files into files of about this many seconds
+    stills: bool = False  # the files are separate photos: each its own gain, each image named after its file
     outs: tuple[str, ...] = field(init=False, default=())  # ``out`` as a tuple of targets, in the order given
 
     def __post_init__(self) -> None:
@@ -249,6 +250,16 @@ class RunConfig(EnhanceConfig):
                 raise ConfigError(f"--segment must be a positive length, got {self.segment_s:g} s")
             if not any(o != STDOUT and url_scheme(o) is None for o in self.video_outs):
                 raise ConfigError("--segment cuts video files (.mp4, .mkv, .mov, .webm, .ts); give --out FILE.mp4")
+        if self.stills:
+            if self.camera is not None:
+                raise ConfigError("--stills is for a folder of photos; a camera films")
+            if self.video_outs or not self.outs:
+                raise ConfigError("--stills writes one image per photo, named after it: give --out DIR/ (a video of "
+                                  "stills is a sequence: leave --stills out)")
+            if self.temporal_denoise_frames:
+                raise ConfigError("--temporal-denoise averages frames of one scene; --stills are separate photos")
+            # Each photo gets its own amplification: no smoothing across unrelated (or bracketed) shots.
+            object.__setattr__(self, "gain_smoothing_frames", 0.0)
         if self.decode_workers is not None and not 1 <= self.decode_workers <= 64:
             raise ConfigError(f"--decode-workers must be in 1..64, got {self.decode_workers}")
         object.__setattr__(self, "bits_out", 16 if self._frames16 else 8)

@@ -51,7 +51,8 @@ def report() -> list[tuple[str, str]]:
     if av is not None:
         from .stream.sinks import WEBM_CODECS
 
-        wanted = ["libx264", "h264_nvenc", "hevc_nvenc", "libx265", "mpeg4", *WEBM_CODECS, "prores", "prores_ks", "dnxhd"]
+        wanted = ["libx264", "h264_nvenc", "hevc_nvenc", "libx265", "mpeg4", *WEBM_CODECS,
+                  "prores", "prores_ks", "dnxhd"]
         have = [c for c in wanted if c in av.codecs_available]
         sound = [c for c in ("aac", "libopus") if c in av.codecs_available]
         v += (f"; FFmpeg {av.library_versions.get('libavcodec', '?')}; encoders: {', '.join(have) or 'none'}; "

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -142,7 +143,34 @@ def test_frames_of_different_size(clip: Path, tmp_path: Path, capsys) -> None:
     shutil.copy(tmp_path / "big" / "frame_000000.dng", src / "frame_000006.dng")
     assert main([str(src), "--out", str(tmp_path / "s.mp4"), "--model", "classic"]) == EXIT_FAILED
     line = _error_line(capsys)
-    assert "frame_000006.dng" in line and "96x128" in line
+    assert "frame_000006.dng" in line and "96x128" in line and "(separate photos? --stills takes each as it is)" in line
+
+
+def test_stills_each_keep_their_size_gain_and_name(clip: Path, tmp_path: Path, capsys) -> None:
+    """A folder of separate photos: each enhanced as it is (its own size, pattern and amplification), each image
+    named after its file; two files of one name get the later one's number."""
+    from redi_stream.cli import build_parser, build_run_config
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_dng(None, tmp_path / "big", n_frames=1, size=(96, 128), cfa="BGGR")
+    shutil.copy(tmp_path / "big" / "frame_000000.dng", photos / "DSC01240.dng")
+    shutil.copy(clip / "frame_000000.dng", photos / "DSC01234.dng")
+    shutil.copy(clip / "frame_000001.dng", photos / "DSC01240.DNG")
+    out = tmp_path / "out"
+    assert main([str(photos), "--out", str(out) + "/", "--stills", "--model", "classic", "--no-progress"]) == 0
+    sizes = {f.name: cv2.imread(str(f), cv2.IMREAD_UNCHANGED).shape for f in out.iterdir()}
+    assert sizes == {"DSC01234.png": (64, 96, 3), "DSC01240.png": (64, 96, 3), "DSC01240_000002.png": (96, 128, 3)}
+    assert "DSC01240.dng and an earlier frame share the name DSC01240" in capsys.readouterr().err
+    cfg = build_run_config(build_parser().parse_args([str(photos), "--out", "o/", "--stills"]))
+    assert cfg.gain_smoothing_frames == 0  # no smoothing across photos
+    for argv, says in [
+        (["--out", "o.mp4"], "--stills writes one image per photo, named after it: give --out DIR/"),
+        (["--out", "o/", "--gain-smoothing", "4"], "--stills gives each photo its own"),
+        (["--out", "o/", "--temporal-denoise", "4"], "--stills are separate photos"),
+    ]:
+        assert main([str(photos), "--stills", "--model", "classic", *argv]) == EXIT_USAGE
+        assert says in _error_line(capsys)
 
 
 def test_headerless_dump_is_not_read_by_libraws_size_guess(tmp_path: Path, capsys) -> None:

@@ -234,6 +234,8 @@ class RawFileSource(RandomAccessSource):
         tagged_fps: that FrameRate (the rate the clip was shot at), or None when the first DNG has none.
         live: always False (a file source never drops frames).
         name: the spec as given, for messages.
+        alike: frames must all have frame 0's size and Bayer pattern (a video), checked per frame; False for a
+            folder of separate photos, which may each differ.
     """
 
     live = False
@@ -244,12 +246,14 @@ class RawFileSource(RandomAccessSource):
         *,
         raw_params: HeaderlessParams | None = None,
         fps: float | None = None,
+        alike: bool = True,
     ) -> None:
         if raw_params is not None and not isinstance(raw_params, HeaderlessParams):
             raise ConfigError(f"raw_params must be a HeaderlessParams, got {type(raw_params).__name__}")
         # A stacked .npy (N, H, W), or a headerless .raw dump of N frames, gives N frames: paths[i] is its file,
         # _member[i] the frame's place in it.
         self._raw_params = raw_params
+        self.alike = alike
         self.paths: list[Path] = []
         self._member: list[int | None] = []
         for path in collect_frame_paths(spec):
@@ -310,9 +314,9 @@ class RawFileSource(RandomAccessSource):
         if self._closed:
             raise CaptureError(f"{self.name} is closed")
         data, meta = self._decode(i)
-        if i == 0:
+        if self.alike and i == 0:
             self._set_reference(data.shape, meta.cfa)
-        else:
+        elif self.alike:
             self._check_consistent(i, data.shape, meta.cfa)
         slot = i if self._slots is None else self._slots[i]
         return RawFrame(data=data, meta=meta, index=i, t_ns=round(slot * 1e9 / self.fps), name=self.names[i])
@@ -463,7 +467,8 @@ class RawFileSource(RandomAccessSource):
         h, w, ref_cfa = ref
         if (shape[0], shape[1]) != (h, w) or cfa != ref_cfa:
             raise FrameError(
-                f"frame {i} ({self._where(i)}) is {shape[0]}x{shape[1]} {cfa}, expected {h}x{w} {ref_cfa} like frame 0",
+                f"frame {i} ({self._where(i)}) is {shape[0]}x{shape[1]} {cfa}, expected {h}x{w} {ref_cfa} like frame 0 "
+                "(separate photos? --stills takes each as it is)",
                 index=i,
                 name=self.names[i],
             )

@@ -904,6 +904,8 @@ class ImageSequenceSink:
         prefix, digits: file name pattern; the number is the frame's source index, so a skipped frame leaves a gap.
         filename: write the one frame of a still to ``directory/filename`` (e.g. ``shot.png``) instead; a second
             frame is an error (a sequence wants a folder).
+        keep_names: name each image after its source file (``DSC01234.ARW`` -> ``DSC01234.png``) instead of its
+            number: for a folder of stills.
 
     Colour: files hold RGB in the usual order (OpenCV's BGR convention is handled here). Existing files with the
     same names are overwritten; if the folder already holds frame files of this pattern, a warning says so at
@@ -924,6 +926,7 @@ class ImageSequenceSink:
         prefix: str = "frame_",
         digits: int = 6,
         filename: str | None = None,
+        keep_names: bool = False,
     ) -> None:
         fmt = {"tif": "tiff", "jpg": "jpeg"}.get(fmt.lower(), fmt.lower())
         if fmt not in _IMAGE_EXT:
@@ -933,6 +936,9 @@ class ImageSequenceSink:
         self.directory = Path(directory)
         self.fmt, self.bits, self.prefix, self.digits = fmt, 8 if fmt == "jpeg" else bits, prefix, digits
         self.filename = filename
+        self.keep_names = keep_names
+        self._stems: dict[str, int] = {}  # with keep_names: the stems written, and the frame that took each
+        self._said_clash = False
         self._ext = _IMAGE_EXT[fmt]
         if self.directory.exists() and not self.directory.is_dir():
             raise SinkError(f"cannot write frames to {self.directory}: it is a file, not a directory")
@@ -943,7 +949,8 @@ class ImageSequenceSink:
             probe.unlink()
         except OSError as exc:
             raise SinkError(f"cannot write frames to {self.directory}: {exc.strerror or exc}") from exc
-        old = [] if filename else sorted(self.directory.glob(f"{glob.escape(prefix)}{'[0-9]' * digits}{self._ext}"))
+        numbered = f"{glob.escape(prefix)}{'[0-9]' * digits}{self._ext}"
+        old = [] if filename or keep_names else sorted(self.directory.glob(numbered))
         if old:  # a previous run's frames: those this run does not renumber would mix into the sequence
             log.warning("%s already holds %d frame files (%s ... %s); this run overwrites the ones it writes and "
                         "leaves the rest", self.directory, len(old), old[0].name, old[-1].name)
@@ -954,6 +961,23 @@ class ImageSequenceSink:
         if self.filename is not None:
             return self.directory / self.filename
         return self.directory / f"{self.prefix}{index:0{self.digits}d}{self._ext}"
+
+    def _path_of(self, frame: EnhancedFrame) -> Path:
+        """Where ``frame`` goes: :meth:`path_for` its index, or with ``keep_names`` its source file's name
+        (``DSC01234.ARW`` -> ``DSC01234.png``; frame k of a stack ``clip.npy`` -> ``clip_00000k.png``). Two sources
+        with one stem (``a.dng``, ``a.nef``) would overwrite each other: the later gets its index too, said once."""
+        if not self.keep_names or not frame.name or self.filename is not None:
+            return self.path_for(frame.index)
+        m = re.fullmatch(r"(?P<file>.+)\[(?P<k>[0-9]+)\]", frame.name)
+        stem = f"{Path(m['file']).stem}_{int(m['k']):0{self.digits}d}" if m else Path(frame.name).stem
+        first = self._stems.setdefault(stem, frame.index)
+        if first != frame.index:
+            if not self._said_clash:
+                log.warning("%s: %s and an earlier frame share the name %s; such frames get their number too "
+                            "(%s_%0*d%s)", self.directory, frame.name, stem, stem, self.digits, frame.index, self._ext)
+                self._said_clash = True
+            stem = f"{stem}_{frame.index:0{self.digits}d}"
+        return self.directory / f"{stem}{self._ext}"
 
     def write(self, frame: EnhancedFrame) -> None:
         import cv2
@@ -981,7 +1005,7 @@ class ImageSequenceSink:
             # zlib's matching finds little in the low byte of 16-bit samples: Huffman coding alone is 1.8x faster
             # on a noisy 1080p frame (195 vs 357 ms) and no larger; on a smooth one 1.2x faster and 3% larger.
             params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
-        path = self.path_for(frame.index)
+        path = self._path_of(frame)
         ok, buf = cv2.imencode(self._ext, bgr, params)
         if not ok:
             raise SinkError(f"cannot encode {path}")
@@ -1046,7 +1070,7 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 
 _VIDEO_OPTS = {"codec", "crf", "qp", "preset", "pix_fmt", "threads", "fragmented", "pts_from", "yuv", "options",
                "audio", "timecode"}
-_IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits", "single"}
+_IMAGE_OPTS = {"image_format", "fmt", "bits", "prefix", "digits", "single", "keep_names"}
 
 
 def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, *, segment_s: float | None = None,

@@ -280,6 +280,15 @@ def test_image_sequence_sink_16bit_png_rgb_order(tmp_path):
     assert tuple(rgb[10, 10]) == (65535, 128 * 257, 0)
 
 
+def test_image_sequence_keeps_source_names_for_stills(tmp_path):
+    sink = open_sink(tmp_path / "out", keep_names=True, bits=8)
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    for i, name in enumerate(["DSC01234.ARW", "stack.npy[3]", "dump.raw[12]", ""]):
+        sink.write(EnhancedFrame(rgb=rgb, index=i, t_ns=0, name=name))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "DSC01234.png", "dump_000012.png", "frame_000003.png", "stack_000003.png"]  # no name: its number
+
+
 def test_image_sequence_warns_of_a_previous_runs_frames(tmp_path, caplog):
     import logging
 
