@@ -199,8 +199,8 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
     from .stream import open_sink
 
     audio = sound_for(cfg, source) if cfg.video_outs else None
-    # The camera's time code of the first frame written (CinemaDNG), so an editor can conform the video to the clip.
-    timecode = source.timecode(cfg.start) if cfg.video_outs and isinstance(source, RawFileSource) else None
+    # The camera's time code of each file's first frame (CinemaDNG), so an editor can conform the video to the clip.
+    timecode = source.timecode if isinstance(source, RawFileSource) else None
     threads = encoder_threads(cfg)
     sinks = []
     for target in cfg.outs:

@@ -229,6 +229,12 @@ def test_a_prores_master_carries_the_time_code_of_its_first_frame(clip: Path, tm
         assert (cc.name, cc.pix_fmt) == ("prores", "yuv422p10le")
         assert [st.metadata.get("timecode") for st in c.streams if st.type == "data"] == ["01:00:00:11"]
         assert len(list(c.decode(video=0))) == 3
+    # Cut into files, each file starts at the code of its own first frame.
+    assert main([str(coded), "--out", str(tmp_path / "cut.mov"), "--model", "classic", "-q", "--segment",
+                 str(2 / 30)]) == 0
+    for name, code in [("cut_000.mov", "01:00:00:10"), ("cut_001.mov", "01:00:00:12")]:
+        with av.open(str(tmp_path / name)) as c:
+            assert [st.metadata.get("timecode") for st in c.streams if st.type == "data"] == [code]
 
 
 def test_segment_cuts_a_recording_into_files_and_names_them(clip: Path, tmp_path: Path, capsys) -> None:

@@ -46,6 +46,7 @@ import os
 import re
 import struct
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -407,7 +408,8 @@ class VideoSink:
             kernel 7.1 ms vs swscale 10.4 ms (1 thread) / 14.6 ms (auto threads) per frame, on a loaded machine.
         options: extra encoder options passed to FFmpeg verbatim.
         timecode: ``HH:MM:SS:FF`` of the first frame (a CinemaDNG clip's), written for editors to conform by: a
-            tmcd track in MP4/MOV, a TIMECODE tag in Matroska; files only.
+            tmcd track in MP4/MOV, a TIMECODE tag in Matroska; files only. Or a function of a frame's index giving
+            its code (``RawFileSource.timecode``), asked for the first frame written.
         audio: a sound file (a CinemaDNG folder's ``.wav``) to carry beside the video, AAC (Opus in WebM); its
             time 0 is frame 0 of the source, so a video that starts at a later frame (its first ``t_ns``) starts
             the sound as far in, and it is cut where the video ends. Read and checked here.
@@ -443,7 +445,7 @@ class VideoSink:
         yuv: str = "auto",
         options: dict[str, str] | None = None,
         audio: str | os.PathLike | None = None,
-        timecode: str | None = None,
+        timecode: str | Callable[[int], str | None] | None = None,
     ) -> None:
         import av  # heavy optional import at its one point of use
 
@@ -501,9 +503,10 @@ class VideoSink:
         if yuv == "kernel" and not self._use_kernel:
             raise ConfigError(f"yuv='kernel' needs pix_fmt='yuv420p', got {pix_fmt!r}")
         self.options = dict(options or {})
-        if timecode is not None and not _TIMECODE_RE.fullmatch(timecode):
+        if isinstance(timecode, str) and not _TIMECODE_RE.fullmatch(timecode):
             raise ConfigError(f"invalid time code {timecode!r}; give HH:MM:SS:FF (HH:MM:SS;FF for drop-frame)")
-        self.timecode = timecode if self.kind == "file" else None  # a stream's viewers have no use for it
+        self._timecode_of = timecode if callable(timecode) else None
+        self.timecode = timecode if isinstance(timecode, str) and self.kind == "file" else None  # not for streams
         if self.path is not None:
             check_writable_file(self.path)
         elif self.kind == "stdout" and os.isatty(1):
@@ -649,6 +652,9 @@ class VideoSink:
             raise ValueError(f"expected (H, W, 3) uint8/uint16 RGB, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
         if self._container is None:
+            if self._timecode_of is not None and self.kind == "file":
+                code = self._timecode_of(frame.index)
+                self.timecode = code if code is not None and _TIMECODE_RE.fullmatch(code) else None
             self._open(h, w, rgb.dtype, frame.t_ns / 1e9 if self.pts_from == "t_ns" else frame.index / self.fps)
         elif (h, w) != self._in_size:
             vh, vw = self._in_size
@@ -815,8 +821,9 @@ class SegmentedVideoSink:
     Each file is a whole :class:`VideoSink` of its own (its own options, ``audio`` included: each file carries the
     sound of its frames), finalised before the next opens, so every finished file plays alone and a failure or a
     hard kill touches only the file being written. A new file starts with the first frame at or after its
-    boundary in source time (``t_ns``), so the files hold every frame once, each at its own time from 0. The time
-    code, if given, is the first file's.
+    boundary in source time (``t_ns``), so the files hold every frame once, each at its own time from 0. A time
+    code given as a string is the first file's; given as a function of the frame index (``RawFileSource.timecode``),
+    each file gets the code of its own first frame.
 
     Attributes:
         paths: the files written so far, in order (the last one may be in progress).
@@ -856,7 +863,8 @@ class SegmentedVideoSink:
 
     def _open_next(self) -> VideoSink:
         path = self._name(len(self.paths))
-        sink = VideoSink(path, **self._video, timecode=self._timecode if not self.paths else None)
+        code = self._timecode if callable(self._timecode) or not self.paths else None
+        sink = VideoSink(path, **self._video, timecode=code)
         self.paths.append(path)
         return sink
 
