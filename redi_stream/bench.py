@@ -5,8 +5,9 @@ beside the plain fp32 sequential forward measured in the same process (interleav
 
 * CPU: ``eager`` (plain forward, the process's default threads and malloc: the baseline), ``fast`` (FastRediNet
   alone), ``eager_tuned`` (plain forward with our thread count and malloc setting: what the settings alone buy),
-  ``runner`` (ours: what the pipeline calls, ``TorchRunner.run`` with FastRediNet, ``num_threads="auto"``,
-  ``reuse_memory=True``), and ``ort`` with ``--ort``.
+  ``runner`` (what the pipeline calls, ``TorchRunner.run`` with FastRediNet, ``num_threads="auto"``,
+  ``reuse_memory=True``), and ``ort`` with ``--ort``; each in fp32 and in bf16. "Ours" is the runner in the
+  precision ``--precision auto`` picks for 8-bit video: bf16 on a CPU with AMX, else fp32.
 * CUDA: fp32 eager (baseline), fp16 eager, fp16 + CUDA graph (sequential), fp16 three streams + graph, the same two
   with channels-last weights, fp16 FastRediNet + graph (ours: what the pipeline runs by default), bf16 + graph.
 
@@ -19,7 +20,8 @@ ms per stage, the bounding stage (the thread whose per-frame busy time is larges
 thread's gain + pack + infer + isp, encode), the MP4's decoded frame count, and two ratios: e2e fps over the
 model-only table's fps for the same size (``e2e_over_model_only``), and over the same runner timed on its own
 just before and just after the pipeline run (``e2e_over_model_only_adjacent``; on a shared machine the load can
-change between the model-only table and the e2e run, so this one is the steadier comparison).
+change between the model-only table and the e2e run, so this one is the steadier comparison). The e2e runs use the
+precision of "ours"; where that is bf16, ``e2e_fp32`` repeats them in fp32 (ratios against the fp32 runner).
 
 Weights: the packaged default if the build ships one, else a randomly initialised folded RediNet (speed does not
 depend on weight values); the JSON says which.
@@ -117,7 +119,7 @@ def model_only(net, sizes, device: str, iters: int, ort: bool) -> tuple[list[dic
     if device == "cuda":
         precisions, settings = None, None  # CUDA defaults: see model.bench._default_combos
     else:
-        precisions, settings = ["fp32"], ["fast", "eager_tuned", "runner"] + (["ort"] if ort else [])
+        precisions, settings = ["fp32", "bf16"], ["fast", "eager_tuned", "runner"] + (["ort"] if ort else [])
     rows: list[dict] = []
     summary: dict[str, dict] = {}
     for name, size in sizes:
@@ -126,7 +128,7 @@ def model_only(net, sizes, device: str, iters: int, ort: bool) -> tuple[list[dic
         rows += r
         by = {(x["precision"], x["setting"]): x for x in r}
         base = by[("fp32", "eager")]
-        ours = by[("fp16", "fast+graph")] if device == "cuda" else by[("fp32", "runner")]
+        ours = by[("fp16", "fast+graph")] if device == "cuda" else by[(cpu_precision(), "runner")]
         s = {
             "input": list(padded(size)),
             "plain_fp32_ms": base["ms_per_frame"],
@@ -147,8 +149,10 @@ def model_only(net, sizes, device: str, iters: int, ort: bool) -> tuple[list[dic
             fastest = min((x for x in r if x["precision"] == "fp16"), key=lambda x: x["ms_per_frame"])
             s.update(fastest_fp16=f"fp16 {fastest['setting']}", fastest_fp16_ms=fastest["ms_per_frame"])
         else:
-            t = by[("fp32", "eager_tuned")]
+            t, f = by[("fp32", "eager_tuned")], by[("fp32", "runner")]
             s.update(
+                fp32_runner_ms=f["ms_per_frame"],
+                fp32_runner_fps=1e3 / f["ms_per_frame"],
                 ours_threads=ours["threads"],
                 plain_fp32_tuned_ms=t["ms_per_frame"],
                 speedup_vs_plain_fp32_tuned=t["ms_per_frame"] / ours["ms_per_frame"],
@@ -251,8 +255,15 @@ def write_dng_clip(folder: Path, size: tuple[int, int], frames: int) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_precision() -> str:
+    """The precision ``--precision auto`` runs an 8-bit video in on this CPU (``app.resolve_device``)."""
+    from .model.runner import cpu_has_amx_bf16
+
+    return "bf16" if cpu_has_amx_bf16() else "fp32"
+
+
 def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads: str | int, decode_workers: int,
-               encoder_threads: int, preset: str, workdir: Path) -> dict[str, Any]:
+               encoder_threads: int, preset: str, workdir: Path, precision: str = "fp32") -> dict[str, Any]:
     """One DNG -> MP4 run through the real pipeline; see the module docstring for what is reported."""
     from .capture import RawFileSource
     from .model import TorchRunner
@@ -269,7 +280,7 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
         enhancer = CudaRediEnhancer(net, meta, precision="fp16")
         runner = None
     else:
-        runner = TorchRunner(net, "cpu", "fp32", num_threads=threads, reuse_memory=True)
+        runner = TorchRunner(net, "cpu", precision, num_threads=threads, reuse_memory=True)
         enhancer = RediEnhancer(runner, meta, yuv420p=True, rgb=False)  # as app.run builds it for a video sink alone
     adjacent_ms: list[float] = []
     try:
@@ -318,6 +329,7 @@ def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads:
         "e2e_over_model_only_adjacent": steady_fps / adjacent_fps if adjacent_fps else None,
         "settings": {
             "device": device,
+            "precision": "fp16" if device == "cuda" else precision,
             "torch_threads": threads,
             "torch_threads_chosen": chosen_threads,
             "decode_workers": decode_workers,
@@ -390,15 +402,22 @@ def main(argv: list[str] | None = None) -> int:
         result["model_only"] = summary
         result["model_only_rows"] = rows
     if ns.e2e and not ns.model_only:
-        result["e2e"] = {}
+        # The CLI's precision for an 8-bit video; on a CPU where that is bf16, fp32 end to end too, for comparison.
+        precisions = {"e2e": cpu_precision() if device == "cpu" else "fp16"}
+        if precisions["e2e"] == "bf16":
+            precisions["e2e_fp32"] = "fp32"
         with tempfile.TemporaryDirectory(prefix="redi-bench-") as tmp:
-            for name, size in sizes:
-                e = end_to_end(net, size, device, frames, threads=threads, decode_workers=ns.decode_workers,
-                               encoder_threads=ns.encoder_threads, preset=ns.preset, workdir=Path(tmp))
-                if name in summary:
-                    e["model_only_fps"] = summary[name]["ours_fps"]
-                    e["e2e_over_model_only"] = e["fps"] / summary[name]["ours_fps"]
-                result["e2e"][name] = e
+            for key, precision in precisions.items():
+                result[key] = {}
+                for name, size in sizes:
+                    e = end_to_end(net, size, device, frames, threads=threads, decode_workers=ns.decode_workers,
+                                   encoder_threads=ns.encoder_threads, preset=ns.preset, workdir=Path(tmp),
+                                   precision=precision)
+                    if name in summary:
+                        fps = summary[name]["fp32_runner_fps" if key == "e2e_fp32" else "ours_fps"]
+                        e["model_only_fps"] = fps
+                        e["e2e_over_model_only"] = e["fps"] / fps
+                    result[key][name] = e
     result["machine"]["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     text = json.dumps(result, indent=1, default=_json_default)
     print(text)

@@ -151,3 +151,28 @@ def test_decode_workers_reach_the_pipeline(tmp_path: Path, monkeypatch) -> None:
                         decode_workers=given)
         assert app.run(cfg) == 0
     assert seen == [default_decode_workers(), 3]
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_on_the_cpu_is_bf16_only_with_amx_and_8_bit_output(monkeypatch, amx: bool) -> None:
+    from redi_stream.config import Precision
+    from redi_stream.model import runner
+
+    monkeypatch.setattr(runner, "cpu_has_amx_bf16", lambda: amx)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    video = RunConfig(source="x", out="o.mp4")
+    assert app.resolve_device(video) == ("cpu", "bf16" if amx else "fp32")
+    for out, extra in [("frames/", {}), ("o.mp4", {"pix_fmt": "yuv420p10le"})]:  # bf16 has 8 significant bits
+        assert app.resolve_device(RunConfig(source="x", out=out, **extra)) == ("cpu", "fp32")
+    assert app.resolve_device(RunConfig(source="x", out="o.mp4", precision=Precision.FP32)) == ("cpu", "fp32")
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    from redi_stream.model.runner import cpu_has_amx_bf16
+
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx512f {}\n"
+    (tmp_path / "amx").write_text(flags.format("amx_bf16 amx_tile amx_int8"))
+    (tmp_path / "plain").write_text(flags.format("avx512_bf16"))  # bf16 instructions, no AMX: not measured faster
+    assert cpu_has_amx_bf16(str(tmp_path / "amx")) is True
+    assert cpu_has_amx_bf16(str(tmp_path / "plain")) is False
+    assert cpu_has_amx_bf16(str(tmp_path / "missing")) is False

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from redi_stream.bench import main, padded, parse_sizes
+from redi_stream.bench import cpu_precision, main, padded, parse_sizes
 from redi_stream.cli import main as cli_main
 from redi_stream.errors import ConfigError
 
@@ -21,16 +21,22 @@ def test_bench_tiny_run_reports_model_only_and_e2e(tmp_path, capsys):
     assert printed == data
     assert data["weights"]["source"] in ("random", "packaged default")
     m = data["model_only"]["62x94"]
-    assert m["input"] == [64, 96] and m["ours"] == "fp32 runner"
-    assert m["plain_fp32_ms"] > 0 and m["ours_ms"] > 0 and m["speedup_vs_plain_fp32"] > 0
-    assert m["ours_max_abs_diff"] < 1e-4 and "speedup_vs_plain_fp32_tuned" in m
-    settings = [r["setting"] for r in data["model_only_rows"]]
-    assert settings[0] == "eager" and {"fast", "eager_tuned", "runner"} <= set(settings)
-    e = data["e2e"]["62x94"]
-    assert e["frames_in_mp4"] == e["frames_out"] == 3 and e["all_frames_in_mp4"]
-    assert e["bounding_stage"] in ("capture", "infer", "encode")
-    assert e["fps"] > 0 and e["e2e_over_model_only"] > 0 and e["e2e_over_model_only_adjacent"] > 0
-    assert {"decode", "infer", "encode"} <= set(e["stages_mean_ms"])
+    ours = cpu_precision()  # the CLI's choice for 8-bit video: bf16 on an AMX CPU, else fp32
+    assert m["input"] == [64, 96] and m["ours"] == f"{ours} runner"
+    assert m["plain_fp32_ms"] > 0 and m["ours_ms"] > 0 and m["speedup_vs_plain_fp32"] > 0 and m["fp32_runner_ms"] > 0
+    assert m["ours_max_abs_diff"] < (1e-4 if ours == "fp32" else 0.05) and "speedup_vs_plain_fp32_tuned" in m
+    rows = {(r["precision"], r["setting"]) for r in data["model_only_rows"]}
+    assert data["model_only_rows"][0]["setting"] == "eager"
+    assert {(p, s) for p in ("fp32", "bf16") for s in ("fast", "eager_tuned", "runner")} <= rows
+    runs = {"e2e": ours, **({"e2e_fp32": "fp32"} if ours == "bf16" else {})}
+    assert runs.keys() <= data.keys() and ("e2e_fp32" in data) == (ours == "bf16")
+    for key, precision in runs.items():
+        e = data[key]["62x94"]
+        assert e["settings"]["precision"] == precision
+        assert e["frames_in_mp4"] == e["frames_out"] == 3 and e["all_frames_in_mp4"]
+        assert e["bounding_stage"] in ("capture", "infer", "encode")
+        assert e["fps"] > 0 and e["e2e_over_model_only"] > 0 and e["e2e_over_model_only_adjacent"] > 0
+        assert {"decode", "infer", "encode"} <= set(e["stages_mean_ms"])
 
 
 def test_bench_model_only_skips_e2e(capsys):

@@ -178,6 +178,21 @@ class ThreadTuner:
             self._queue = list(self.candidates)
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_has_amx_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU multiplies bf16 matrices in AMX tiles (Intel Xeon from the 4th generation on), where oneDNN
+    runs the network's bf16 convolutions about twice as fast as fp32 (``docs/PERF_NOTES.md``, "bf16 on AMX").
+    Read from the kernel's CPU flags; False where they cannot be read (other systems)."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 class TorchRunner:
     """Run a RediNet on host batches: ``run(f32[N, 1, H, W]) -> f32[N, H, W, 3]`` in [0, 1].
 
