@@ -32,7 +32,11 @@ def report() -> list[tuple[str, str]]:
             rows.append(("cuda", f"{torch.version.cuda}; devices: {', '.join(names)}"))
             rows.append(("cudnn", str(torch.backends.cudnn.version())))
         else:
-            rows.append(("cuda", "not available (CPU path: fp32/bf16)"))
+            from .model.runner import cpu_has_amx_bf16
+
+            cpu_net = ("bf16 for 8-bit outputs (this CPU has AMX), fp32 for 16-bit" if cpu_has_amx_bf16()
+                       else "fp32 (no AMX: bf16 would be slower)")
+            rows.append(("cuda", f"not available (the network runs on the CPU in {cpu_net})"))
     numba, v = _version("numba")
     if numba is not None:
         try:
