@@ -63,8 +63,9 @@ class Enhancer:
     Args:
         weights: a checkpoint (ours, or the official ``{"model": state_dict}`` format); None = the packaged weights.
         model: ``"redi"`` (the network) or ``"classic"`` (amplify, demosaic, ISP; no network).
-        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``. precision: ``"auto"``, ``"fp32"``,
-            ``"fp16"`` (CUDA) or ``"bf16"``. cuda_net, cuda_graph: the network's form on a GPU.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``. precision: ``"auto"`` (fp16 on CUDA; on
+            the CPU bf16 with AMX and ``bits=8``, else fp32), ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"``.
+            cuda_net, cuda_graph: the network's form on a GPU.
         gain: fixed amplification (None: the automatic amplifier, Eq. 5). gain_multiplier: scales the automatic
             gain (None: the weights' own default).
         gain_smoothing: the automatic gain's time constant in frames, for consecutive frames of one video (default

@@ -846,6 +846,12 @@ class SegmentedVideoSink:
         self.frames_kept: int | None = None
         self._done_frames = 0  # frames in the finished files
         self._t_start: int | None = None  # t_ns of the current file's first frame
+        pattern = self.pattern
+        if "%" not in pattern.name and pattern.parent.is_dir():
+            old = sorted(pattern.parent.glob(f"{glob.escape(pattern.stem)}_[0-9][0-9][0-9]*{pattern.suffix}"))
+            if old:  # a previous recording's files: those this run does not reach would mix into this one's
+                log.warning("%s already holds %d files of a recording named so (%s ... %s); this run replaces the "
+                            "ones it writes and leaves the rest", pattern.parent, len(old), old[0].name, old[-1].name)
         self._current: VideoSink = self._open_next()  # checked writable now, before any frame
 
     @property

@@ -209,13 +209,16 @@ def test_timecode_reaches_each_file_kind_an_editor_reads(tmp_path):
         VideoSink(tmp_path / "bad.mov", timecode="25:00:00:00")
 
 
-def test_segments_hold_every_frame_once_each_file_timed_from_zero(tmp_path):
+def test_segments_hold_every_frame_once_each_file_timed_from_zero(tmp_path, caplog):
     sink = open_sink(tmp_path / "rec.mp4", 24, segment_s=1.0, timecode="01:00:00:00")
     assert isinstance(sink, SegmentedVideoSink)
     with sink:
         for i in range(60):  # frame i is grey level 4 i, so the decoded files tell which frames they hold
             sink.write(EnhancedFrame(rgb=np.full((64, 96, 3), 4 * i, np.uint8), index=i, t_ns=round(i * 1e9 / 24)))
     assert [p.name for p in sink.paths] == ["rec_000.mp4", "rec_001.mp4", "rec_002.mp4"] and sink.frames_written == 60
+    with caplog.at_level("WARNING"):
+        SegmentedVideoSink(tmp_path / "rec.mp4", 1.0).close()  # a second recording under the same name
+    assert "already holds 3 files of a recording named so (rec_000.mp4 ... rec_002.mp4)" in caplog.text
     seen = []
     for k, path in enumerate(sink.paths):
         info = _decode(path)
