@@ -125,14 +125,21 @@ def npy_frame_count(path: Path) -> int | None:
     return int(shape[0]) if len(shape) == 3 and shape[2] > 4 else None
 
 
-def read_cinemadng_fps(path: Path) -> float | None:
-    """The CinemaDNG ``FrameRate`` tag (51044) of a DNG's first IFD, or None if absent or unreadable."""
+def _first_ifd_tag(path: Path, code: int):
+    """The value of tag ``code`` in a TIFF/DNG file's first IFD, or None if absent or the header is unreadable (the
+    CinemaDNG tags read here are optional metadata; ``read()`` reports a bad file itself)."""
     try:
         with tifffile.TiffFile(path) as tf:
-            tag = tf.pages.first.tags.get(_CINEMADNG_FRAMERATE_TAG)
-            value = None if tag is None else tag.value
-    # fps is optional metadata: an unreadable header leaves it to the default; read() reports the file itself.
+            tag = tf.pages.first.tags.get(code)
+            return None if tag is None else tag.value
     except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError):
+        return None
+
+
+def read_cinemadng_fps(path: Path) -> float | None:
+    """The CinemaDNG ``FrameRate`` tag (51044) of a DNG's first IFD, or None if absent or unreadable."""
+    value = _first_ifd_tag(path, _CINEMADNG_FRAMERATE_TAG)
+    if value is None:
         return None
     try:
         num, den = (value[0], value[1]) if isinstance(value, (tuple, list)) else (value, 1)
@@ -161,17 +168,11 @@ def timecode_from_smpte(code: bytes | Sequence[int]) -> str | None:
 
 def read_cinemadng_timecode(path: Path) -> str | None:
     """The first time code of a DNG's CinemaDNG TimeCodes tag (51043), or None if absent, unreadable or invalid."""
-    try:
-        with tifffile.TiffFile(path) as tf:
-            tag = tf.pages.first.tags.get(_CINEMADNG_TIMECODES_TAG)
-            value = None if tag is None else tag.value
-    # a time code is optional metadata: an unreadable header leaves the video without one; read() reports the file.
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError):
-        return None
-    if isinstance(value, int):
+    value = _first_ifd_tag(path, _CINEMADNG_TIMECODES_TAG)
+    if value is None or isinstance(value, int):
         return None
     try:
-        return None if value is None else timecode_from_smpte(value)
+        return timecode_from_smpte(value)
     except (TypeError, ValueError):
         return None
 
