@@ -270,7 +270,7 @@ class RunConfig(EnhanceConfig):
         """16-bit enhanced frames: for 16-bit image sequences and for 10-bit video (swscale reduces them); with
         several outputs, when any one of them takes 16 bits."""
         return any(pix_fmt_bits(self.pix_fmt_for(o)) > 8 if is_video_target(o) else self._image_bits(o) == 16
-                   for o in self.outs)
+                   for o in self.outs if o != "null")  # --out null keeps nothing: 8 bits, as a preview
 
     def _image_bits(self, target: str) -> int:
         """Bits per sample of a frame output: ``--bits``, but 8 for JPEG (the format its suffix names, as

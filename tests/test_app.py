@@ -160,8 +160,9 @@ def test_auto_precision_on_the_cpu_is_bf16_only_with_amx_and_8_bit_output(monkey
 
     monkeypatch.setattr(runner, "cpu_has_amx_bf16", lambda: amx)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    video = RunConfig(source="x", out="o.mp4")
-    assert app.resolve_device(video) == ("cpu", "bf16" if amx else "fp32")
+    for out in ("o.mp4", "null", None):  # null (only measuring) and a preview alone are 8-bit too
+        cfg = RunConfig(source="x", out=out, preview=out is None)
+        assert cfg.bits_out == 8 and app.resolve_device(cfg) == ("cpu", "bf16" if amx else "fp32")
     for out, extra in [("frames/", {}), ("o.mp4", {"pix_fmt": "yuv420p10le"})]:  # bf16 has 8 significant bits
         assert app.resolve_device(RunConfig(source="x", out=out, **extra)) == ("cpu", "fp32")
     assert app.resolve_device(RunConfig(source="x", out="o.mp4", precision=Precision.FP32)) == ("cpu", "fp32")
