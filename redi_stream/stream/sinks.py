@@ -29,7 +29,9 @@ Video files stay playable when a run ends badly:
 
 Video also goes to a stream instead of a file (:data:`STREAM_SCHEMES`): ``-`` is MPEG-TS on standard output (for
 ``| ffplay -``, ``| ffmpeg -i - ...``, a GStreamer ``fdsrc``), ``udp://`` and ``tcp://`` URLs carry MPEG-TS, and
-``rtmp://`` / ``rtmps://`` FLV, pushed to a server (nginx-rtmp; MediaMTX, which also serves it as RTSP). ``.ts``
+``rtmp://`` / ``rtmps://`` FLV, pushed to a server (nginx-rtmp; MediaMTX, which also serves it as RTSP);
+``rtsp://`` publishes to an RTSP server (MediaMTX, an NVR's ingest) with ANNOUNCE/RECORD, RTP interleaved on the
+RTSP connection (TCP: no packets lost on a busy network; ``?rtsp_transport=udp`` is not offered). ``.ts``
 files are MPEG-TS too, which decodes up to the last byte written whatever ends the run. Streams get x264's
 ``zerolatency`` tuning (no frame threads or look-ahead holding frames back). Like a file, a stream opens at the
 first frame (PyAV opens its I/O with the header), so an unreachable address is reported then, naming it.
@@ -62,7 +64,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".ts")
 #: ``--out -``: the video goes to standard output (MPEG-TS).
 STDOUT = "-"
 #: Stream outputs by URL scheme, and the container each carries (FFmpeg muxer names).
-STREAM_SCHEMES = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv"}
+STREAM_SCHEMES = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv", "rtsp": "rtsp"}
 #: The FFmpeg muxer of each video file suffix.
 _SUFFIX_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
 _TIMECODE_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9][:;][0-9]{2}")
@@ -126,6 +128,8 @@ def check_container_codec(target: str | os.PathLike, codec: str) -> None:
         return
     if fmt == "flv":
         raise ConfigError(f"{s}: RTMP (FLV) carries H.264 video, not {codec}; use --codec libx264")
+    if fmt == "rtsp":
+        raise ConfigError(f"{s}: RTSP here carries H.264 or HEVC video, not {codec}; use --codec libx264 or libx265")
     fits = [suffix for suffix, m in _SUFFIX_MUXERS.items() if muxer_takes(m, codec)]
     if muxer == "webm":
         raise ConfigError(f"{s}: a WebM file holds VP8, VP9 or AV1 video, not {codec}; use --codec libvpx-vp9"
@@ -138,9 +142,10 @@ def check_container_codec(target: str | os.PathLike, codec: str) -> None:
 
 
 #: The video each muxer holds, by codec (``Codec.canonical_name``), where FFmpeg's own answer is not the whole story:
-#: MPEG-TS and FLV take any stream but players read only these in them, and the mov muxer takes VP8/VP9/AV1 streams
-#: then fails to write the file's index at the end.
-_MUXER_CODECS = {"mpegts": ("h264", "hevc", "mpeg4", "mpeg2video"), "flv": ("h264",), "webm": ("vp8", "vp9", "av1")}
+#: MPEG-TS and FLV take any stream but players read only these in them (RTSP: the RTP payloads servers and NVRs
+#: take), and the mov muxer takes VP8/VP9/AV1 streams then fails to write the file's index at the end.
+_MUXER_CODECS = {"mpegts": ("h264", "hevc", "mpeg4", "mpeg2video"), "flv": ("h264",), "rtsp": ("h264", "hevc"),
+                 "webm": ("vp8", "vp9", "av1")}
 _MUXER_REFUSES = {"mov": ("vp8", "vp9", "av1")}
 
 
@@ -545,6 +550,8 @@ class VideoSink:
         return container
 
     def _container_options(self) -> dict[str, str]:
+        if self._format == "rtsp":
+            return {"rtsp_transport": "tcp"}  # RTP inside the RTSP connection: nothing lost to UDP on the way
         opts = {"flush_packets": "1"}  # hand each finished fragment/cluster to the OS at once
         if self.fragmented:
             # negative_cts_offsets: B-frame reordering without shifting the first pts off 0.
@@ -1092,7 +1099,7 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, *, 
     """Choose a sink from the output path.
 
     * ``*.mp4``, ``*.mkv``, ``*.mov``, ``*.webm``, ``*.ts``, ``-`` (standard output) and ``udp://``, ``tcp://``,
-      ``rtmp://``, ``rtmps://`` URLs -> :class:`VideoSink`
+      ``rtmp://``, ``rtmps://``, ``rtsp://`` URLs -> :class:`VideoSink`
     * an existing directory, or a path ending in ``/`` or with no suffix -> :class:`ImageSequenceSink` (PNG unless
       ``image_format``/``fmt`` says ``tiff``; 16 bit unless ``bits=8``)
     * ``dir/frame_%06d.png`` / ``dir/*.tif`` / ``dir/x.tiff`` pattern -> :class:`ImageSequenceSink` in ``dir``, format
@@ -1138,6 +1145,6 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, *, 
         image.setdefault("prefix", prefix)
         image.setdefault("digits", digits)
         return ImageSequenceSink(p.parent, fmt=IMAGE_SUFFIXES[suffix], **image)
-    valid = ", ".join([*VIDEO_SUFFIXES, "-", "udp:// (or tcp, rtmp, rtmps)", "DIR/", "DIR/frame_%06d.png",
+    valid = ", ".join([*VIDEO_SUFFIXES, "-", "udp:// (or tcp, rtmp, rtmps, rtsp)", "DIR/", "DIR/frame_%06d.png",
                        "DIR/frame_%06d.tif", "null"])
     raise ConfigError(f"cannot tell the output kind of {s!r}; valid: {valid}")

@@ -52,7 +52,10 @@ def test_targets_and_their_containers() -> None:
     with pytest.raises(ConfigError, match="a WebM file holds VP8, VP9 or AV1 video, not libx264"):
         check_container_codec("a.webm", "libx264")
     check_container_codec("udp://h:1", "libx265")
-    for url in ("http://h/x", "rtsp://h:8554/cam"):
+    assert container_format("rtsp://h:8554/enhanced") == "rtsp"
+    with pytest.raises(ConfigError, match="RTSP here carries H.264 or HEVC video, not libvpx-vp9"):
+        check_container_codec("rtsp://h:8554/enhanced", "libvpx-vp9")
+    for url in ("http://h/x", "srt://h:9000"):
         with pytest.raises(ConfigError, match=f"unsupported scheme '{url.split(':')[0]}'"):
             open_sink(url)
 
@@ -165,6 +168,44 @@ def test_rtmp_push_reaches_a_listening_server() -> None:
         sink = VideoSink(url, fps=25)
         try:
             for f in _frames(10):
+                sink.write(f)
+            break
+        except SinkError as exc:
+            assert "Connection refused" in str(exc) and sink.frames_written == 0
+            time.sleep(0.1)
+        finally:
+            sink.close()
+    t.join(20)
+    assert len(got) == 10 and got[9][:40, :8, 0].mean() > 240
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_rtsp_publish_reaches_a_listening_server(codec: str) -> None:
+    """FFmpeg's own RTSP listener (``rtsp_flags=listen``: it takes ANNOUNCE/RECORD) stands in for MediaMTX or an
+    NVR's ingest; the frames arrive whole over the RTSP connection (TCP)."""
+    import time
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"{codec} not in this FFmpeg")
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    url = f"rtsp://127.0.0.1:{port}/enhanced"
+    got: list = []
+
+    def serve() -> None:
+        try:
+            with av.open(url, options={"rtsp_flags": "listen", "listen_timeout": "20"}) as c:
+                for f in c.decode(video=0):
+                    got.append(f.to_ndarray(format="rgb24"))
+        except av.FFmpegError:
+            pass  # the publisher hung up: the stream is over
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    for attempt in range(50):  # until the listener is up
+        sink = VideoSink(url, fps=25, codec=codec)
+        try:
+            for f in _frames(10, shape=(64, 96)):
                 sink.write(f)
             break
         except SinkError as exc:
