@@ -78,8 +78,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", action="append",
                    help="FILE.mp4|.mkv|.mov|.webm|.ts (video), DIR/ (16-bit PNG frames), - (MPEG-TS on standard "
-                        "output) or udp://HOST:PORT, tcp://..., rtmp://..., rtsp://... (a live stream); give it again to write "
-                        "several from one pass of the network, e.g. --out proxy.mp4 --out frames/")
+                        "output) or udp://HOST:PORT, tcp://..., rtmp://..., rtsp://... (a live stream); give it again "
+                        "to write several from one pass of the network, e.g. --out proxy.mp4 --out frames/")
     g.add_argument("--fps", type=frame_rate, help="output frame rate, e.g. 25, 29.97 or 30000/1001 (default: the "
                                                   "source's); with --camera also the rate asked of the camera")
     g.add_argument("--codec", help="video encoder (default libx264; libvpx-vp9 for .webm), e.g. libx265, or for "
