@@ -163,11 +163,14 @@ def muxer_takes(muxer: str, codec: str) -> bool:
         return kind in _MUXER_CODECS[muxer]
     if kind in _MUXER_REFUSES.get(muxer, ()):
         return False
-    with av.open(os.devnull, "w", format=muxer) as probe:
-        try:
-            probe.add_stream(codec, rate=25)
-        except ValueError:  # "'mp4' format does not support 'prores_ks' codec"
-            return False
+    try:
+        with av.open(os.devnull, "w", format=muxer) as probe:
+            try:
+                probe.add_stream(codec, rate=25)
+            except ValueError:  # "'mp4' format does not support 'prores_ks' codec"
+                return False
+    except (av.FFmpegError, OSError):  # no null device to ask on: the first frame's add_stream will say it
+        return True
     return True
 
 
