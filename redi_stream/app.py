@@ -32,6 +32,11 @@ def open_source(cfg: RunConfig):
         return open_camera(cfg.camera, raw=cfg.raw, fps=cfg.fps, fourcc=cfg.fourcc, reconnect_s=cfg.reconnect_s)
     if cfg.source == "demo":
         return SyntheticSource.demo()
+    if cfg.follow_s is not None:
+        from .capture.follow import FollowingSource
+
+        return FollowingSource(cfg.source, raw_params=cfg.raw.headerless_params(), fps=cfg.fps, idle_s=cfg.follow_s,
+                               start=cfg.start)
     # Several paths are a shell's expansion of clip/*.dng (in its own order, frame_10 before frame_2): natural order.
     spec = cfg.source if isinstance(cfg.source, str) else sorted(cfg.source, key=natural_key)
     return RawFileSource(spec, raw_params=cfg.raw.headerless_params(), fps=cfg.fps, alike=not cfg.stills)
@@ -248,7 +253,7 @@ def run(cfg: RunConfig) -> int:
         elif not want_preview and not cfg.outs:  # e.g. frames piped in, read like files: no window by default
             raise ConfigError(f"{getattr(source, 'name', 'the source')}: no --out and no --preview: nothing would be "
                               "shown or written; give --out FILE.mp4 (or --preview, or --out null to only measure)")
-        if cfg.start and cfg.start >= len(source):
+        if cfg.start and hasattr(source, "__len__") and cfg.start >= len(source):
             raise ConfigError(f"--start {cfg.start}: {getattr(source, 'name', cfg.source)} has "
                               f"{frames_text(len(source))} (0..{len(source) - 1})")
         frames = len(source) - cfg.start if not live and hasattr(source, "__len__") else None
@@ -261,7 +266,10 @@ def run(cfg: RunConfig) -> int:
         # Live: one frame waits for the network at most (drop-oldest), so capture->display latency stays about one
         # inference; files: a few frames of look-ahead, nothing dropped.
         pcfg = PipelineConfig(on_error=cfg.on_error, decode_workers=cfg.decode_workers or default_decode_workers(),
-                              max_frames=cfg.max_frames, start=cfg.start, **({"queue_size": 1} if live else {}))
+                              max_frames=cfg.max_frames, start=0 if cfg.follow_s else cfg.start,
+                              **({"queue_size": 1} if live else {}),
+                              # --follow: the capture stage waits up to follow_s for a file; a stall is longer.
+                              **({"stall_timeout_s": max(60.0, cfg.follow_s + 60.0)} if cfg.follow_s else {}))
         preview = None
         if want_preview or live:
             from .stream import make_preview

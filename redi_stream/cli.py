@@ -116,6 +116,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="cut video files into files of LENGTH (600, 10m, 1h) for long recordings: rec.mp4 is written "
                         "as rec_000.mp4, rec_001.mp4, ..., or under each file's start time when the name holds "
                         "strftime fields (rec_%%Y%%m%%d_%%H%%M%%S.mp4)")
+    g.add_argument("--follow", type=duration, nargs="?", const=10.0, metavar="SECONDS",
+                   help="the folder is still being written (a camera or capture program saving frames): take new "
+                        "files as they arrive, and end SECONDS (default 10) after the last one (or on Ctrl-C)")
     g.add_argument("--start", type=int, default=0, metavar="N",
                    help="file sources: begin at frame N (0-based; frames keep their numbers, so --out DIR/ resumes "
                         "a sequence's names)")
@@ -203,6 +206,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         audio=getattr(ns, "audio", None),
         segment_s=getattr(ns, "segment", None),
         stills=getattr(ns, "stills", False),
+        follow_s=getattr(ns, "follow", None),
         denoise=ns.denoise,
         tile=ns.tile,
         raw=raw,

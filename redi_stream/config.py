@@ -184,6 +184,7 @@ class RunConfig(EnhanceConfig):
     audio: str | None = None  # None: a frame folder's one sound file; "none": no sound; else a sound file
     segment_s: float | None = None  # cut video files into files of about this many seconds
     stills: bool = False  # the files are separate photos: each its own gain, each image named after its file
+    follow_s: float | None = None  # keep reading files arriving in the folder until none for this long
     outs: tuple[str, ...] = field(init=False, default=())  # ``out`` as a tuple of targets, in the order given
 
     def __post_init__(self) -> None:
@@ -250,6 +251,12 @@ class RunConfig(EnhanceConfig):
                 raise ConfigError(f"--segment must be a positive length, got {self.segment_s:g} s")
             if not any(o != STDOUT and url_scheme(o) is None for o in self.video_outs):
                 raise ConfigError("--segment cuts video files (.mp4, .mkv, .mov, .webm, .ts); give --out FILE.mp4")
+        if self.follow_s is not None:
+            if not isinstance(self.source, str) or self.source == "demo":
+                raise ConfigError("--follow watches one folder or glob ('frames/' or 'frames/*.dng'); a camera, the "
+                                  "demo or a list of files does not grow")
+            if not (0 < self.follow_s <= 86400):
+                raise ConfigError(f"--follow must wait between 0 and 24 h for a new frame, got {self.follow_s:g} s")
         if self.stills:
             if self.camera is not None:
                 raise ConfigError("--stills is for a folder of photos; a camera films")

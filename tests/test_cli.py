@@ -256,6 +256,35 @@ def test_segment_cuts_a_recording_into_files_and_names_them(clip: Path, tmp_path
         assert code == EXIT_USAGE and says in _error_line(capsys)
 
 
+def test_follow_enhances_frames_as_a_capture_program_writes_them(clip: Path, tmp_path: Path, capsys) -> None:
+    import threading
+
+    live = tmp_path / "live"
+    live.mkdir()
+    frames = sorted(clip.glob("*.dng"))
+
+    def write() -> None:  # as a capture program does: each frame under a hidden name, then renamed into place
+        for f in frames:
+            tmp = live / f".{f.name}.part"
+            shutil.copy(f, tmp)
+            tmp.rename(live / f.name)
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    out = tmp_path / "live.mp4"
+    assert main([str(live), "--follow", "1.5", "--out", str(out), "--model", "classic", "--no-progress", "-q"]) == 0
+    writer.join(5)
+    assert _decoded_frames(out)[0] == len(frames) == 8
+    for argv, says in [
+        (["--camera", "fake", "--follow"], "a camera, the demo or a list of files does not grow"),
+        ([str(frames[0]), str(frames[1]), "--follow"], "--follow watches one folder or glob"),
+        ([str(live), "--follow", "0"], "--follow must wait between 0 and 24 h"),
+    ]:
+        assert main([*argv, "--out", str(tmp_path / "x.mp4"), "--model", "classic"]) == EXIT_USAGE
+        assert says in _error_line(capsys)
+
+
 def test_ten_bit_video_keeps_the_colours_of_the_eight_bit_one(clip: Path, tmp_path: Path) -> None:
     outs = {}
     for pix_fmt in ("yuv420p", "yuv420p10le"):

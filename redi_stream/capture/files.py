@@ -322,6 +322,21 @@ class RawFileSource(RandomAccessSource):
         slot = i if self._slots is None else self._slots[i]
         return RawFrame(data=data, meta=meta, index=i, t_ns=round(slot * 1e9 / self.fps), name=self.names[i])
 
+    def append(self, paths: Sequence[str | os.PathLike[str]]) -> int:
+        """Add frame files after the last one (a folder that is still being written, ``capture.follow``); returns
+        how many frames they hold. Call from the thread that reads the new frames, before reading them."""
+        added = 0
+        for p in paths:
+            path = Path(os.fspath(p))
+            n = self._frames_in(path)
+            self.paths.extend([path] * (1 if n is None else n))
+            self._member.extend([None] if n is None else range(n))
+            self.names.extend([path.name] if n is None else [f"{path.name}[{k}]" for k in range(n)])
+            added += 1 if n is None else n
+        if self._slots is not None:  # frames after a numbered clip's last one follow it one by one
+            self._slots.extend(range(self._slots[-1] + 1, self._slots[-1] + 1 + added))
+        return added
+
     def timecode(self, index: int = 0) -> str | None:
         """The SMPTE time code the camera stamped on frame ``index`` (CinemaDNG TimeCodes, ``HH:MM:SS:FF``), or None
         when its file has none (also for .npy and .raw frames)."""
