@@ -39,7 +39,7 @@ class FollowingSource:
 
     Args:
         spec: a folder (its raw-frame files, as :class:`RawFileSource` lists them) or a glob pattern.
-        raw_params, fps: as for :class:`RawFileSource`.
+        raw_params, fps, alike: as for :class:`RawFileSource` (``alike=False``: photos of any size, ``--stills``).
         idle_s: end after this many seconds without a new frame.
         start: the first frame to hand on (0-based, in the order above).
         poll_s: how often the folder is looked at while waiting. settle_s: how long a file must be left alone.
@@ -53,7 +53,7 @@ class FollowingSource:
 
     def __init__(self, spec: str | os.PathLike[str], *, raw_params: HeaderlessParams | None = None,
                  fps: float | None = None, idle_s: float = 10.0, start: int = 0, poll_s: float = 0.1,
-                 settle_s: float = 0.25) -> None:
+                 settle_s: float = 0.25, alike: bool = True) -> None:
         if not (idle_s > 0 and poll_s > 0 and start >= 0):
             raise ConfigError(f"follow: need idle_s > 0, poll_s > 0, start >= 0 (got {idle_s}, {poll_s}, {start})")
         self.name = os.fspath(spec)
@@ -65,7 +65,7 @@ class FollowingSource:
         if self._glob is not None and not Path(os.path.dirname(text) or ".").is_dir():
             raise CaptureError(f"--follow: the folder of {self.name} does not exist")
         self.idle_s, self.poll_s, self.settle_s, self._next = float(idle_s), float(poll_s), float(settle_s), int(start)
-        self._raw_params = raw_params
+        self._raw_params, self._alike = raw_params, alike
         self._taken: set[Path] = set()
         self._last_seen: dict[Path, tuple[int, int]] = {}  # candidate -> (size, mtime_ns) at the last poll
         self._files: RawFileSource | None = None
@@ -118,7 +118,7 @@ class FollowingSource:
 
     def _add(self, paths: list[Path]) -> None:
         if self._files is None:
-            self._files = RawFileSource(paths, raw_params=self._raw_params, fps=self.fps)
+            self._files = RawFileSource(paths, raw_params=self._raw_params, fps=self.fps, alike=self._alike)
         else:
             self._files.append(paths)
 

@@ -108,3 +108,14 @@ def test_stop_ends_the_wait_and_a_missing_folder_is_an_error(tmp_path: Path) -> 
     assert time.monotonic() - t0 < 3
     with pytest.raises(CaptureError, match="--follow watches a folder or a glob; .*nowhere is not a folder"):
         FollowingSource(tmp_path / "nowhere")
+
+
+def test_tethered_photos_of_any_size_with_alike_false(tmp_path: Path, tiny) -> None:
+    folder = tmp_path / "tether"
+    folder.mkdir()
+    write_dng(folder / "IMG_1.dng", tiny.bayer(0, (24, 32)), tiny.meta())
+    write_dng(folder / "IMG_2.dng", tiny.bayer(1, (32, 48)), tiny.meta())
+    with FollowingSource(folder, idle_s=0.3, alike=False, **FAST) as src:
+        assert [f.data.shape for f in _drain(src)] == [(24, 32), (32, 48)]
+    with FollowingSource(folder, idle_s=0.3, **FAST) as src, pytest.raises(FrameError, match="separate photos"):
+        _drain(src)
