@@ -145,18 +145,19 @@ def test_udp_stream_reaches_the_listener() -> None:
     assert len(_decoded(bytes(data))[2]) == 6
 
 
-def test_rtmp_push_reaches_a_listening_server() -> None:
-    """FFmpeg's own RTMP listener (``listen=1``) stands in for nginx-rtmp or MediaMTX."""
+def _publish_to_listener(scheme: str, path: str, listen: dict[str, str], **sink_options) -> list[np.ndarray]:
+    """Publish 10 frames to a local listener that FFmpeg itself runs (``listen`` options), retrying until it is up;
+    returns the frames it received."""
     import time
 
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
-    url = f"rtmp://127.0.0.1:{port}/live/key"
+    url = f"{scheme}://127.0.0.1:{port}/{path}"
     got: list = []
 
     def serve() -> None:
         try:
-            with av.open(url, options={"listen": "1"}) as c:
+            with av.open(url, options=listen) as c:
                 for f in c.decode(video=0):
                     got.append(f.to_ndarray(format="rgb24"))
         except av.FFmpegError:
@@ -165,7 +166,7 @@ def test_rtmp_push_reaches_a_listening_server() -> None:
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     for attempt in range(50):  # until the listener is up
-        sink = VideoSink(url, fps=25)
+        sink = VideoSink(url, fps=25, **sink_options)
         try:
             for f in _frames(10):
                 sink.write(f)
@@ -176,6 +177,12 @@ def test_rtmp_push_reaches_a_listening_server() -> None:
         finally:
             sink.close()
     t.join(20)
+    return got
+
+
+def test_rtmp_push_reaches_a_listening_server() -> None:
+    """FFmpeg's own RTMP listener (``listen=1``) stands in for nginx-rtmp or MediaMTX."""
+    got = _publish_to_listener("rtmp", "live/key", {"listen": "1"})
     assert len(got) == 10 and got[9][:40, :8, 0].mean() > 240
 
 
@@ -183,37 +190,9 @@ def test_rtmp_push_reaches_a_listening_server() -> None:
 def test_rtsp_publish_reaches_a_listening_server(codec: str) -> None:
     """FFmpeg's own RTSP listener (``rtsp_flags=listen``: it takes ANNOUNCE/RECORD) stands in for MediaMTX or an
     NVR's ingest; the frames arrive whole over the RTSP connection (TCP)."""
-    import time
-
     if codec not in av.codecs_available:
         pytest.skip(f"{codec} not in this FFmpeg")
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        port = s.getsockname()[1]
-    url = f"rtsp://127.0.0.1:{port}/enhanced"
-    got: list = []
-
-    def serve() -> None:
-        try:
-            with av.open(url, options={"rtsp_flags": "listen", "listen_timeout": "20"}) as c:
-                for f in c.decode(video=0):
-                    got.append(f.to_ndarray(format="rgb24"))
-        except av.FFmpegError:
-            pass  # the publisher hung up: the stream is over
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    for attempt in range(50):  # until the listener is up
-        sink = VideoSink(url, fps=25, codec=codec)
-        try:
-            for f in _frames(10, shape=(64, 96)):
-                sink.write(f)
-            break
-        except SinkError as exc:
-            assert "Connection refused" in str(exc) and sink.frames_written == 0
-            time.sleep(0.1)
-        finally:
-            sink.close()
-    t.join(20)
+    got = _publish_to_listener("rtsp", "enhanced", {"rtsp_flags": "listen", "listen_timeout": "20"}, codec=codec)
     assert len(got) == 10 and got[9][:40, :8, 0].mean() > 240
 
 
