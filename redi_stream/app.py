@@ -36,7 +36,8 @@ def open_source(cfg: RunConfig):
         from .capture.follow import FollowingSource
 
         return FollowingSource(cfg.source, raw_params=cfg.raw.headerless_params(), fps=cfg.fps, idle_s=cfg.follow_s,
-                               start=cfg.start, alike=not cfg.stills)
+                               start=cfg.start, alike=not cfg.stills,
+                               workers=cfg.decode_workers or default_decode_workers())
     # Several paths are a shell's expansion of clip/*.dng (in its own order, frame_10 before frame_2): natural order.
     spec = cfg.source if isinstance(cfg.source, str) else sorted(cfg.source, key=natural_key)
     return RawFileSource(spec, raw_params=cfg.raw.headerless_params(), fps=cfg.fps, alike=not cfg.stills)

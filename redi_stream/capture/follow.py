@@ -9,8 +9,8 @@ and hands each on once it is complete, until none has come for ``idle_s`` second
   pauses for less than that; hidden names (``.x.dng.partial``, as writers that rename into place use) are never
   taken. A frame read half-written anyway is a :class:`FrameError` (truncated), never a wrong picture.
 * Order: the files present at the start in natural order, then new files in the order they complete (natural
-  order among those that complete at the same poll). A frame is decoded when the pipeline asks for it (no
-  decode-ahead): the source keeps up with a camera's rate, not a disk's.
+  order among those that complete at the same poll). Frames already there are decoded ahead on ``workers``
+  threads (``--decode-workers``), so a backlog of lossless-JPEG CinemaDNG is read in parallel.
 * Timing: frame k at ``k / fps``; ``fps`` is ``--fps``, else the CinemaDNG frame rate of the first file there at
   the start, else 24.
 * Not live: nothing is dropped; a slow network makes the run lag behind the writer, which it then catches up with.
@@ -21,10 +21,12 @@ arrive), so a bad frame is a :class:`FrameError` naming it, and ``--on-error ski
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from redi_stream.errors import CaptureError, ConfigError
@@ -43,6 +45,7 @@ class FollowingSource:
         idle_s: end after this many seconds without a new frame.
         start: the first frame to hand on (0-based, in the order above).
         poll_s: how often the folder is looked at while waiting. settle_s: how long a file must be left alone.
+        workers: decode the frames already there ahead on this many threads (1: each when asked for).
 
     Raises:
         CaptureError: the folder does not exist (a glob's folder may not exist yet either: it is an error too).
@@ -53,7 +56,7 @@ class FollowingSource:
 
     def __init__(self, spec: str | os.PathLike[str], *, raw_params: HeaderlessParams | None = None,
                  fps: float | None = None, idle_s: float = 10.0, start: int = 0, poll_s: float = 0.1,
-                 settle_s: float = 0.25, alike: bool = True) -> None:
+                 settle_s: float = 0.25, alike: bool = True, workers: int = 1) -> None:
         if not (idle_s > 0 and poll_s > 0 and start >= 0):
             raise ConfigError(f"follow: need idle_s > 0, poll_s > 0, start >= 0 (got {idle_s}, {poll_s}, {start})")
         self.name = os.fspath(spec)
@@ -65,7 +68,8 @@ class FollowingSource:
         if self._glob is not None and not Path(os.path.dirname(text) or ".").is_dir():
             raise CaptureError(f"--follow: the folder of {self.name} does not exist")
         self.idle_s, self.poll_s, self.settle_s, self._next = float(idle_s), float(poll_s), float(settle_s), int(start)
-        self._raw_params, self._alike = raw_params, alike
+        self._raw_params, self._alike, self.workers = raw_params, alike, max(1, int(workers))
+        self._pools: list[ThreadPoolExecutor] = []
         self._taken: set[Path] = set()
         self._last_seen: dict[Path, tuple[int, int]] = {}  # candidate -> (size, mtime_ns) at the last poll
         self._files: RawFileSource | None = None
@@ -133,6 +137,9 @@ class FollowingSource:
         return self.iter_frames()
 
     def close(self) -> None:
+        for pool in self._pools:  # reads still running finish (a file decode is bounded); nothing new starts
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools.clear()
         if self._files is not None:
             self._files.close()
 
@@ -145,10 +152,16 @@ class FollowingSource:
 
 class _Following:
     """The iterator of :meth:`FollowingSource.iter_frames` (a class, not a generator: a read error leaves it
-    usable, so the pipeline's ``--on-error skip`` goes on)."""
+    usable, so the pipeline's ``--on-error skip`` goes on). With ``workers > 1`` the next frames already there are
+    decoded ahead on a thread pool (LibRaw decodes lossless-JPEG CinemaDNG without the GIL), handed on in order."""
 
     def __init__(self, source: FollowingSource, stop: threading.Event | None) -> None:
         self._source, self._stop = source, stop
+        self._ahead: collections.deque[tuple[int, Future]] = collections.deque()
+        workers = source.workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="redi-follow") if workers > 1 else None
+        if self._pool is not None:
+            source._pools.append(self._pool)
 
     def __iter__(self) -> _Following:
         return self
@@ -158,10 +171,15 @@ class _Following:
         waiting_since = time.monotonic()
         while stop is None or not stop.is_set():
             files = src._files
-            if files is not None and src._next < len(files):
-                i = src._next
+            if files is not None and self._pool is not None:
+                while src._next < len(files) and len(self._ahead) < 2 * src.workers:
+                    self._ahead.append((src._next, self._pool.submit(files.read, src._next)))
+                    src._next += 1
+                if self._ahead:
+                    return self._ahead.popleft()[1].result()  # a bad frame raises its FrameError here, in order
+            elif files is not None and src._next < len(files):
                 src._next += 1
-                return files.read(i)
+                return files.read(src._next - 1)
             new = src._poll()
             if new:
                 src._add(new)

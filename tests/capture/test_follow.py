@@ -57,15 +57,17 @@ def _drain(src: FollowingSource, stop: threading.Event | None = None, skip_error
             got.append(exc)
 
 
-@pytest.mark.parametrize("atomic", [True, False])
-def test_frames_written_while_following_all_arrive_whole_and_in_order(tmp_path: Path, tiny, atomic: bool) -> None:
+@pytest.mark.parametrize("atomic, workers", [(True, 1), (False, 1), (True, 3)])
+def test_frames_written_while_following_all_arrive_whole_and_in_order(tmp_path: Path, tiny, atomic: bool,
+                                                                      workers: int) -> None:
     folder = tmp_path / "live"
     folder.mkdir()
     names = [f"f_{i:04d}.dng" for i in range(12)]
-    write_dng(folder / names[0], tiny.bayer(0), tiny.meta())  # one frame is there before the run
-    writer = _writer(folder, tiny, names[1:], atomic=atomic, first=1)
+    for i in range(3):  # a backlog is there before the run (decoded ahead with workers > 1)
+        write_dng(folder / names[i], tiny.bayer(i), tiny.meta())
+    writer = _writer(folder, tiny, names[3:], atomic=atomic, first=3)
     t0 = time.monotonic()
-    with FollowingSource(folder, idle_s=2.0, **FAST) as src:  # 2 s: a loaded machine may pause the writer
+    with FollowingSource(folder, idle_s=2.0, workers=workers, **FAST) as src:  # 2 s: the writer may be paused
         frames = _drain(src)
     writer.join(5)
     assert [f.name for f in frames] == names and [f.index for f in frames] == list(range(12))
@@ -86,11 +88,12 @@ def test_an_empty_folder_waits_for_its_first_frame_and_start_skips(tmp_path: Pat
     assert [f.name for f in frames] == ["a2.dng", "a3.dng"] and frames[0].index == 1
 
 
-def test_a_bad_frame_is_an_error_naming_it_and_the_next_ones_still_come(tmp_path: Path, tiny) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_bad_frame_is_an_error_naming_it_and_the_next_ones_still_come(tmp_path: Path, tiny, workers: int) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
     writer = _writer(folder, tiny, ["b0.dng", "b1.dng", "b2.dng"], torn="b1.dng")
-    with FollowingSource(folder, idle_s=2.0, **FAST) as src:
+    with FollowingSource(folder, idle_s=2.0, workers=workers, **FAST) as src:
         got = _drain(src, skip_errors=True)
     writer.join(5)
     assert got[0].name == "b0.dng" and got[2].name == "b2.dng"
