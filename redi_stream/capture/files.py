@@ -40,6 +40,11 @@ _DIGITS = re.compile(r"([0-9]+)")
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
 
+def is_glob(text: str) -> bool:
+    """Whether a source spec is a glob pattern (``*``, ``?`` or ``[``) rather than a path."""
+    return _GLOB_MAGIC.search(text) is not None
+
+
 def natural_key(text: str) -> tuple[list[str | int], str]:
     """Sort key that orders embedded numbers by value: ``frame2`` < ``frame10``; ties broken by the plain text."""
     parts: list[str | int] = []
@@ -92,7 +97,7 @@ def collect_frame_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLik
             return sorted(found, key=lambda p: natural_key(p.name))
         if path.is_file():
             return [path]
-        if _GLOB_MAGIC.search(text):
+        if is_glob(text):
             matches = [Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)]
             files = [p for p in matches if p.is_file()]
             if not files:

@@ -22,6 +22,7 @@ arrive), so a bad frame is a :class:`FrameError` naming it, and ``--on-error ski
 from __future__ import annotations
 
 import collections
+import glob
 import os
 import threading
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 from redi_stream.errors import CaptureError, ConfigError
 from redi_stream.frames import RawFrame
 
-from .files import DEFAULT_FPS, FRAME_SUFFIXES, _GLOB_MAGIC, RawFileSource, natural_key, read_cinemadng_fps
+from .files import DEFAULT_FPS, FRAME_SUFFIXES, RawFileSource, is_glob, natural_key, read_cinemadng_fps
 from .headerless import HeaderlessParams
 
 
@@ -61,7 +62,7 @@ class FollowingSource:
             raise ConfigError(f"follow: need idle_s > 0, poll_s > 0, start >= 0 (got {idle_s}, {poll_s}, {start})")
         self.name = os.fspath(spec)
         text = os.path.expanduser(self.name)
-        self._glob = text if _GLOB_MAGIC.search(text) else None
+        self._glob = text if is_glob(text) else None
         self._folder = Path(text)
         if self._glob is None and not self._folder.is_dir():
             raise CaptureError(f"--follow watches a folder or a glob; {self.name} is not a folder")
@@ -73,7 +74,6 @@ class FollowingSource:
         self._taken: set[Path] = set()
         self._last_seen: dict[Path, tuple[int, int]] = {}  # candidate -> (size, mtime_ns) at the last poll
         self._files: RawFileSource | None = None
-        self._fps_arg = fps
         self._poll()  # notes what is there; what has not changed by the next poll is taken
         time.sleep(max(self.poll_s, self.settle_s))
         first = self._poll()
@@ -90,8 +90,6 @@ class FollowingSource:
 
     def _candidates(self) -> list[Path]:
         if self._glob is not None:
-            import glob
-
             found = [Path(m) for m in glob.glob(self._glob, recursive=True)]
         else:
             try:
