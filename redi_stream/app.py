@@ -33,7 +33,7 @@ def open_source(cfg: RunConfig):
     if cfg.source == "demo":
         return SyntheticSource.demo()
     if cfg.follow_s is not None:
-        from .capture.follow import FollowingSource
+        from .stream.follow import FollowingSource
 
         return FollowingSource(cfg.source, raw_params=cfg.raw.headerless_params(), fps=cfg.fps, idle_s=cfg.follow_s,
                                start=cfg.start, alike=not cfg.stills,

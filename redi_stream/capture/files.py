@@ -328,7 +328,7 @@ class RawFileSource(RandomAccessSource):
         return RawFrame(data=data, meta=meta, index=i, t_ns=round(slot * 1e9 / self.fps), name=self.names[i])
 
     def append(self, paths: Sequence[str | os.PathLike[str]]) -> int:
-        """Add frame files after the last one (a folder that is still being written, ``capture.follow``); returns
+        """Add frame files after the last one (a folder that is still being written, ``stream.follow``); returns
         how many frames they hold. Call from the thread that reads the new frames, before reading them."""
         added = 0
         for p in paths:

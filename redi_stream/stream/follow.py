@@ -15,8 +15,9 @@ and hands each on once it is complete, until none has come for ``idle_s`` second
   the start, else 24.
 * Not live: nothing is dropped; a slow network makes the run lag behind the writer, which it then catches up with.
 
-Decoding, metadata, consistency checks and errors are :class:`~.files.RawFileSource`'s (one instance grows as files
-arrive), so a bad frame is a :class:`FrameError` naming it, and ``--on-error skip`` goes on to the next.
+Decoding, metadata, consistency checks and errors are :class:`~redi_stream.capture.files.RawFileSource`'s (one
+instance grows as files arrive; it lives in stream/ because its decode-ahead pool is a thread, which capture/ does
+not start), so a bad frame is a :class:`FrameError` naming it, and ``--on-error skip`` goes on to the next.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from redi_stream.errors import CaptureError, ConfigError
-from redi_stream.frames import RawFrame
-
-from .files import DEFAULT_FPS, FRAME_SUFFIXES, RawFileSource, is_glob, natural_key, read_cinemadng_fps
-from .headerless import HeaderlessParams
+from ..capture.files import DEFAULT_FPS, FRAME_SUFFIXES, RawFileSource, is_glob, natural_key, read_cinemadng_fps
+from ..capture.headerless import HeaderlessParams
+from ..errors import CaptureError, ConfigError
+from ..frames import RawFrame
 
 
 class FollowingSource:

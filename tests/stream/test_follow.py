@@ -5,15 +5,22 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from redi_stream.capture import write_dng
-from redi_stream.capture.follow import FollowingSource
 from redi_stream.errors import CaptureError, FrameError
+from redi_stream.stream.follow import FollowingSource
+from tests.capture.conftest import tiny_bayer, tiny_meta
 
 FAST = dict(poll_s=0.02, settle_s=0.05)
+
+
+@pytest.fixture()
+def tiny() -> SimpleNamespace:
+    return SimpleNamespace(meta=tiny_meta, bayer=tiny_bayer)
 
 
 def _writer(folder: Path, tiny, names: list[str], *, delay: float = 0.03, first_delay: float = 0.0,
