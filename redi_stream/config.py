@@ -252,6 +252,9 @@ class RunConfig(EnhanceConfig):
             if not any(o != STDOUT and url_scheme(o) is None for o in self.video_outs):
                 raise ConfigError("--segment cuts video files (.mp4, .mkv, .mov, .webm, .ts); give --out FILE.mp4")
         if self.follow_s is not None:
+            if isinstance(self.source, tuple):
+                raise ConfigError("--follow watches one folder or glob, and got a list of files (a shell expands an "
+                                  "unquoted glob): give the folder, or quote the glob ('frames/*.dng')")
             if not isinstance(self.source, str) or self.source == "demo":
                 raise ConfigError("--follow watches one folder or glob ('frames/' or 'frames/*.dng'); a camera, the "
                                   "demo or a list of files does not grow")

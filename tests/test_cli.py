@@ -278,7 +278,7 @@ def test_follow_enhances_frames_as_a_capture_program_writes_them(clip: Path, tmp
     assert _decoded_frames(out)[0] == len(frames) == 8
     for argv, says in [
         (["--camera", "fake", "--follow"], "a camera, the demo or a list of files does not grow"),
-        ([str(frames[0]), str(frames[1]), "--follow"], "--follow watches one folder or glob"),
+        ([str(frames[0]), str(frames[1]), "--follow"], "quote the glob ('frames/*.dng')"),
         ([str(live), "--follow", "0"], "--follow must wait between 0 and 24 h"),
     ]:
         assert main([*argv, "--out", str(tmp_path / "x.mp4"), "--model", "classic"]) == EXIT_USAGE
