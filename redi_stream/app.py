@@ -15,7 +15,7 @@ import numpy as np
 
 from .argparser import ArgumentParser, frame_rate
 from .config import CudaNet, Device, EnhanceConfig, ModelKind, Precision, RunConfig, default_decode_workers
-from .errors import ConfigError, PipelineError, WeightsError
+from .errors import CaptureError, ConfigError, PipelineError, WeightsError
 from .frames import CFA, frames_text
 from .stream.sinks import STDOUT
 
@@ -290,8 +290,12 @@ def run(cfg: RunConfig) -> int:
         from .stream.camera import live_report
 
         log.info("%s", live_report(summary, source, window=type(preview).__name__ == "WindowPreview"))
+    if summary.frames_out == 0 and cfg.follow_s is not None:
+        raise CaptureError(f"--follow: no frame arrived in {cfg.source} within {cfg.follow_s:g} s; nothing written")
     written = [_written_name(o, sink) for o, sink in zip(cfg.outs, sinks) if o != "null"]
-    if written:
+    if written and summary.frames_out == 0:
+        log.warning("no frame was enhanced: nothing written")
+    elif written:
         log.info("wrote %s (%s)", " and ".join(written), frames_text(summary.frames_out))
     elif cfg.outs:
         log.info("--out null: %s enhanced and discarded, nothing written", frames_text(summary.frames_out))

@@ -276,6 +276,10 @@ def test_follow_enhances_frames_as_a_capture_program_writes_them(clip: Path, tmp
     assert main([str(live), "--follow", "1.5", "--out", str(out), "--model", "classic", "--no-progress", "-q"]) == 0
     writer.join(5)
     assert _decoded_frames(out)[0] == len(frames) == 8
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty), "--follow", "0.5", "--out", str(tmp_path / "e.mp4"), "--model", "classic"]) == EXIT_FAILED
+    assert "--follow: no frame arrived in" in _error_line(capsys) and not (tmp_path / "e.mp4").exists()
     for argv, says in [
         (["--camera", "fake", "--follow"], "a camera, the demo or a list of files does not grow"),
         ([str(frames[0]), str(frames[1]), "--follow"], "quote the glob ('frames/*.dng')"),

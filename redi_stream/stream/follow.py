@@ -11,8 +11,8 @@ and hands each on once it is complete, until none has come for ``idle_s`` second
 * Order: the files present at the start in natural order, then new files in the order they complete (natural
   order among those that complete at the same poll). Frames already there are decoded ahead on ``workers``
   threads (``--decode-workers``), so a backlog of lossless-JPEG CinemaDNG is read in parallel.
-* Timing: frame k at ``k / fps``; ``fps`` is ``--fps``, else the CinemaDNG frame rate of the first file there at
-  the start, else 24.
+* Timing: frame k at ``k / fps``; ``fps`` is ``--fps``, else the CinemaDNG frame rate of the first file (an
+  empty folder is waited on for its first file, up to ``idle_s``, before the run starts), else 24.
 * Not live: nothing is dropped; a slow network makes the run lag behind the writer, which it then catches up with.
 
 Decoding, metadata, consistency checks and errors are :class:`~redi_stream.capture.files.RawFileSource`'s (one
@@ -77,6 +77,11 @@ class FollowingSource:
         self._poll()  # notes what is there; what has not changed by the next poll is taken
         time.sleep(max(self.poll_s, self.settle_s))
         first = self._poll()
+        if fps is None:  # the video's rate comes from the first file: wait for one (as long as a run would)
+            since = time.monotonic()
+            while not first and time.monotonic() - since < self.idle_s:
+                time.sleep(self.poll_s)
+                first = self._poll()
         tagged = next((read_cinemadng_fps(p) for p in first if p.suffix.lower() == ".dng"), None)
         self.fps = float(fps) if fps is not None else (tagged or DEFAULT_FPS)
         self.tagged_fps = tagged

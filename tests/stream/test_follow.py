@@ -113,7 +113,7 @@ def test_stop_ends_the_wait_and_a_missing_folder_is_an_error(tmp_path: Path) -> 
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
     t0 = time.monotonic()
-    with FollowingSource(folder, idle_s=30, **FAST) as src:
+    with FollowingSource(folder, idle_s=30, fps=24, **FAST) as src:  # fps given: no wait for a first file's rate
         assert _drain(src, stop) == []
     assert time.monotonic() - t0 < 3
     with pytest.raises(CaptureError, match="--follow watches a folder or a glob; .*nowhere is not a folder"):
@@ -129,3 +129,19 @@ def test_tethered_photos_of_any_size_with_alike_false(tmp_path: Path, tiny) -> N
         assert [f.data.shape for f in _drain(src)] == [(24, 32), (32, 48)]
     with FollowingSource(folder, idle_s=0.3, **FAST) as src, pytest.raises(FrameError, match="separate photos"):
         _drain(src)
+
+
+def test_an_empty_folder_takes_its_rate_from_the_first_file_that_arrives(tmp_path: Path, tiny) -> None:
+    folder = tmp_path / "recorder"
+    folder.mkdir()
+
+    def record() -> None:  # a CinemaDNG recorder that starts after redi-stream
+        time.sleep(0.3)
+        for i in range(3):
+            write_dng(folder / f"C_{i:04d}.dng", tiny.bayer(i), tiny.meta(), fps=25)
+
+    threading.Thread(target=record, daemon=True).start()
+    with FollowingSource(folder, idle_s=3.0, **FAST) as src:
+        assert src.fps == 25 and src.tagged_fps == 25
+        frames = _drain(src)
+    assert [f.t_ns for f in frames] == [0, 40_000_000, 80_000_000]
