@@ -54,7 +54,7 @@ def resolve_device(cfg: EnhanceConfig) -> tuple[str, str]:
     """
     import torch
 
-    from .model.runner import cpu_has_amx_bf16
+    from .model.runner import auto_cpu_precision
 
     if cfg.device is Device.AUTO:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -63,10 +63,7 @@ def resolve_device(cfg: EnhanceConfig) -> tuple[str, str]:
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA GPU is available here (see 'redi-stream doctor')")
     if cfg.precision is Precision.AUTO:
-        if device == "cuda":
-            precision = "fp16"
-        else:
-            precision = "bf16" if cfg.bits_out == 8 and cpu_has_amx_bf16() else "fp32"
+        precision = "fp16" if device == "cuda" else auto_cpu_precision(cfg.bits_out)
     else:
         precision = cfg.precision.value
     if precision == "fp16" and device != "cuda":

@@ -256,10 +256,10 @@ def write_dng_clip(folder: Path, size: tuple[int, int], frames: int) -> float:
 
 
 def cpu_precision() -> str:
-    """The precision ``--precision auto`` runs an 8-bit video in on this CPU (``app.resolve_device``)."""
-    from .model.runner import cpu_has_amx_bf16
+    """The precision ``--precision auto`` runs an 8-bit video in on this CPU."""
+    from .model.runner import auto_cpu_precision
 
-    return "bf16" if cpu_has_amx_bf16() else "fp32"
+    return auto_cpu_precision(8)
 
 
 def end_to_end(net, size: tuple[int, int], device: str, frames: int, *, threads: str | int, decode_workers: int,

@@ -17,8 +17,8 @@ from .capture.headerless import HeaderlessParams, canonical_dtype
 from .errors import ConfigError
 from .frames import CFA
 from .stream.pipeline import OnError  # the pipeline owns the policy; config only validates the choice
-from .stream.sinks import (CRF_CODECS, IMAGE_SUFFIXES, STDOUT, VIDEO_PIX_FMTS, check_container_codec, crf_max,
-                           default_codec, default_pix_fmt, is_video_target, pix_fmt_bits, url_scheme)
+from .stream.sinks import (CRF_CODECS, IMAGE_SUFFIXES, VIDEO_PIX_FMTS, check_container_codec, crf_max, default_codec,
+                           default_pix_fmt, is_video_file, is_video_target, pix_fmt_bits)
 
 
 def _choices(enum_cls: type[enum.Enum]) -> str:
@@ -249,7 +249,7 @@ class RunConfig(EnhanceConfig):
         if self.segment_s is not None:
             if not (math.isfinite(self.segment_s) and self.segment_s > 0):
                 raise ConfigError(f"--segment must be a positive length, got {self.segment_s:g} s")
-            if not any(o != STDOUT and url_scheme(o) is None for o in self.video_outs):
+            if not any(is_video_file(o) for o in self.outs):
                 raise ConfigError("--segment cuts video files (.mp4, .mkv, .mov, .webm, .ts); give --out FILE.mp4")
         if self.follow_s is not None:
             if isinstance(self.source, tuple):

@@ -11,7 +11,6 @@ import itertools
 import logging
 import math
 import os
-import re
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +22,7 @@ from redi_stream.errors import CaptureError, ConfigError, SinkError
 from redi_stream.frames import CFA, RawMeta
 
 from .colour import cam_to_srgb_to_xyz_to_cam
+from .files import TIMECODE_RE
 from .synthetic import (
     DEMO_SIZE,
     SYNTHETIC_WB_GAINS,
@@ -56,8 +56,8 @@ def smpte_bytes(timecode: str) -> list[int]:
     Raises:
         ConfigError: not such a time code.
     """
-    m = re.fullmatch(r"(\d\d):(\d\d):(\d\d)([:;])(\d\d)", timecode)
-    if m is None or int(m[1]) >= 24 or int(m[2]) >= 60 or int(m[3]) >= 60:
+    m = TIMECODE_RE.fullmatch(timecode)
+    if m is None:
         raise ConfigError(f"invalid time code {timecode!r}; give HH:MM:SS:FF")
     hours, minutes, seconds, frames = (int(m[k]) for k in (1, 2, 3, 5))
     bcd = [(v // 10) << 4 | v % 10 for v in (frames, seconds, minutes, hours)]

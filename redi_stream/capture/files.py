@@ -154,6 +154,10 @@ def read_cinemadng_fps(path: Path) -> float | None:
     return fps if math.isfinite(fps) and fps > 0 else None
 
 
+#: An SMPTE time code as text: ``HH:MM:SS:FF``, or ``HH:MM:SS;FF`` when drop-frame.
+TIMECODE_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])([:;])([0-9]{2})")
+
+
 def timecode_from_smpte(code: bytes | Sequence[int]) -> str | None:
     """``HH:MM:SS:FF`` (``HH:MM:SS;FF`` when drop-frame) from the first 4 bytes of an SMPTE 12M time code as the
     CinemaDNG TimeCodes tag stores it (BCD frames, seconds, minutes, hours; flag bits masked off), or None when they

@@ -193,6 +193,12 @@ def cpu_has_amx_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def auto_cpu_precision(bits_out: int) -> str:
+    """What ``--precision auto`` runs the CPU network in: bf16 where the CPU has AMX and the output is 8-bit (bf16
+    keeps 8 significant bits: finer than an 8-bit code, coarser than a 16-bit one), else fp32."""
+    return "bf16" if bits_out == 8 and cpu_has_amx_bf16() else "fp32"
+
+
 class TorchRunner:
     """Run a RediNet on host batches: ``run(f32[N, 1, H, W]) -> f32[N, H, W, 3]`` in [0, 1].
 

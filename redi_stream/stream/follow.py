@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import glob
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -113,7 +114,7 @@ class FollowingSource:
                 st = p.stat()
             except OSError:
                 continue  # gone again (renamed into place under another name, or removed)
-            if not os.path.isfile(p):
+            if not stat.S_ISREG(st.st_mode):
                 continue
             seen[p] = (st.st_size, st.st_mtime_ns)
             settled = now_ns - st.st_mtime_ns >= self.settle_s * 1e9

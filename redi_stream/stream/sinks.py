@@ -55,6 +55,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..capture.files import TIMECODE_RE
 from ..errors import ConfigError, SinkError
 from ..frames import EnhancedFrame
 
@@ -67,7 +68,6 @@ STDOUT = "-"
 STREAM_SCHEMES = {"udp": "mpegts", "tcp": "mpegts", "rtmp": "flv", "rtmps": "flv", "rtsp": "rtsp"}
 #: The FFmpeg muxer of each video file suffix.
 _SUFFIX_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
-_TIMECODE_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9][:;][0-9]{2}")
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 #: The encoders a WebM file may hold (VP8, VP9, AV1); ``.webm`` defaults to the first.
 WEBM_CODECS = ("libvpx-vp9", "libvpx", "libsvtav1", "libaom-av1", "librav1e")
@@ -97,6 +97,12 @@ def is_video_target(target: str | os.PathLike) -> bool:
     if s == STDOUT or url_scheme(s) is not None:
         return True
     return Path(s).suffix.lower() in VIDEO_SUFFIXES and not s.endswith(("/", os.sep))
+
+
+def is_video_file(target: str | os.PathLike) -> bool:
+    """True for a video output that is a file (``--segment`` cuts those), not standard output or a stream URL."""
+    s = os.fspath(target)
+    return is_video_target(s) and s != STDOUT and url_scheme(s) is None
 
 
 def container_format(target: str | os.PathLike) -> str | None:
@@ -511,7 +517,7 @@ class VideoSink:
         if yuv == "kernel" and not self._use_kernel:
             raise ConfigError(f"yuv='kernel' needs pix_fmt='yuv420p', got {pix_fmt!r}")
         self.options = dict(options or {})
-        if isinstance(timecode, str) and not _TIMECODE_RE.fullmatch(timecode):
+        if isinstance(timecode, str) and not TIMECODE_RE.fullmatch(timecode):
             raise ConfigError(f"invalid time code {timecode!r}; give HH:MM:SS:FF (HH:MM:SS;FF for drop-frame)")
         self._timecode_of = timecode if callable(timecode) else None
         self.timecode = timecode if isinstance(timecode, str) and self.kind == "file" else None  # not for streams
@@ -664,7 +670,7 @@ class VideoSink:
         if self._container is None:
             if self._timecode_of is not None and self.kind == "file":
                 code = self._timecode_of(frame.index)
-                self.timecode = code if code is not None and _TIMECODE_RE.fullmatch(code) else None
+                self.timecode = code if code is not None and TIMECODE_RE.fullmatch(code) else None
             self._open(h, w, rgb.dtype, frame.t_ns / 1e9 if self.pts_from == "t_ns" else frame.index / self.fps)
         elif (h, w) != self._in_size:
             vh, vw = self._in_size
@@ -843,7 +849,7 @@ class SegmentedVideoSink:
 
     def __init__(self, path: str | os.PathLike, segment_s: float, **video: object) -> None:
         target = os.fspath(path)
-        if target == STDOUT or url_scheme(target) is not None:
+        if not is_video_file(target):
             raise ConfigError(f"--segment cuts video files, not a stream such as {target}")
         if not (isinstance(segment_s, (int, float)) and math.isfinite(segment_s) and segment_s > 0):
             raise ConfigError(f"segment length must be a positive number of seconds, got {segment_s!r}")
@@ -1135,7 +1141,7 @@ def open_sink(target: str | os.PathLike, fps: float | Fraction | str = 24.0, *, 
     p = Path(s)
     suffix = p.suffix.lower()
     if is_video_target(s):
-        if segment_s is not None and s != STDOUT and url_scheme(s) is None:
+        if segment_s is not None and is_video_file(s):
             return SegmentedVideoSink(s, segment_s, fps=fps, **video)
         return VideoSink(s, fps=fps, **video)  # an existing folder named x.mp4 is an error there, not PNGs
     if s.endswith(("/", os.sep)) or p.is_dir() or suffix == "":
