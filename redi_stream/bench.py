@@ -367,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from .model.runner import serial_thread
+
+    # As in a run: the forwards run on other threads, and this one must not own an OpenMP thread team meanwhile.
+    with serial_thread():
+        return _main(ns)
+
+
+def _main(ns: argparse.Namespace) -> int:
     import torch
 
     sizes = parse_sizes(ns.sizes)

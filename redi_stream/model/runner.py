@@ -18,7 +18,9 @@ import contextlib
 import enum
 import functools
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +107,35 @@ def _follow_gate(gate, threads: int) -> None:
     n = gate.threads(threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def serial_thread() -> Iterator[None]:
+    """While inside: torch's CPU ops on the calling thread run on one thread, so this thread never starts an OpenMP
+    thread team; threads started meanwhile still get the process-wide count. On leaving, the caller's count is back.
+
+    Why: the pipeline runs the network on its ``redi-infer`` thread. If the main thread also owns a team (it does
+    after any large torch op, e.g. converting the weights), libgomp manages more threads than there are cores and
+    cuts every barrier's spin-wait from ~300,000 spins to 100: the forward's threads then sleep and wake at each of
+    its ops. Measured on the 2-core Intel machine (1080p, ``docs/PERF_NOTES.md``): a forward on another thread takes
+    50 ms in bf16 and 97 ms in fp32 while the main thread owns a team, 40 and 87 ms while it does not.
+    ``redi-stream``'s run and its bench hold this around everything the main thread does.
+    """
+    before = torch.get_num_threads()  # torch's once-per-thread setup happens here, so it cannot undo the 1 later
+    try:
+        torch.set_num_threads(1)  # this thread's OpenMP count, and the count threads started later begin with
+        _set_threads_for_new_threads(before)
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _set_threads_for_new_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` from a short-lived thread: with OpenMP it sets the calling thread's count (which
+    dies with that thread) and the count that threads started later begin with, which is the part wanted here."""
+    t = threading.Thread(target=torch.set_num_threads, args=(n,), name="redi-threads")
+    t.start()
+    t.join()
 
 
 class ThreadTuner:
@@ -269,8 +300,7 @@ class TorchRunner:
             elif num_threads is not None:
                 if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
                     raise ConfigError(f"num_threads must be a positive integer, 'auto' or None, got {num_threads!r}")
-                torch.set_num_threads(num_threads)
-                self._fixed_threads = num_threads
+                self._fixed_threads = num_threads  # applied in run(), on the thread that runs the network
             if reuse_memory:
                 keep_freed_memory(True)
             self._fast = FastRediNet(model).to(self.precision.dtype).eval()
@@ -323,7 +353,7 @@ class TorchRunner:
             threads = tuner.begin()
         else:
             if self._fixed_threads is not None and torch.get_num_threads() != self._fixed_threads:
-                torch.set_num_threads(self._fixed_threads)  # process-wide: someone else may have changed it
+                torch.set_num_threads(self._fixed_threads)  # this thread's count (OpenMP's is per thread)
             threads = torch.get_num_threads()
         gate = self.cpu_gate
         all_cores = threads >= (os.cpu_count() or 1)

@@ -98,8 +98,8 @@ def test_num_threads_is_applied(net):
     before = torch.get_num_threads()
     try:
         with TorchRunner(net, num_threads=1) as runner:
-            assert torch.get_num_threads() == 1
             runner.run(np.zeros((1, 1, 32, 32), np.float32))
+            assert torch.get_num_threads() == 1  # set by run(), on the thread that runs the network
     finally:
         torch.set_num_threads(before)
 

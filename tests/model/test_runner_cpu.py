@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +92,48 @@ def test_tuner_prefers_fewer_threads_unless_clearly_faster():
     tuner = ThreadTuner((1, 2), reprobe_every=1000)
     drive(tuner, {1: 1.7, 2: 1.0}, 5)
     assert tuner.chosen == 2
+
+
+SERIAL_THREAD_PROBE = """
+import json, os, threading
+import torch
+from redi_stream.model.runner import serial_thread
+
+def os_threads():
+    return len(os.listdir("/proc/self/task"))
+
+x = torch.rand(64, 256, 256)
+w = torch.rand(32, 64, 3, 3)
+out = {"cores": torch.get_num_threads()}
+with serial_thread():
+    before = os_threads()
+    torch.nn.functional.conv2d(x, w, padding=1).sum()  # large ops: a team of worker threads if allowed
+    (x * 2).sum()
+    out["main_inside"] = torch.get_num_threads()
+    out["new_threads_from_main_ops"] = os_threads() - before
+
+    def other():
+        out["other"] = torch.get_num_threads()
+        torch.nn.functional.conv2d(x, w, padding=1).sum()
+        out["new_threads_from_other_ops"] = os_threads() - before
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+out["main_after"] = torch.get_num_threads()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"),
+                    reason="needs 2+ cores and Linux's /proc to see OpenMP's worker threads")
+def test_serial_thread_keeps_its_thread_out_of_openmp_teams_and_others_in():
+    # A fresh process: the test runner's main thread may own a team already, which cannot be undone.
+    done = subprocess.run([sys.executable, "-c", SERIAL_THREAD_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["main_inside"] == 1
+    assert out["new_threads_from_main_ops"] == 0  # the main thread started no OpenMP workers
+    assert out["other"] == out["cores"]  # a thread started inside gets the process-wide count...
+    assert out["new_threads_from_other_ops"] >= 1  # ... and uses it
+    assert out["main_after"] == out["cores"]  # the caller's count is back afterwards
