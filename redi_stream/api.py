@@ -17,6 +17,7 @@ reads. For whole clips with decode-ahead, encoding and a preview, use the ``redi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -79,7 +80,10 @@ class Enhancer:
     thread count, so it takes longer than the others.
 
     Threads: one frame at a time (a call made while another thread's call runs raises RuntimeError). It may be
-    created on one thread and called on another, e.g. built before the worker thread that calls it starts.
+    created on one thread and called on another, e.g. built before the worker thread that calls it starts: it is
+    built without leaving an OpenMP thread team on the building thread, which would slow the network's threads on
+    the calling one (:func:`redi_stream.model.runner.serial_thread`; a thread that ran large torch ops of its own has
+    one anyway, and a network called from another thread then runs 10-25% slower on a small CPU).
     Process-wide effect: on the CPU the network keeps freed memory in glibc's heap for the next forward
     (:func:`redi_stream.glibc.keep_freed_memory`), as the command line does.
 
@@ -103,7 +107,8 @@ class Enhancer:
         self._busy = threading.Lock()
         self._stack = ExitStack()
         try:
-            self._enhancer = app.build_enhancer(self.config, self._stack, net=app.prepare_network(self.config))
+            with contextlib.nullcontext() if self.config.model is not ModelKind.REDI else _serial_thread():
+                self._enhancer = app.build_enhancer(self.config, self._stack, net=app.prepare_network(self.config))
         except BaseException:
             self._stack.close()
             raise
@@ -201,6 +206,14 @@ class Enhancer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _serial_thread():
+    """The network is built without an OpenMP thread team on this thread: the calls may come from another thread,
+    whose forwards would then run 10-25% slower (:func:`redi_stream.model.runner.serial_thread`)."""
+    from .model.runner import serial_thread
+
+    return serial_thread()
 
 
 def _wb_gains(values) -> tuple[float, float, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -193,3 +195,29 @@ def test_bf16_enhancement_is_within_the_8_bit_output_of_fp32() -> None:
     mse = np.mean((outs["fp32"] - outs["bf16"]) ** 2)
     assert 10 * np.log10(255**2 / mse) > 45
     assert np.mean(np.abs(outs["fp32"] - outs["bf16"]) > 2) < 0.01  # few pixels more than 2 codes apart
+
+
+ENHANCER_BUILD_PROBE = """
+import json, os, torch
+import redi_stream
+torch.get_num_threads()
+before = len(os.listdir("/proc/self/task"))
+enh = redi_stream.Enhancer(precision="fp32")
+print(json.dumps({"new_os_threads": len(os.listdir("/proc/self/task")) - before, "threads": torch.get_num_threads()}))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"),
+                    reason="needs 2+ cores and Linux's /proc to see OpenMP's worker threads")
+def test_building_an_enhancer_starts_no_openmp_team_on_the_building_thread() -> None:
+    # Calls may come from another thread; an idle team on this one would slow their forwards (serial_thread).
+    def probe(prefix: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", prefix + ENHANCER_BUILD_PROBE], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    built = probe("")
+    unguarded = probe("import contextlib, redi_stream.model.runner as r; r.serial_thread = contextlib.nullcontext\n")
+    assert built["new_os_threads"] < unguarded["new_os_threads"]  # without the guard: an OpenMP worker more
+    assert built["threads"] == unguarded["threads"]  # the caller's count is back
