@@ -17,7 +17,6 @@ reads. For whole clips with decode-ahead, encoding and a preview, use the ``redi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -107,7 +106,7 @@ class Enhancer:
         self._busy = threading.Lock()
         self._stack = ExitStack()
         try:
-            with contextlib.nullcontext() if self.config.model is not ModelKind.REDI else _serial_thread():
+            with app.network_thread_guard(self.config):
                 self._enhancer = app.build_enhancer(self.config, self._stack, net=app.prepare_network(self.config))
         except BaseException:
             self._stack.close()
@@ -206,14 +205,6 @@ class Enhancer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _serial_thread():
-    """The network is built without an OpenMP thread team on this thread: the calls may come from another thread,
-    whose forwards would then run 10-25% slower (:func:`redi_stream.model.runner.serial_thread`)."""
-    from .model.runner import serial_thread
-
-    return serial_thread()
 
 
 def _wb_gains(values) -> tuple[float, float, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -231,13 +231,21 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
     return sinks
 
 
-def run(cfg: RunConfig) -> int:
-    """One enhancement run; returns the exit code (errors raise)."""
+def network_thread_guard(cfg: EnhanceConfig):
+    """A context for the thread that builds the network but does not run it (the pipeline runs it on its infer
+    thread; an Enhancer may be called from another thread): it must not own an OpenMP thread team meanwhile, or
+    every forward on the other thread runs 10-25% slower on a small CPU (:func:`.model.runner.serial_thread`).
+    A null context for the classic model, which needs no torch."""
+    if cfg.model is not ModelKind.REDI:
+        return nullcontext()
     from .model.runner import serial_thread
 
-    # The network runs on the pipeline's infer thread; this thread only loads it, and must not own an OpenMP thread
-    # team meanwhile, or every forward there runs 10-25% slower (model.runner.serial_thread).
-    with serial_thread():
+    return serial_thread()
+
+
+def run(cfg: RunConfig) -> int:
+    """One enhancement run; returns the exit code (errors raise)."""
+    with network_thread_guard(cfg):
         return _run(cfg)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,13 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     assert cpu_has_amx_bf16(str(tmp_path / "amx")) is True
     assert cpu_has_amx_bf16(str(tmp_path / "plain")) is False
     assert cpu_has_amx_bf16(str(tmp_path / "missing")) is False
+
+
+def test_a_classic_run_does_not_import_torch(tmp_path: Path) -> None:
+    # The classic model is for weak machines: its runs (and their start-up) do without torch, guard included.
+    make_dng(None, tmp_path / "clip", n_frames=2, size=(32, 48), fps=24.0, ratio=100)
+    code = ("import sys\nfrom redi_stream.cli import main\n"
+            f"rc = main([{str(tmp_path / 'clip')!r}, '--model', 'classic', '--out', {str(tmp_path / 'o.mp4')!r}, "
+            "'-q'])\nprint(rc, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "False"], done.stderr
