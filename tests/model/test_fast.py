@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from redi_stream.model import RediNet
+from redi_stream.model import fast as fast_module
 from redi_stream.model.fast import FastRediNet, compose_3x3, space_to_depth_conv_weight
 from tests.conftest import make_random_redi_net
 
@@ -113,3 +114,41 @@ def test_between_ops_runs_between_the_convolutions_and_may_change_the_thread_cou
     with torch.inference_mode():
         fast(x)
     assert len(calls) == 28
+
+
+needs_fused = pytest.mark.skipif(not fast_module.FUSED_CONVS, reason="this torch build has no oneDNN fused convs")
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_conv_helpers_equal_the_plain_ops(dtype):
+    g = torch.Generator().manual_seed(5)
+    cl = lambda t: t.to(dtype).contiguous(memory_format=torch.channels_last)  # noqa: E731
+    x, w, b = cl(torch.randn(1, 16, 12, 20, generator=g)), cl(torch.randn(24, 16, 3, 3, generator=g)), torch.randn(24)
+    acc = cl(torch.randn(1, 24, 12, 20, generator=g))
+    tol = dict(rtol=0, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=0.1)
+    with torch.inference_mode():
+        b = b.to(dtype)
+        torch.testing.assert_close(fast_module.conv3x3_leaky(x, w, b, True), fast_module.conv3x3_leaky(x, w, b, False),
+                                   **tol)
+        got = fast_module.conv3x3_add_(acc.clone(), x, w, b, True)
+        want = fast_module.conv3x3_add_(acc.clone(), x, w, b, False)
+        torch.testing.assert_close(got, want, **tol)
+        assert not torch.equal(got, acc)  # added in place into the accumulator it returns
+
+
+@needs_fused
+def test_fused_forward_equals_the_unfused_one(net, monkeypatch):
+    x = torch.rand(1, 1, 96, 160, generator=torch.Generator().manual_seed(6))
+    fast = FastRediNet(net).eval()
+    with torch.inference_mode():
+        fused = fast(x).clone()
+        bf_fused = FastRediNet(net).to(torch.bfloat16)(x.to(torch.bfloat16), out=torch.empty(1, 96, 160, 3)).clone()
+        monkeypatch.setattr(fast_module, "FUSED_CONVS", False)
+        plain = fast(x)
+        bf_plain = FastRediNet(net).to(torch.bfloat16)(x.to(torch.bfloat16), out=torch.empty(1, 96, 160, 3))
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-6)
+    assert float(fused.min()) >= 0.0 and float(fused.max()) <= 1.0
+    # bf16 into a float32 output (the runner's case): within bf16's rounding of each other, clamped too
+    assert float((bf_fused - bf_plain).abs().max()) < 0.02
+    assert float(bf_fused.min()) >= 0.0 and float(bf_fused.max()) <= 1.0
