@@ -31,10 +31,11 @@ peak. What this module does (measurements in ``docs/PERF_NOTES.md``):
 * The scratch buffers (dense-block, FB1 and FB2 inputs) are kept per input shape and reused.
 * On the CPU, element-wise work rides on oneDNN convolutions as post-ops (``torch.ops.mkldnn._convolution_pointwise``,
   the fused convolutions PyTorch's own compiler emits; the plain ops where a torch build lacks them or on CUDA): the
-  LeakyReLUs after MSE's first conv and FB1's last conv, and FB2's sum of its two halves (the FB1-half conv adds
-  into the LSE-half result in place). The clamp to [0, 1] is applied while writing the output. Each of these
-  element-wise passes read and wrote a full-resolution-sized tensor: together 21 % of the bf16 forward at 1080p
-  (40 -> 31.5 ms), 10 % of the fp32 one; the fp32 result is bit-identical.
+  LeakyReLUs after MSE's first conv and FB1's last conv, MSE's residual add, and the sums of two convs: FB2's two
+  halves (the FB1-half conv adds into the LSE-half result in place) and FB1's grouped conv, run as its MSE half
+  plus its HSE half (so no interleaved ``[MSE, HSE]`` buffer is filled). The clamp to [0, 1] is applied while
+  writing the output. Each element-wise pass read and wrote a large tensor: together ~25 % of the bf16 forward at
+  1080p, 10 % of the fp32 one (docs/PERF_NOTES.md).
 
 Rejected (measured, see PERF_NOTES): the stem as one strided conv on ``x`` (128x the MACs); LSE as a stride-2 10x10
 conv on ``x`` (6x slower in oneDNN); FB2 split into two convs to skip the concat (slower); ``torch.compile``
@@ -78,13 +79,13 @@ def conv3x3_leaky(x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool) -
     return F.leaky_relu_(F.conv2d(x, weight, bias, padding=1), LEAKY_SLOPE)
 
 
-def conv3x3_add_(acc: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool) -> Tensor:
-    """``acc += conv2d(x, weight, bias, padding=1)`` in place (``acc`` channels-last, the conv's output shape);
-    one oneDNN pass when ``fused``. Returns ``acc``."""
+def conv3x3_add_(acc: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool, groups: int = 1) -> Tensor:
+    """``acc += conv2d(x, weight, bias, padding=1, groups=groups)`` in place (``acc`` channels-last, the conv's output
+    shape); one oneDNN pass when ``fused``. Returns ``acc``."""
     if fused:
-        return torch.ops.mkldnn._convolution_pointwise_(acc, x, weight, bias, _PAD1, [1, 1], [1, 1], 1, "add", None,
-                                                        None, [], None)
-    return acc.add_(F.conv2d(x, weight, bias, padding=1))
+        return torch.ops.mkldnn._convolution_pointwise_(acc, x, weight, bias, _PAD1, [1, 1], [1, 1], groups, "add",
+                                                        None, None, [], None)
+    return acc.add_(F.conv2d(x, weight, bias, padding=1, groups=groups))
 
 
 def _cl(t: Tensor) -> Tensor:
@@ -217,6 +218,9 @@ class FastRediNet(nn.Module):
         # [m(16k..16k+15), h(16k..16k+15)]: permute the conv's 32 input channels of each group to match.
         w = net.conv32_8_cat[0].weight.detach()
         self.register_buffer("fb1_weight", _cl(w.view(32, 16, 2, 3, 3).transpose(1, 2).reshape(32, 32, 3, 3)))
+        # The same conv as two grouped convs, one over MSE (64 ch) and one over HSE (64 ch), summed (fused path).
+        self.register_buffer("fb1_mse_weight", _cl(self.fb1_weight[:, :16]))
+        self.register_buffer("fb1_hse_weight", _cl(self.fb1_weight[:, 16:]))
         with torch.no_grad():
             conv = self.net.conv32_8_cat[1]
             perm = _fb1_perm()
@@ -252,9 +256,9 @@ class FastRediNet(nn.Module):
         if self.between_ops is not None:
             self.between_ops()
 
-    def _scratch_for(self, x: Tensor) -> dict[str, Tensor]:
+    def _scratch_for(self, x: Tensor, fused: bool) -> dict[str, Tensor]:
         n, _, h, w = x.shape
-        key = (n, h, w, x.dtype, x.device)
+        key = (n, h, w, x.dtype, x.device, fused)
         if key != self._scratch_key:
             new = lambda *shape: torch.empty(shape, dtype=x.dtype, device=x.device)  # noqa: E731
             h32, w32, h8, w8 = h // 32, w // 32, h // 8, w // 8
@@ -262,11 +266,11 @@ class FastRediNet(nn.Module):
                 "rdb4": new(n, h32, w32, 64 + 32 * 4),
                 "rdb5": new(n, h32, w32, 64 + 32 * 5),
                 "rdball": new(n, h32, w32, 192),
-                # FB1 input, per group k of the 4-group conv: [MSE 16 ch, HSE 16 ch].
-                "fb1_in": new(n, h8, w8, 4, 2, 16),
                 # FB1 at H/4 (FB2's FB1 half), rows 2 P + i1, cols 2 Q + j1.
                 "fb1_4": new(n, h8, 2, w8, 2, 48),
             }
+            if not fused:  # FB1 input, per group k of the 4-group conv: [MSE 16 ch, HSE 16 ch]
+                self._scratch["fb1_in"] = new(n, h8, w8, 4, 2, 16)
             self._scratch_key = key
         return self._scratch
 
@@ -322,26 +326,36 @@ class FastRediNet(nn.Module):
         x = x.contiguous()
         if out is None:
             out = torch.empty((n, h, w, 3), dtype=x.dtype, device=x.device)
-        bufs = self._scratch_for(x)
+        fused = FUSED_CONVS and x.device.type == "cpu"
+        bufs = self._scratch_for(x, fused)
         h4, w4, h8, w8 = h // 4, w // 4, h // 8, w // 8
 
-        fb1_in = bufs["fb1_in"]
-        hse = _nhwc(self._hse(x, bufs))
-        fb1_in[..., 1, :].copy_(hse.reshape(n, h8, w8, 4, 16))
+        hse = self._hse(x, bufs)
         # MSE on pixel_unshuffle(s2, 4): channel = (py*2 + px)*16 + qy*4 + qx
         t8 = x.view(n, h8, 4, 2, w8, 4, 2).permute(0, 1, 4, 3, 6, 2, 5).reshape(n, h8, w8, 64)
         rb = net.resblock8x
-        fused = FUSED_CONVS and x.device.type == "cpu"
         self._tick()
         m = conv3x3_leaky(_nchw(t8), rb.conv1.weight, rb.conv1.bias, fused)
         self._tick()
-        m = _nhwc(rb.conv2(m))
-        torch.add(m.reshape(n, h8, w8, 4, 16), t8.view(n, h8, w8, 4, 16), out=fb1_in[..., 0, :])
+        b1 = net.conv32_8_cat[0].bias
+        if fused:
+            # MSE's residual add as a post-op of its second conv; FB1's grouped conv as its MSE half plus its HSE
+            # half added in place (no interleaved input buffer to copy both into).
+            mse = torch.ops.mkldnn._convolution_pointwise.binary(m, _nchw(t8), rb.conv2.weight, rb.conv2.bias,
+                                                                 _PAD1, [1, 1], [1, 1], 1, "add", None, None, [], None)
+            self._tick()
+            y = F.conv2d(mse, self.fb1_mse_weight, b1, padding=1, groups=4)
+            conv3x3_add_(y, hse, self.fb1_hse_weight, None, fused, groups=4)
+        else:
+            fb1_in = bufs["fb1_in"]
+            fb1_in[..., 1, :].copy_(_nhwc(hse).reshape(n, h8, w8, 4, 16))
+            m = _nhwc(rb.conv2(m))
+            torch.add(m.reshape(n, h8, w8, 4, 16), t8.view(n, h8, w8, 4, 16), out=fb1_in[..., 0, :])
+            self._tick()
+            y = F.conv2d(_nchw(fb1_in.view(n, h8, w8, 128)), self.fb1_weight, b1, padding=1, groups=4)
 
         # FB1 -> (N, h8, w8, [i1, j1, 48]) -> 2x2 depth-to-space into FB2's H/4 FB1 half (runs of 48 floats).
         fb1_4 = bufs["fb1_4"]
-        self._tick()
-        y = F.conv2d(_nchw(fb1_in.view(n, h8, w8, 128)), self.fb1_weight, net.conv32_8_cat[0].bias, padding=1, groups=4)
         self._tick()
         last = net.conv32_8_cat[1]
         z = _nhwc(conv3x3_leaky(y, last.weight, last.bias, fused))
