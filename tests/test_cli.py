@@ -459,6 +459,15 @@ def test_doctor_says_where_a_preview_would_show(monkeypatch) -> None:
     assert rows["display"] == ":7" and "cameras" in rows
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_doctor_says_whether_the_cpu_network_has_fused_convolutions(monkeypatch, fused: bool) -> None:
+    from redi_stream.doctor import report
+    from redi_stream.model import fast
+
+    monkeypatch.setattr(fast, "FUSED_CONVS", fused)
+    assert dict(report())["onednn"].startswith("fused convolutions available" if fused else "no fused convolutions")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_run_finalises_a_playable_file(tmp_path: Path, sig: int) -> None:
     src = tmp_path / "long"
