@@ -67,7 +67,7 @@ def _fused_convs_available() -> bool:
         return False
 
 
-#: Whether this torch build has oneDNN's fused CPU convolutions (a 3x3 conv, padding 1, with a post-op).
+#: Whether this torch build has oneDNN's fused CPU convolutions (a convolution with an element-wise or an add post-op).
 FUSED_CONVS = _fused_convs_available()
 
 

@@ -242,9 +242,9 @@ class TorchRunner:
         cuda_graph: on CUDA, capture the device program once per input shape and replay it.
         fast: on CUDA, run :class:`FastRediNet` on one stream instead of the spec forward (``streams`` then does
             not apply); the fastest of the measured CUDA forms (``docs/PERF_NOTES.md``). The CPU always runs it.
-        num_threads: CPU only: torch intra-op threads (process-wide): an int, ``"auto"`` (a :class:`ThreadTuner`
-            times the candidates on the first frames and re-checks now and then), or None to leave torch's setting
-            alone.
+        num_threads: CPU only: torch intra-op threads, set on the thread that calls :meth:`run` (OpenMP's count is
+            per thread): an int, ``"auto"`` (a :class:`ThreadTuner` times the candidates on the first frames and
+            re-checks now and then), or None to leave torch's setting alone.
         reuse_memory: CPU only: call :func:`keep_freed_memory` (process-wide glibc malloc setting) so activations
             are not page-faulted in afresh on every forward (~25% of the CPU forward's time at 1080p otherwise).
 
