@@ -59,11 +59,28 @@ _PAD1 = [1, 1]
 
 
 def _fused_convs_available() -> bool:
-    ops = getattr(torch.ops, "mkldnn", None)
+    """Whether the fused ops exist *and* do what :class:`FastRediNet` asks of them: they are private to PyTorch (its
+    compiler emits them), so the arguments they accept may differ between releases. Each use is tried once on a tiny
+    input against the plain ops; any error or mismatch means the plain ops are used."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and ops is not None
-                    and hasattr(ops, "_convolution_pointwise") and hasattr(ops, "_convolution_pointwise_"))
-    except (AttributeError, RuntimeError):
+        ops = torch.ops.mkldnn
+        if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_convolution_pointwise")
+                and hasattr(ops, "_convolution_pointwise_")):
+            return False
+        g = torch.Generator().manual_seed(0)
+        cl = lambda *shape: torch.randn(*shape, generator=g).contiguous(memory_format=torch.channels_last)  # noqa: E731
+        x, other, w, wg, b = cl(1, 8, 6, 7), cl(1, 8, 6, 7), cl(8, 8, 3, 3), cl(8, 4, 3, 3), torch.randn(8, generator=g)
+        with torch.inference_mode():
+            conv = F.conv2d(x, w, b, padding=1)
+            leaky = ops._convolution_pointwise(x, w, b, _PAD1, [1, 1], [1, 1], 1, "leaky_relu", [LEAKY_SLOPE], "")
+            added = ops._convolution_pointwise.binary(x, other, w, b, _PAD1, [1, 1], [1, 1], 1, "add", None, None, [],
+                                                      None)
+            acc = other.clone()
+            ops._convolution_pointwise_(acc, x, wg, b, _PAD1, [1, 1], [1, 1], 2, "add", None, None, [], None)
+            return bool(torch.allclose(leaky, F.leaky_relu(conv, LEAKY_SLOPE), atol=1e-4)
+                        and torch.allclose(added, conv + other, atol=1e-4)
+                        and torch.allclose(acc, F.conv2d(x, wg, b, padding=1, groups=2) + other, atol=1e-4))
+    except Exception:  # noqa: BLE001 -- any failure of a private op means: do not use it
         return False
 
 

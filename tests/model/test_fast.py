@@ -152,3 +152,13 @@ def test_fused_forward_equals_the_unfused_one(net, monkeypatch):
     # bf16 into a float32 output (the runner's case): within bf16's rounding of each other, clamped too
     assert float((bf_fused - bf_plain).abs().max()) < 0.02
     assert float(bf_fused.min()) >= 0.0 and float(bf_fused.max()) <= 1.0
+
+
+def test_fused_convs_are_used_only_when_they_match_the_plain_ops(monkeypatch):
+    # The ops are private to PyTorch: a release whose ops take other arguments or compute otherwise must fall back.
+    assert fast_module._fused_convs_available() == fast_module.FUSED_CONVS
+    monkeypatch.setattr(fast_module.F, "leaky_relu", lambda t, slope: t * 0.5)  # the fused result no longer matches
+    assert fast_module._fused_convs_available() is False
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert fast_module._fused_convs_available() is False
