@@ -27,10 +27,10 @@ def report() -> list[tuple[str, str]]:
     rows.append(("torch", v))
     if torch is not None:
         rows.append(("torch threads", str(torch.get_num_threads())))
-        from .model.fast import FUSED_CONVS
+        from .model.fast import fused_convs
 
         rows.append(("onednn", "fused convolutions available (the CPU network's element-wise passes ride on them)"
-                     if FUSED_CONVS else "no fused convolutions in this torch build: the CPU network runs its "
+                     if fused_convs() else "no fused convolutions in this torch build: the CPU network runs its "
                      "element-wise passes separately (~25 % slower in bf16, ~10 % in fp32)"))
         if torch.cuda.is_available():
             names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

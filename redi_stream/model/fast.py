@@ -30,7 +30,8 @@ peak. What this module does (measurements in ``docs/PERF_NOTES.md``):
   (FB1) or 12 (output) contiguous floats.
 * The scratch buffers (dense-block, FB1 and FB2 inputs) are kept per input shape and reused.
 * On the CPU, element-wise work rides on oneDNN convolutions as post-ops (``torch.ops.mkldnn._convolution_pointwise``,
-  the fused convolutions PyTorch's own compiler emits; the plain ops where a torch build lacks them or on CUDA): the
+  the fused convolutions PyTorch's own compiler emits, checked once against the plain ops (:func:`fused_convs`); the
+  plain ops where a torch build lacks them or on CUDA): the
   LeakyReLUs after MSE's first conv and FB1's last conv, MSE's residual add, and the sums of two convs: FB2's two
   halves (the FB1-half conv adds into the LSE-half result in place) and FB1's grouped conv, run as its MSE half
   plus its HSE half (so no interleaved ``[MSE, HSE]`` buffer is filled). The clamp to [0, 1] is applied while
@@ -84,8 +85,18 @@ def _fused_convs_available() -> bool:
         return False
 
 
-#: Whether this torch build has oneDNN's fused CPU convolutions (a convolution with an element-wise or an add post-op).
-FUSED_CONVS = _fused_convs_available()
+#: Whether this torch build has oneDNN's fused CPU convolutions (a convolution with an element-wise or an add
+#: post-op) that work as used here; None until :func:`fused_convs` has checked (on first use, not at import: the
+#: check runs torch ops, which must not happen on a thread that keeps out of OpenMP, ``runner.serial_thread``).
+FUSED_CONVS: bool | None = None
+
+
+def fused_convs() -> bool:
+    """:data:`FUSED_CONVS`, checked on the first call (a few tiny convolutions on the calling thread)."""
+    global FUSED_CONVS
+    if FUSED_CONVS is None:
+        FUSED_CONVS = _fused_convs_available()
+    return FUSED_CONVS
 
 
 def conv3x3_leaky(x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool) -> Tensor:
@@ -343,7 +354,7 @@ class FastRediNet(nn.Module):
         x = x.contiguous()
         if out is None:
             out = torch.empty((n, h, w, 3), dtype=x.dtype, device=x.device)
-        fused = FUSED_CONVS and x.device.type == "cpu"
+        fused = x.device.type == "cpu" and fused_convs()
         bufs = self._scratch_for(x, fused)
         h4, w4, h8, w8 = h // 4, w // 4, h // 8, w // 8
 
