@@ -310,6 +310,30 @@ class _StageState:
         self.phase = "idle"
 
 
+def stalled_stage(states: dict[str, _StageState], now: float, cfg: PipelineConfig) -> tuple[str, float] | None:
+    """The stage to declare stalled, with how long it has been busy, or None: a stage busy on one frame for longer
+    than its limit (``warmup_timeout_s`` while warming up, else ``stall_timeout_s``).
+
+    When infer is one of several, it is the one: capture and encode can be busy waiting for infer (a decode read or a
+    sink write waits while a CPU forward holds the gate), while infer, busy, never waits for them (its forwards do
+    not wait for running chunks, and its channel waits are not counted as busy). Blaming a stage held up by a hung
+    forward would leave encode waiting for the stuck infer thread and the output unfinalised. Otherwise the stage
+    busy longest.
+    """
+    over: dict[str, float] = {}
+    for stage, st in states.items():
+        since = st.busy_since
+        if since is None:
+            continue
+        limit = cfg.warmup_timeout_s if st.phase == "warm-up" else cfg.stall_timeout_s
+        if now - since > limit:
+            over[stage] = now - since
+    if not over:
+        return None
+    stage = "infer" if "infer" in over else max(over, key=over.__getitem__)
+    return stage, over[stage]
+
+
 class _StageFailure(Exception):
     """Internal: a stage's exception with the frame it was working on."""
 
@@ -819,14 +843,10 @@ class Pipeline:
             # Watchdog: a stage busy on one frame for too long.
             now = time.monotonic()
             if self._stall is None:
-                for stage, st in self._states.items():
-                    since = st.busy_since
-                    if since is None:
-                        continue
-                    limit = cfg.warmup_timeout_s if st.phase == "warm-up" else cfg.stall_timeout_s
-                    if now - since > limit:
-                        self._on_stall(stage, st, now - since)
-                        break
+                stalled = stalled_stage(self._states, now, cfg)
+                if stalled is not None:
+                    stage, busy_s = stalled
+                    self._on_stall(stage, self._states[stage], busy_s)
             # A stop that stages do not honour within join_timeout_s: stop waiting for them.
             halted_at = self._halted_at
             if halted_at is not None:

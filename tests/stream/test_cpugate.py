@@ -298,3 +298,41 @@ def test_forward_stalled_inside_the_gate_still_finalises_encoded_frames() -> Non
         assert sink.indices == [0, 1, 2, 3, 4] and sink.close_calls == 1
     finally:
         release.set()
+
+
+def test_a_forward_hung_in_the_gate_is_blamed_not_the_decode_it_holds_up(monkeypatch) -> None:
+    # The decode read of a later frame waits for the gate the hung forward holds, so it too is busy past the limit.
+    # With the watchdog polling rarely, both are over it at the same poll: the one stuck longest (infer) is the
+    # cause. Blaming capture left encode waiting for the stuck infer thread and the output unfinalised.
+    import redi_stream.stream.pipeline as pipeline_module
+    from redi_stream.errors import PipelineError
+
+    monkeypatch.setattr(pipeline_module, "_POLL_S", 1.0)
+    release = threading.Event()
+    sink = RecordingSink()
+    try:
+        with pytest.raises(PipelineError, match="infer stalled"):
+            cfg = PipelineConfig(stall_timeout_s=0.5, handle_signals=False)
+            Pipeline(FakeFileSource(20), _GatedEnhancer(_Intervals(), stall_in_forward_at=5, release=release), [sink],
+                     cfg, progress=False).run()
+        assert sink.indices == [0, 1, 2, 3, 4] and sink.close_calls == 1
+    finally:
+        release.set()
+
+
+def test_the_watchdog_blames_infer_over_the_stages_it_holds_up() -> None:
+    from redi_stream.stream.pipeline import _StageState, stalled_stage
+
+    cfg = PipelineConfig(stall_timeout_s=1.0, warmup_timeout_s=5.0)
+    states = {name: _StageState(name) for name in ("capture", "infer", "encode")}
+    assert stalled_stage(states, 100.0, cfg) is None  # all idle
+    states["capture"].busy(8, "f0008.dng")
+    states["capture"].busy_since = 98.9  # a decode read waiting for the gate
+    states["encode"].busy(4)
+    states["encode"].busy_since = 98.0  # a sink write waiting for the gate, since before the forward began
+    assert stalled_stage(states, 100.0, cfg) == ("encode", 2.0)  # infer not over its limit: the longest busy
+    states["infer"].busy(5, "f0005.dng")
+    states["infer"].busy_since = 98.5  # the forward that holds the gate
+    assert stalled_stage(states, 100.0, cfg) == ("infer", 1.5)  # over its limit: it is the cause
+    states["infer"].phase = "warm-up"  # warm-up has its own, longer limit: infer is not over it
+    assert stalled_stage(states, 100.0, cfg) == ("encode", 2.0)
