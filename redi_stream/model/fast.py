@@ -30,13 +30,12 @@ peak. What this module does (measurements in ``docs/PERF_NOTES.md``):
   (FB1) or 12 (output) contiguous floats.
 * The scratch buffers (dense-block, FB1 and FB2 inputs) are kept per input shape and reused.
 * On the CPU, element-wise work rides on oneDNN convolutions as post-ops (``torch.ops.mkldnn._convolution_pointwise``,
-  the fused convolutions PyTorch's own compiler emits, checked once against the plain ops (:func:`fused_convs`); the
-  plain ops where a torch build lacks them or on CUDA): the
-  LeakyReLUs after MSE's first conv and FB1's last conv, MSE's residual add, and the sums of two convs: FB2's two
-  halves (the FB1-half conv adds into the LSE-half result in place) and FB1's grouped conv, run as its MSE half
-  plus its HSE half (so no interleaved ``[MSE, HSE]`` buffer is filled). The clamp to [0, 1] is applied while
-  writing the output. Each element-wise pass read and wrote a large tensor: together ~25 % of the bf16 forward at
-  1080p, 10 % of the fp32 one (docs/PERF_NOTES.md).
+  the fused convolutions PyTorch's own compiler emits, checked once against the plain ops by :func:`fused_convs`;
+  the plain ops where a torch build lacks them or on CUDA): the LeakyReLUs after MSE's first conv and FB1's last
+  conv, MSE's residual add, and the sums of two convs: FB2's two halves (the FB1-half conv adds into the LSE-half
+  result in place) and FB1's grouped conv, run as its MSE half plus its HSE half (so no interleaved ``[MSE, HSE]``
+  buffer is filled). The clamp to [0, 1] is applied while writing the output. Each element-wise pass read and
+  wrote a large tensor: together ~25 % of the bf16 forward at 1080p, 10 % of the fp32 one (docs/PERF_NOTES.md).
 
 Rejected (measured, see PERF_NOTES): the stem as one strided conv on ``x`` (128x the MACs); LSE as a stride-2 10x10
 conv on ``x`` (6x slower in oneDNN); FB2 split into two convs to skip the concat (slower); ``torch.compile``
@@ -61,8 +60,8 @@ _PAD1 = [1, 1]
 
 def _fused_convs_available() -> bool:
     """Whether the fused ops exist *and* do what :class:`FastRediNet` asks of them: they are private to PyTorch (its
-    compiler emits them), so the arguments they accept may differ between releases. Each use is tried once on a tiny
-    input against the plain ops; any error or mismatch means the plain ops are used."""
+    compiler emits them), so the arguments they accept may differ between releases. Each helper below is run once on
+    a tiny input, fused against plain; any error or mismatch means the plain ops are used."""
     try:
         ops = torch.ops.mkldnn
         if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_convolution_pointwise")
@@ -72,15 +71,10 @@ def _fused_convs_available() -> bool:
         cl = lambda *shape: torch.randn(*shape, generator=g).contiguous(memory_format=torch.channels_last)  # noqa: E731
         x, other, w, wg, b = cl(1, 8, 6, 7), cl(1, 8, 6, 7), cl(8, 8, 3, 3), cl(8, 4, 3, 3), torch.randn(8, generator=g)
         with torch.inference_mode():
-            conv = F.conv2d(x, w, b, padding=1)
-            leaky = ops._convolution_pointwise(x, w, b, _PAD1, [1, 1], [1, 1], 1, "leaky_relu", [LEAKY_SLOPE], "")
-            added = ops._convolution_pointwise.binary(x, other, w, b, _PAD1, [1, 1], [1, 1], 1, "add", None, None, [],
-                                                      None)
-            acc = other.clone()
-            ops._convolution_pointwise_(acc, x, wg, b, _PAD1, [1, 1], [1, 1], 2, "add", None, None, [], None)
-            return bool(torch.allclose(leaky, F.leaky_relu(conv, LEAKY_SLOPE), atol=1e-4)
-                        and torch.allclose(added, conv + other, atol=1e-4)
-                        and torch.allclose(acc, F.conv2d(x, wg, b, padding=1, groups=2) + other, atol=1e-4))
+            pairs = [[conv3x3_leaky(x, w, b, f) for f in (True, False)],
+                     [conv3x3_plus(x, other, w, b, f) for f in (True, False)],
+                     [conv3x3_add_(other.clone(), x, wg, b, f, groups=2) for f in (True, False)]]
+            return all(torch.allclose(fused, plain, atol=1e-4) for fused, plain in pairs)
     except Exception:  # noqa: BLE001 -- any failure of a private op means: do not use it
         return False
 
@@ -105,6 +99,15 @@ def conv3x3_leaky(x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool) -
         return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, _PAD1, [1, 1], [1, 1], 1, "leaky_relu",
                                                        [LEAKY_SLOPE], "")
     return F.leaky_relu_(F.conv2d(x, weight, bias, padding=1), LEAKY_SLOPE)
+
+
+def conv3x3_plus(x: Tensor, other: Tensor, weight: Tensor, bias: Tensor | None, fused: bool) -> Tensor:
+    """``conv2d(x, weight, bias, padding=1) + other`` (``other`` channels-last, the conv's output shape); one oneDNN
+    pass when ``fused``."""
+    if fused:
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, weight, bias, _PAD1, [1, 1], [1, 1], 1, "add",
+                                                              None, None, [], None)
+    return F.conv2d(x, weight, bias, padding=1).add_(other)
 
 
 def conv3x3_add_(acc: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, fused: bool, groups: int = 1) -> Tensor:
@@ -369,8 +372,7 @@ class FastRediNet(nn.Module):
         if fused:
             # MSE's residual add as a post-op of its second conv; FB1's grouped conv as its MSE half plus its HSE
             # half added in place (no interleaved input buffer to copy both into).
-            mse = torch.ops.mkldnn._convolution_pointwise.binary(m, _nchw(t8), rb.conv2.weight, rb.conv2.bias,
-                                                                 _PAD1, [1, 1], [1, 1], 1, "add", None, None, [], None)
+            mse = conv3x3_plus(m, _nchw(t8), rb.conv2.weight, rb.conv2.bias, fused)
             self._tick()
             y = F.conv2d(mse, self.fb1_mse_weight, b1, padding=1, groups=4)
             conv3x3_add_(y, hse, self.fb1_hse_weight, None, fused, groups=4)

@@ -136,6 +136,8 @@ def test_fused_conv_helpers_equal_the_plain_ops(dtype):
         want = fast_module.conv3x3_add_(acc.clone(), x, w, b, False)
         torch.testing.assert_close(got, want, **tol)
         assert not torch.equal(got, acc)  # added in place into the accumulator it returns
+        torch.testing.assert_close(fast_module.conv3x3_plus(x, acc, w, b, True),
+                                   fast_module.conv3x3_plus(x, acc, w, b, False), **tol)
 
 
 @needs_fused
@@ -158,7 +160,7 @@ def test_fused_forward_equals_the_unfused_one(net, monkeypatch):
 def test_fused_convs_are_used_only_when_they_match_the_plain_ops(monkeypatch):
     # The ops are private to PyTorch: a release whose ops take other arguments or compute otherwise must fall back.
     assert fast_module._fused_convs_available() == fast_module.fused_convs()
-    monkeypatch.setattr(fast_module.F, "leaky_relu", lambda t, slope: t * 0.5)  # the fused result no longer matches
+    monkeypatch.setattr(fast_module.F, "leaky_relu_", lambda t, slope: t.mul_(0.5))  # plain no longer matches fused
     assert fast_module._fused_convs_available() is False
     monkeypatch.undo()
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
