@@ -23,6 +23,7 @@ from .argparser import EXIT_USAGE, ArgumentParser, duration, frame_rate
 from .config import (
     CudaNet,
     Device,
+    EnhanceConfig,
     ImageFormat,
     ModelKind,
     OnError,
@@ -191,7 +192,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         cuda_graph=ns.cuda_graph,
         gain=ns.gain,
         gain_multiplier=ns.gain_multiplier,
-        gain_smoothing_frames=8.0 if ns.gain_smoothing is None else ns.gain_smoothing,
+        gain_smoothing_frames=EnhanceConfig.gain_smoothing_frames if ns.gain_smoothing is None else ns.gain_smoothing,
         temporal_denoise_frames=ns.temporal_denoise,
         fps=ns.fps,
         codec=ns.codec,
