@@ -24,7 +24,7 @@ from redi_stream.errors import FrameError, UnsupportedSensorError
 from redi_stream.frames import CFA, IDENTITY_3x3, RawMeta
 
 from .colour import checked_cam_to_srgb, xyz_to_cam_to_cam_to_srgb
-from .opcodes import apply_gain_field, read_opcode_list2, shading_field
+from .opcodes import OpcodeList, apply_gain_field, fix_bad_pixels, parsed_opcode_list, read_opcode_lists, shading_field
 from .orient import shift_origin
 
 log = logging.getLogger(__name__)
@@ -326,40 +326,58 @@ def read_libraw_with_margins(
         meta = shift_origin(meta, crop[0], crop[1])
         margins = (margins[0] + crop[0], margins[1] + crop[1])
     if path.suffix.lower() == ".dng":
-        data, meta = _apply_dng_shading(path, data, meta, margins)
+        data, meta = _apply_dng_opcodes(path, data, meta, margins)
     return data, meta, margins
 
 
-def _apply_dng_shading(
+def _apply_dng_opcodes(
     path: Path, data: np.ndarray, meta: RawMeta, origin: tuple[int, int]
 ) -> tuple[np.ndarray, RawMeta]:
-    """Multiply in the DNG's OpcodeList2 gain maps (lens shading), which LibRaw leaves out (:mod:`.opcodes`).
+    """Apply what a DNG's OpcodeList1 and OpcodeList2 hold for Bayer data and LibRaw leaves out (:mod:`.opcodes`):
+    bad-pixel fixes (lists 1 and 2), then lens-shading gain maps (list 2).
 
-    ``origin``: where ``data`` starts in the stored image. The maps are evaluated over the ActiveArea and the window
-    ``data`` covers is taken, so a DefaultCrop (or LibRaw's even-rounded margins) keeps every pixel's own gain.
+    ``origin``: where ``data`` starts in the stored image. OpcodeList1 is placed in the stored image, OpcodeList2
+    in the ActiveArea; the gain maps are evaluated over the ActiveArea and the window ``data`` covers is taken, so
+    a DefaultCrop (or LibRaw's even-rounded margins) keeps every pixel's own gain and every bad pixel its place.
+    A list that cannot be read is left out with a warning; the frame is still decoded.
     """
-    note = None
     try:
-        found = read_opcode_list2(path)
-        if found is None:
-            return data, meta
-        opcodes, (top, left, bottom, right) = found
-        field, others = shading_field(opcodes, bottom - top, right - left)
-    except Exception as exc:  # noqa: BLE001 - tifffile or a malformed list: decode without the maps, and say so
-        field, others = None, ()
-        note = f"its OpcodeList2 could not be read ({exc}); lens-shading gain maps not applied"
-    if others:
-        log.debug("%s: OpcodeList2 also holds %s, not applied", path.name, ", ".join(others))
-    if field is not None:
-        oy, ox = origin[0] - top, origin[1] - left
-        h, w = data.shape
-        if 0 <= oy and 0 <= ox and oy + h <= field.shape[0] and ox + w <= field.shape[1]:
-            data = apply_gain_field(data, meta.black_level, field[oy : oy + h, ox : ox + w])
-        else:
-            note = "its gain maps do not cover the decoded area; lens-shading gain maps not applied"
-    if note is not None:
-        meta = dataclasses.replace(meta, warnings=(*meta.warnings, f"DNG: {note}"))
+        found = read_opcode_lists(path)
+    except Exception as exc:  # noqa: BLE001 - tifffile on a damaged IFD: decode without the lists, and say so
+        return data, _warn(meta, f"its opcode lists could not be read ({exc}); bad-pixel fixes and lens-shading gain "
+                                 "maps not applied")
+    if found is None:
+        return data, meta
+    top, left, bottom, right = found.active_area
+    for number, raw_list, stage_origin, lost in (
+        (1, found.list1, origin, "bad-pixel fixes"),
+        (2, found.list2, (origin[0] - top, origin[1] - left), "bad-pixel fixes and lens-shading gain maps"),
+    ):
+        if raw_list is None:
+            continue
+        try:
+            ops: OpcodeList = parsed_opcode_list(raw_list)
+            field = shading_field(raw_list, bottom - top, right - left) if number == 2 else None
+        except ValueError as exc:
+            meta = _warn(meta, f"its OpcodeList{number} could not be read ({exc}); {lost} not applied")
+            continue
+        if ops.others:
+            log.debug("%s: OpcodeList%d also holds %s, not applied", path.name, number, ", ".join(ops.others))
+        if ops.bad_pixels:
+            data = fix_bad_pixels(data, meta.black_level, ops.bad_pixels, stage_origin,
+                                  found.linearization if number == 1 else None)
+        if field is not None:
+            oy, ox = stage_origin
+            h, w = data.shape
+            if 0 <= oy and 0 <= ox and oy + h <= field.shape[0] and ox + w <= field.shape[1]:
+                data = apply_gain_field(data, meta.black_level, field[oy : oy + h, ox : ox + w])
+            else:
+                meta = _warn(meta, "its gain maps do not cover the decoded area; lens-shading gain maps not applied")
     return data, meta
+
+
+def _warn(meta: RawMeta, note: str) -> RawMeta:
+    return dataclasses.replace(meta, warnings=(*meta.warnings, f"DNG: {note}"))
 
 
 def _dng_default_crop(
