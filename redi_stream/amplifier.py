@@ -13,6 +13,13 @@ import math
 
 import numpy as np
 
+#: The largest network input: amplified values are clipped here, as SID's pipeline clips ``raw * ratio`` (the
+#: packers, ``kernels.pack_raw`` and ``model.gpu_ops``, and the training inputs of ``model.synth`` and
+#: ``model.data``). Training inputs stay near [0, 1]; a light in the frame (a street lamp, a headlight, a hot pixel)
+#: amplified x100 reaches 50 or more, and the network's coarse-scale branch spreads that over the whole frame
+#: (README, "The colour pipeline", has the measurement).
+INPUT_CEILING = 1.0
+
 N_BINS = 127
 #: Bin edges ``b_i = (2^(8 i / 127) - 1) / 255``, i = 0..127 (float64; b_0 = 0, b_127 = 1 exactly).
 BIN_EDGES = np.array([(2.0 ** (8.0 * i / N_BINS) - 1.0) / 255.0 for i in range(N_BINS + 1)])

@@ -197,6 +197,26 @@ def test_bf16_enhancement_is_within_the_8_bit_output_of_fp32() -> None:
     assert np.mean(np.abs(outs["fp32"] - outs["bf16"]) > 2) < 0.01  # few pixels more than 2 codes apart
 
 
+def test_a_light_in_the_frame_stays_where_it_is() -> None:
+    """A street lamp (or a hot pixel) amplified x110 would be a network input of ~50; the network's coarse-scale
+    branch spread that over the whole frame until the packers clipped amplified values at ``INPUT_CEILING``."""
+    from redi_stream.capture import SyntheticSource
+    from redi_stream.model import default_weights_path
+
+    if default_weights_path() is None:
+        pytest.skip("no default weights in this build")
+    frame = SyntheticSource(n_frames=1, size=(256, 384), motion="static", ratio=100, seed=0).read(0)
+    lamp = frame.data.copy()
+    lamp[60:68, 60:68] = 8000  # half of white (16383), ~50x the amplified range
+    kw = dict(cfa=frame.meta.cfa.name, black=frame.meta.black_level[0], white=frame.meta.white_level,
+              wb_gains=frame.meta.wb_gains)
+    with redi_stream.Enhancer(device="cpu", precision="fp32", gain=110.0) as enhance:
+        before, after = enhance(frame.data, **kw).astype(int), enhance(lamp, **kw).astype(int)
+    changed = np.abs(before - after).max(axis=2) > 8
+    changed[:130, :130] = False  # the lamp and its glow
+    assert changed.mean() < 0.01  # without the ceiling: 66 % of the frame
+
+
 ENHANCER_BUILD_PROBE = """
 import json, os, torch
 import redi_stream

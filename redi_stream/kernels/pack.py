@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from redi_stream.amplifier import INPUT_CEILING
 from redi_stream.frames import CFA
 
 
@@ -51,7 +52,7 @@ def _reflect(i: int, n: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _pack_raw(raw, black, white, dy, dx, gain, out):
+def _pack_raw(raw, black, white, dy, dx, gain, ceiling, out):
     """Normalise, amplify and place ``raw`` into ``out`` at (dy, dx); reflect-pad the rest of ``out``.
 
     Args:
@@ -60,16 +61,20 @@ def _pack_raw(raw, black, white, dy, dx, gain, out):
         white: float64 white level, > every black level.
         dy, dx: int64 offsets (0 or 1 for CFA unification; any value >= 0 works).
         gain: float64 amplification applied after clipping to [0, 1].
-        out: (Hp, Wp) float32, Hp >= dy + H, Wp >= dx + W; fully overwritten with values in [0, gain].
+        ceiling: float64, the largest value written (``INPUT_CEILING``; an argument, not a global, so that numba's
+            on-disk cache of this function cannot keep an old value).
+        out: (Hp, Wp) float32, Hp >= dy + H, Wp >= dx + W; fully overwritten, values in
+            [0, min(gain, ceiling)].
 
-    ``out[dy + y, dx + x] = clip((raw[y, x] - black[p]) / (white - black[p]), 0, 1) * gain`` with
-    ``p = 2 (y & 1) + (x & 1)``, in float32 (a true division, so a pixel at exactly ``white`` gives exactly 1).
+    ``out[dy + y, dx + x] = min(clip((raw[y, x] - black[p]) / (white - black[p]), 0, 1) * gain, ceiling)``
+    with ``p = 2 (y & 1) + (x & 1)``, in float32 (a true division, so a pixel at exactly ``white`` gives exactly 1).
     """
     h, w = raw.shape
     hp, wp = out.shape
     g = np.float32(gain)
     zero = np.float32(0.0)
     one = np.float32(1.0)
+    ceiling = np.float32(ceiling)
     half = w // 2
     for y in range(h):
         row = raw[y]
@@ -85,11 +90,11 @@ def _pack_raw(raw, black, white, dy, dx, gain, out):
             x = 2 * k
             r0 = (np.float32(row[x]) - b0) / d0
             r1 = (np.float32(row[x + 1]) - b1) / d1
-            dst[x] = min(max(r0, zero), one) * g
-            dst[x + 1] = min(max(r1, zero), one) * g
+            dst[x] = min(min(max(r0, zero), one) * g, ceiling)
+            dst[x + 1] = min(min(max(r1, zero), one) * g, ceiling)
         if w & 1:
             r0 = (np.float32(row[w - 1]) - b0) / d0
-            dst[w - 1] = min(max(r0, zero), one) * g
+            dst[w - 1] = min(min(max(r0, zero), one) * g, ceiling)
         for c in range(dx):
             orow[c] = orow[dx + _reflect(c - dx, w)]
         for c in range(dx + w, wp):
@@ -126,13 +131,15 @@ def pack_raw(raw: np.ndarray, black: np.ndarray, white: float, cfa: CFA, gain: f
             (``RawMeta.black_level_array``).
         white: white (saturation) level in DN, > every black level.
         cfa: Bayer pattern of ``raw``; ``(dy, dx) = cfa.offset`` rows/cols are reflect-prepended.
-        gain: amplification (finite, >= 0), applied after clipping to [0, 1].
+        gain: amplification (finite, >= 0), applied after clipping to [0, 1]; the amplified value is clipped at
+            1 again (:data:`INPUT_CEILING`).
         out: (Hp, Wp) float32, caller-owned (e.g. a pinned host slot), Hp >= H + dy, Wp >= W + dx; usually
             :func:`padded_shape`. Fully overwritten.
 
     Returns:
-        ``out``: an RGGB mosaic with values in [0, gain]; the frame occupies ``out[dy:dy+H, dx:dx+W]`` and the rest
-        is reflect padding (NumPy ``"reflect"`` semantics, repeated for pads wider than the frame).
+        ``out``: an RGGB mosaic with values in [0, min(gain, INPUT_CEILING)]; the frame occupies
+        ``out[dy:dy+H, dx:dx+W]`` and the rest is reflect padding (NumPy ``"reflect"`` semantics, repeated for
+        pads wider than the frame).
 
     Raises:
         ValueError: wrong dtype/shape, frame smaller than 2x2, ``out`` too small, bad levels or gain.
@@ -151,7 +158,7 @@ def pack_raw(raw: np.ndarray, black: np.ndarray, white: float, cfa: CFA, gain: f
             f"out must be float32 (Hp, Wp) with Hp >= {h + dy}, Wp >= {w + dx} for a {h}x{w} {cfa} frame, "
             f"got {out.dtype} {out.shape}"
         )
-    return _pack_raw(raw, np.ascontiguousarray(black), white, dy, dx, gain, out)
+    return _pack_raw(raw, np.ascontiguousarray(black), white, dy, dx, gain, float(INPUT_CEILING), out)
 
 
 def unpack_crop(net_out: np.ndarray, cfa: CFA, h: int, w: int) -> np.ndarray:

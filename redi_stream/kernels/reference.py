@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from redi_stream.amplifier import INPUT_CEILING
 from redi_stream.frames import CFA
 from redi_stream.kernels.gain import BIN_EDGES, BIN_WEIGHTS, N_BINS
 from redi_stream.kernels.isp import KB, KG, KR, srgb_encode
@@ -31,7 +32,7 @@ def pack_raw(raw: np.ndarray, black: np.ndarray, white: float, cfa: CFA, gain: f
     """Twin of ``kernels.pack_raw`` into a new (hp, wp) float32 array, padding by ``np.pad(mode="reflect")``."""
     dy, dx = CFA(cfa).offset
     h, w = raw.shape
-    r = normalise_raw(raw, black, white) * float(gain)
+    r = np.minimum(normalise_raw(raw, black, white) * float(gain), INPUT_CEILING)
     return np.pad(r, ((dy, hp - h - dy), (dx, wp - w - dx)), mode="reflect").astype(np.float32)
 
 

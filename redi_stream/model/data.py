@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from redi_stream.amplifier import INPUT_CEILING
 from redi_stream.errors import CaptureError, ConfigError
 from redi_stream.frames import CFA
 
@@ -382,7 +383,7 @@ class RawPairDataset:
         dark, bright = self.load(i)
         d, b = _bayer_crop(dark, bright, self.crop_size, rng, self.augment)
         ratio = float(self.pairs[i].ratio)
-        inp = torch.from_numpy(d)[None] * ratio
+        inp = (torch.from_numpy(d)[None] * ratio).clamp_(max=INPUT_CEILING)
         return inp, torch.from_numpy(b).permute(2, 0, 1).contiguous().clamp(0.0, 1.0), ratio
 
     def sample(self, i: int, rng: np.random.Generator) -> tuple[Tensor, Tensor, float]:

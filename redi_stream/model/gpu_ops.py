@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from redi_stream.amplifier import gain_lut
+from redi_stream.amplifier import INPUT_CEILING, gain_lut
 from redi_stream.frames import CFA
 from redi_stream.kernels.pack import padded_shape
 
@@ -89,11 +89,11 @@ class BayerPacker:
         self.denom_map = torch.from_numpy(denom[pos]).to(dev)
 
     def __call__(self, raw: Tensor, gain: Tensor | float, out: Tensor | None = None) -> Tensor:
-        """raw (H, W) int16/uint16 tensor on the packer's device -> (Hp, Wp) float32 in [0, gain] (into ``out``)."""
+        """raw (H, W) int16/uint16 tensor -> (Hp, Wp) float32 in [0, min(gain, INPUT_CEILING)] (into ``out``)."""
         if tuple(raw.shape) != self.shape:
             raise ValueError(f"raw frame is {tuple(raw.shape)}, the packer was built for {self.shape}")
         v = raw_to_float(raw[self.iy[:, None], self.ix[None, :]])
-        v = v.sub_(self.black_map).div_(self.denom_map).clamp_(0.0, 1.0).mul_(gain)
+        v = v.sub_(self.black_map).div_(self.denom_map).clamp_(0.0, 1.0).mul_(gain).clamp_(max=INPUT_CEILING)
         if out is None:
             return v
         return out.copy_(v)

@@ -23,7 +23,8 @@ The pipeline follows SPEC §5, batched and vectorised in torch so it runs on the
    (4, H/2, W/2) raw); a per-channel bias (a ``color_bias`` row, drawn with the same ISO index as the shape);
    uniform quantisation noise U(-0.5, 0.5); then the absolute value ``black + signal`` is clipped to [0, white].
 4. **Normalise** exactly as :func:`redi_stream.kernels.pack_raw` does for real frames:
-   ``clip((dn - black) / (white - black), 0, 1)``; the network input is that times the true ratio.
+   ``clip((dn - black) / (white - black), 0, 1)``; the network input is that times the true ratio, clipped at
+   ``amplifier.INPUT_CEILING`` as the packers clip real frames.
 
 Every random draw comes from one ``torch.Generator`` on the data's device, in a fixed order, so the same seed on
 the same device gives the same tensors (CPU and CUDA streams differ from each other).
@@ -45,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from redi_stream.amplifier import BIN_EDGES, BIN_WEIGHTS
+from redi_stream.amplifier import BIN_EDGES, BIN_WEIGHTS, INPUT_CEILING
 from redi_stream.errors import ConfigError
 
 # --- colour data --------------------------------------------------------------------------------------------------
@@ -555,7 +556,7 @@ class PairSynthesizer:
         dark = ((raw_dn - black) / span).clamp_(0.0, 1.0)
         raw_dn, dark = F.pixel_shuffle(raw_dn, 2), F.pixel_shuffle(dark, 2)
         return SynthBatch(
-            input=dark * params.ratio.view(n, 1, 1, 1),
+            input=(dark * params.ratio.view(n, 1, 1, 1)).clamp_(max=INPUT_CEILING),
             target=target,
             dark=dark,
             raw_dn=raw_dn,

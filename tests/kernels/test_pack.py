@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from redi_stream.amplifier import INPUT_CEILING
 from redi_stream.frames import CFA
 from redi_stream.kernels import mosaic_rgb, pack_raw, padded_shape, reference, unpack_crop
 
@@ -74,9 +75,22 @@ def test_pack_raw_extreme_values_clip() -> None:
     out = np.empty((32, 32), dtype=np.float32)
     pack_raw(raw, BLACK, WHITE, CFA.RGGB, 2.0, out)
     assert out[0, 0] == 0.0  # below black
-    assert out[0, 1] == 2.0  # max code, far above white
-    assert out[1, 0] == 2.0  # exactly white
+    assert out[0, 1] == 1.0  # max code, far above white: clipped, then amplified, then clipped at INPUT_CEILING
+    assert out[1, 0] == 1.0  # exactly white
     assert out[1, 1] == 0.0  # below its own position's black (81.25)
+
+
+def test_pack_raw_clips_the_amplified_value_at_the_input_ceiling() -> None:
+    assert INPUT_CEILING == 1.0
+    raw = np.array([[64 + 240, 64 + 480], [64 + 960, 64 + 120]], dtype=np.uint16)  # 1/4, 1/2, 1, 1/8 of 960
+    black, white = np.full(4, 64, np.float32), 1024.0
+    out = np.empty((32, 32), dtype=np.float32)
+    pack_raw(raw, black, white, CFA.RGGB, 3.0, out)
+    np.testing.assert_allclose(out[:2, :2], [[0.75, 1.0], [1.0, 0.375]], rtol=1e-6)
+    pack_raw(raw, black, white, CFA.RGGB, 0.5, out)  # a gain below 1 keeps its range
+    np.testing.assert_allclose(out[:2, :2], [[0.125, 0.25], [0.5, 0.0625]], rtol=1e-6)
+    np.testing.assert_allclose(reference.pack_raw(raw, black, white, CFA.RGGB, 3.0, 32, 32)[:2, :2],
+                               [[0.75, 1.0], [1.0, 0.375]], rtol=1e-6)
 
 
 def _channel_separated_rgb(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -99,17 +113,17 @@ def test_pack_raw_unifies_to_rggb(cfa: CFA, h: int, w: int) -> None:
 
     rggb = reference.mosaic_rgb(scene, CFA.RGGB).astype(np.uint16)  # (h+1, w+1) scene seen through RGGB
     want = np.empty(padded_shape(h + 1, w + 1, CFA.RGGB), dtype=np.float32)
-    pack_raw(rggb, black_by_colour[list(CFA.RGGB.colors)], white, CFA.RGGB, 3.0, want)
+    pack_raw(rggb, black_by_colour[list(CFA.RGGB.colors)], white, CFA.RGGB, 0.9, want)
 
     # The same scene shifted by the CFA offset is stored in phase `cfa`.
     raw = reference.mosaic_rgb(scene[dy : dy + h, dx : dx + w], cfa).astype(np.uint16)
     out = np.empty(padded_shape(h, w, cfa), dtype=np.float32)
-    pack_raw(raw, black_by_colour[list(cfa.colors)], white, cfa, 3.0, out)
+    pack_raw(raw, black_by_colour[list(cfa.colors)], white, cfa, 0.9, out)
 
     np.testing.assert_array_equal(out[dy : dy + h, dx : dx + w], want[dy : dy + h, dx : dx + w])
     # Every pixel of the padded mosaic, padding included, holds a value of its RGGB colour.
-    lo = (np.array([1000, 3000, 5000]) - black_by_colour) / (white - black_by_colour) * 3.0
-    hi = (np.array([1999, 3999, 5999]) - black_by_colour) / (white - black_by_colour) * 3.0
+    lo = (np.array([1000, 3000, 5000]) - black_by_colour) / (white - black_by_colour) * 0.9
+    hi = (np.array([1999, 3999, 5999]) - black_by_colour) / (white - black_by_colour) * 0.9
     colour = reference._per_position(np.array(CFA.RGGB.colors), out.shape)
     assert np.all(out >= lo[colour] - 1e-5) and np.all(out <= hi[colour] + 1e-5)
     assert out[0, 0] >= lo[0] - 1e-5 and out[0, 0] <= hi[0] + 1e-5  # R at (0, 0)

@@ -239,11 +239,13 @@ def test_sid_list_parsing_and_ratio(tmp_path):
 
 
 def _coded_pair(h: int = 40, w: int = 50):
-    """Dark mosaic whose value encodes (Bayer colour, position); bright RGB carries the same codes per channel."""
+    """Dark mosaic whose value encodes (Bayer colour, position); bright RGB carries the same codes per channel.
+    8 x dark: integer part = colour index, fraction = position (small, so that dark x ratio 2 stays below the
+    network's input ceiling)."""
     y, x = np.mgrid[0:h, 0:w]
     pos = (y * w + x).astype(np.float32) / (h * w) * 0.001
     colour = np.where((y % 2 == 0) & (x % 2 == 0), 0, np.where((y % 2 == 1) & (x % 2 == 1), 2, 1))
-    dark = pos + colour.astype(np.float32)  # integer part = colour index, fraction = position
+    dark = (pos + colour.astype(np.float32)) / 8
     bright = np.stack([pos, pos, pos], axis=2)
     return dark, bright
 
@@ -257,13 +259,13 @@ def test_raw_pair_crops_and_flips_preserve_bayer_phase_and_alignment():
     for _ in range(20):
         inp, tgt, ratio = ds.sample(0, rng)
         assert inp.shape == (1, 32, 32) and tgt.shape == (3, 32, 32) and ratio == 2.0
-        d = inp[0].numpy() / ratio
+        d = inp[0].numpy() / ratio * 8
         colour = np.floor(d)
         assert np.all(colour[0::2, 0::2] == 0) and np.all(colour[1::2, 1::2] == 2)
         assert np.all(colour[0::2, 1::2] == 1) and np.all(colour[1::2, 0::2] == 1)
         np.testing.assert_allclose(d - colour, tgt[0].numpy(), atol=1e-6)  # same pixels in input and target
     inp, tgt, _ = ds.center(0)
-    assert np.floor(inp[0, 0, 0].item() / 2.0) == 0
+    assert np.floor(inp[0, 0, 0].item() / 2.0 * 8) == 0
 
 
 def test_sid_dataset_with_mocked_reader(tmp_path):
