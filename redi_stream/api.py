@@ -71,6 +71,7 @@ class Enhancer:
         gain_smoothing: the automatic gain's time constant in frames, for consecutive frames of one video (default
             8); give 0 when the frames are unrelated stills, so each gets its own exposure.
         temporal_denoise: motion-adaptive temporal denoising over about this many frames (0 = off).
+        hot_pixels: replace isolated hot pixels before amplifying (``kernels.hotpix``).
         denoise: the classic model's bilateral denoise. tile: (H, W) tiles to bound memory (multiples of 32).
         bits: 8 (uint8 output, default) or 16 (uint16).
 
@@ -92,8 +93,8 @@ class Enhancer:
     def __init__(self, weights: str | os.PathLike[str] | None = None, *, model: str = "redi", device: str = "auto",
                  precision: str = "auto", cuda_net: str = "fast", cuda_graph: bool = True,
                  gain: float | None = None, gain_multiplier: float | None = None, gain_smoothing: float = 8.0,
-                 temporal_denoise: float = 0.0, denoise: bool = False, tile: tuple[int, int] | None = None,
-                 bits: int = 8) -> None:
+                 temporal_denoise: float = 0.0, hot_pixels: bool = False, denoise: bool = False,
+                 tile: tuple[int, int] | None = None, bits: int = 8) -> None:
         from . import app
 
         self.config = EnhanceConfig(
@@ -101,7 +102,7 @@ class Enhancer:
             device=parse_enum(Device, device, "device"), precision=parse_enum(Precision, precision, "precision"),
             cuda_net=parse_enum(CudaNet, cuda_net, "cuda_net"), cuda_graph=bool(cuda_graph), gain=gain,
             gain_multiplier=gain_multiplier, gain_smoothing_frames=gain_smoothing,
-            temporal_denoise_frames=temporal_denoise, denoise=bool(denoise),
+            temporal_denoise_frames=temporal_denoise, hot_pixels=bool(hot_pixels), denoise=bool(denoise),
             tile=None if tile is None else (int(tile[0]), int(tile[1])), bits_out=bits)
         self._busy = threading.Lock()
         self._stack = ExitStack()
@@ -111,6 +112,11 @@ class Enhancer:
         except BaseException:
             self._stack.close()
             raise
+        self._hot = None
+        if self.config.hot_pixels:
+            from .stream.hotpixels import HotPixelFilter
+
+            self._hot = HotPixelFilter()
         self._warm = False
         self._closed = False
         self.frames = 0  #: frames enhanced so far
@@ -149,6 +155,8 @@ class Enhancer:
                 raise RuntimeError("Enhancer is closed")
             raw = self._raw_frame(frame, cfa=cfa, black=black, white=white, bits=bits, wb_gains=wb_gains,
                                   cam_to_srgb=cam_to_srgb)
+            if self._hot is not None:
+                raw = self._hot(raw)
             if not self._warm:
                 self._enhancer.warm_up(raw.shape, raw.meta)
                 self._warm = True

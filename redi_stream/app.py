@@ -294,12 +294,20 @@ def _run(cfg: RunConfig) -> int:
             preview = stack.enter_context(make_preview(
                 want_preview, title=f"redi-stream: {getattr(source, 'name', cfg.source)}",
                 gain_control=enhancer if hasattr(enhancer, "gain_multiplier") else None))
+        hot = None
+        if cfg.hot_pixels:
+            from .stream.hotpixels import HotPixelFilter
+
+            hot = HotPixelFilter()
         try:
-            summary = Pipeline(source, enhancer, sinks, pcfg, progress=cfg.progress, preview=preview).run()
+            summary = Pipeline(source, enhancer, sinks, pcfg, progress=cfg.progress, preview=preview,
+                               frame_filter=hot).run()
         except PipelineError as exc:
             _report_kept(cfg, sinks, getattr(exc, "summary", None))
             raise
     log.info("%s", summary.format())
+    if hot is not None:
+        log.info("%s", hot.summary())
     if live:
         from .stream.camera import live_report
 

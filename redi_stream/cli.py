@@ -66,6 +66,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", help="do not capture CUDA graphs")
     g.add_argument("--tile", type=_tile, help="process in overlapping HxW tiles (multiples of 32) to save memory")
     g.add_argument("--denoise", action="store_true", help="classic model: bilateral (edge-preserving) denoise")
+    g.add_argument("--hot-pixels", action="store_true",
+                   help="replace isolated hot pixels (a raw sample far above all 16 neighbours) from their own colour "
+                        "before amplifying: sensors with hot pixels; a star on a single pixel would go too")
     g.add_argument("--temporal-denoise", type=float, default=0.0, metavar="FRAMES",
                    help="still cameras: average each pixel over about FRAMES frames where the scene does not move "
                         "(motion-adaptive; network only; 0 = off, the default)")
@@ -194,6 +197,7 @@ def build_run_config(ns: argparse.Namespace) -> RunConfig:
         gain_multiplier=ns.gain_multiplier,
         gain_smoothing_frames=EnhanceConfig.gain_smoothing_frames if ns.gain_smoothing is None else ns.gain_smoothing,
         temporal_denoise_frames=ns.temporal_denoise,
+        hot_pixels=ns.hot_pixels,
         fps=ns.fps,
         codec=ns.codec,
         crf=ns.crf,

@@ -130,6 +130,7 @@ class EnhanceConfig:
     gain_multiplier: float | None = None
     gain_smoothing_frames: float = 8.0
     temporal_denoise_frames: float = 0.0
+    hot_pixels: bool = False
     denoise: bool = False
     tile: tuple[int, int] | None = None
     bits_out: int = 8

@@ -217,6 +217,25 @@ def test_a_light_in_the_frame_stays_where_it_is() -> None:
     assert changed.mean() < 0.01  # without the ceiling: 66 % of the frame
 
 
+def test_hot_pixels_option_replaces_them_before_enhancing() -> None:
+    from redi_stream.capture import SyntheticSource
+
+    frame = SyntheticSource(n_frames=1, size=(64, 96), motion="static", ratio=100, seed=1).read(0)
+    hot = frame.data.copy()
+    hot[30, 41] = 12000
+    kw = dict(cfa=frame.meta.cfa.name, black=frame.meta.black_level[0], white=frame.meta.white_level)
+    outs = {}
+    for on in (False, True):
+        with redi_stream.Enhancer(model="classic", gain=100.0, hot_pixels=on) as enhance:
+            outs[on] = (enhance(frame.data, **kw).astype(int), enhance(hot, **kw).astype(int))
+    clean, blotted = outs[False]
+    assert np.abs(blotted - clean).max() > 150  # a bright dot after demosaicing (218 codes here)
+    assert np.array_equal(outs[True][0], clean)  # nothing hot in the clean frame: untouched
+    # The hot sample becomes its colour's local mean, not the noisy value it would have had: a difference of the
+    # noise amplified x100 (50 codes here), well below the dot's.
+    assert np.abs(outs[True][1] - clean).max() < np.abs(blotted - clean).max() / 3
+
+
 ENHANCER_BUILD_PROBE = """
 import json, os, torch
 import redi_stream

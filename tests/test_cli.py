@@ -685,3 +685,10 @@ def test_a_shells_expanded_glob_is_taken_in_natural_order(tmp_path: Path, capsys
     capsys.readouterr()
     assert main([*shell_order, "--out", str(tmp_path / "o.mp4"), "--model", "classic", "--no-progress"]) == 0
     assert f"sound: {clip / 'take.wav'}" in capsys.readouterr().err
+
+
+def test_hot_pixels_flag_reaches_the_config() -> None:
+    from redi_stream.cli import build_parser, build_run_config
+
+    assert build_run_config(build_parser().parse_args(["x", "--out", "o.mp4", "--hot-pixels"])).hot_pixels is True
+    assert build_run_config(build_parser().parse_args(["x", "--out", "o.mp4"])).hot_pixels is False

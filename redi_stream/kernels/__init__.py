@@ -6,6 +6,7 @@ first frame. They release the GIL (``nogil``) and are single-threaded, so any th
 """
 
 from redi_stream.kernels.gain import GainSmoother, estimate_gain
+from redi_stream.kernels.hotpix import fix_hot_pixels
 from redi_stream.kernels.isp import apply_isp, apply_isp_yuv420p, float_to_uint, rgb_to_yuv420p
 from redi_stream.kernels.pack import mosaic_rgb, pack_raw, padded_shape, unpack_crop
 from redi_stream.kernels.temporal import TemporalDenoiser, noise_scale, temporal_denoise, temporal_noise_scale
@@ -18,6 +19,7 @@ __all__ = [
     "apply_isp",
     "apply_isp_yuv420p",
     "estimate_gain",
+    "fix_hot_pixels",
     "float_to_uint",
     "mosaic_rgb",
     "noise_scale",

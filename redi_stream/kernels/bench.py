@@ -1,7 +1,7 @@
 """Single-threaded timings of the frame-loop kernels on synthetic frames: ``python -m redi_stream.kernels.bench``.
 
-The inputs look like real ones: a dark 14-bit Bayer frame near its black level (with a few saturated pixels) and a
-network output in [0, 1] cropped out of its padded (Hp, Wp, 3) array, as the pipeline passes it.
+The inputs look like real ones: a dark 14-bit Bayer frame near its black level (with a few saturated pixels, every
+997th sample: hot pixels to ``fix_hot_pixels``), a brighter one, and a network output in [0, 1] cropped out of its padded (Hp, Wp, 3) array, as the pipeline passes it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from redi_stream.kernels import (
     apply_isp,
     apply_isp_yuv420p,
     estimate_gain,
+    fix_hot_pixels,
     float_to_uint,
     noise_scale,
     pack_raw,
@@ -48,6 +49,9 @@ def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 3
     black = np.array([512.0, 512.0, 512.0, 512.0], dtype=np.float32)
     raw = np.clip(rng.normal(540.0, 20.0, size=(h, w)), 0, 16383).astype(np.uint16)
     raw.ravel()[:: 997] = 16383
+    # --hot-pixels also on a bright frame (a lit scene), where most samples pass its first test.
+    bright = np.clip(rng.normal(4000.0, 60.0, size=(h, w)), 0, 16383).astype(np.uint16)
+    fixed = np.empty_like(raw)
     hp, wp = padded_shape(h, w, cfa)
     packed = np.empty((hp, wp), dtype=np.float32)
     net_out = rng.random((hp, wp, 3), dtype=np.float32) ** 2.2
@@ -64,6 +68,8 @@ def benchmark(h: int = 1080, w: int = 1920, cfa: CFA = CFA.RGGB, repeat: int = 3
     return {
         "pack_raw": _time_ms(lambda: pack_raw(raw, black, 16383.0, cfa, 100.0, packed), repeat),
         "estimate_gain": _time_ms(lambda: estimate_gain(raw, black, 16383.0), repeat),
+        "fix_hot_pixels_dark": _time_ms(lambda: fix_hot_pixels(raw, black, 16383.0, cfa, fixed), repeat),
+        "fix_hot_pixels_bright": _time_ms(lambda: fix_hot_pixels(bright, black, 16383.0, cfa, fixed), repeat),
         "apply_isp_u8": _time_ms(lambda: apply_isp(lin, wb, m, rgb8), repeat),
         "apply_isp_u16": _time_ms(lambda: apply_isp(lin, wb, m, rgb16), repeat),
         "float_to_uint_u8": _time_ms(lambda: float_to_uint(lin, rgb8), repeat),

@@ -135,3 +135,48 @@ def temporal_denoise(lin: np.ndarray, state: np.ndarray, frames: float, sigma: f
         k = k_min + (1.0 - k_min) * np.clip((d - LO) / (HI - LO), 0.0, 1.0)
     k = np.where(k >= k_min, k, 1.0)[..., None]  # NaN: take the new value
     return np.where(k >= 1.0, x, s + k * (x - s)).astype(np.float32)
+
+
+def raw_noise_sigma(raw: np.ndarray, row_step: int = 4) -> float:
+    """Twin of ``kernels.hotpix.raw_noise_sigma``: the lower median by ``np.partition``."""
+    rows = raw[::row_step].astype(np.int64)
+    d = np.abs(rows[:, :-2] - rows[:, 2:]).ravel()
+    if d.size == 0:
+        return 0.0
+    return float(np.partition(d, (d.size - 1) // 2)[(d.size - 1) // 2]) * 1.4826 / np.sqrt(2.0)
+
+
+def fix_hot_pixels(
+    raw: np.ndarray, black: np.ndarray, threshold: float, ratio: float, cfa: CFA
+) -> tuple[np.ndarray, int]:
+    """Twin of ``kernels.hotpix.fix_hot_pixels`` with the threshold given: whole-array shifts instead of loops."""
+    h, w = raw.shape
+    sig = raw.astype(np.float64) - _per_position(np.asarray(black, np.float64).reshape(4), raw.shape)
+    out = raw.copy()
+    if h < 5 or w < 5:
+        return out, 0
+
+    def shifted(dy: int, dx: int) -> np.ndarray:
+        return sig[2 + dy : h - 2 + dy, 2 + dx : w - 2 + dx]
+
+    centre = shifted(0, 0)
+    adjacent = [shifted(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    ring = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if dy or dx]
+    lim1 = np.maximum(np.max(adjacent, axis=0), 0.0)
+    lim2 = np.maximum(np.maximum(lim1, np.max([shifted(dy, dx) for dy, dx in ring], axis=0)), 0.0)
+    hot = (centre > threshold)
+    for lim in (lim1, lim2):
+        hot &= (centre - lim > threshold) & (centre > ratio * lim)
+    wt = {(dy, dx): (0.5 if dy == 0 or dx == 0 else 1 / np.sqrt(8.0)) for dy, dx in ring}
+    total = sum(wt[k] * shifted(*k) for k in ring)
+    wsum = sum(wt.values())
+    yy, xx = np.mgrid[2 : h - 2, 2 : w - 2]
+    green = (yy + xx) % 2 == (1 if CFA(cfa) in (CFA.RGGB, CFA.BGGR) else 0)
+    diag = sum(shifted(dy, dx) for dy in (-1, 1) for dx in (-1, 1)) / np.sqrt(2.0)
+    total = np.where(green, total + diag, total)
+    wsum = np.where(green, wsum + 4 / np.sqrt(2.0), wsum)
+    own_black = _per_position(np.asarray(black, np.float64).reshape(4), raw.shape)[2 : h - 2, 2 : w - 2]
+    value = np.clip(np.floor(total / wsum + own_black + 0.5), 0, 65535).astype(np.uint16)
+    inner = out[2 : h - 2, 2 : w - 2]
+    inner[hot] = value[hot]
+    return out, int(hot.sum())

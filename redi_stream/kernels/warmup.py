@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from redi_stream.frames import CFA
-from redi_stream.kernels import gain, isp, pack, temporal, unpack
+from redi_stream.kernels import gain, hotpix, isp, pack, temporal, unpack
 
 
 def dispatchers() -> dict[str, object]:
@@ -20,6 +20,8 @@ def dispatchers() -> dict[str, object]:
         "pack_raw": pack._pack_raw,
         "mosaic_rgb": pack._mosaic_rgb,
         "estimate_gain": gain._gain_sums,
+        "fix_hot_pixels": hotpix._fix_hot_pixels,
+        "raw_noise_sigma": hotpix._noise_sigma,
         "apply_isp_u8": isp._apply_isp_u8,
         "apply_isp_u16": isp._apply_isp_u16,
         "float_to_uint": isp._float_to_uint,
@@ -36,9 +38,9 @@ def dispatchers() -> dict[str, object]:
 def warm_up() -> None:
     """Compile (or load from the on-disk cache) every kernel for every argument layout the pipeline uses.
 
-    Covers: ``pack_raw`` and ``estimate_gain`` on C-contiguous uint16 frames; ``apply_isp`` and ``float_to_uint``
-    with a C-contiguous input and with a strided view (``unpack_crop`` of a padded output), into C-contiguous
-    uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``noise_scale``,
+    Covers: ``pack_raw``, ``estimate_gain`` and ``fix_hot_pixels`` on C-contiguous uint16 frames; ``apply_isp`` and
+    ``float_to_uint`` with a C-contiguous input and with a strided view (``unpack_crop`` of a padded output), into
+    C-contiguous uint8 and uint16 outputs, and fused with yuv420p planes (``apply_isp_yuv420p``); ``noise_scale``,
     ``temporal_noise_scale`` and ``temporal_denoise`` on both input layouts; ``rgb_to_yuv420p``; ``unpack_raw10/12``;
     ``mosaic_rgb``. Takes seconds on a cold cache, well under one on a warm one. Call from the thread that will run
     the kernels, or any thread: compiled code is shared by all threads.
@@ -48,6 +50,7 @@ def warm_up() -> None:
     packed = np.empty(pack.padded_shape(4, 6, CFA.BGGR, multiple=8), dtype=np.float32)
     pack.pack_raw(raw, black, 1023.0, CFA.BGGR, 2.0, packed)
     gain.estimate_gain(raw, black, 1023.0)
+    hotpix.fix_hot_pixels(raw, black, 1023.0, CFA.BGGR, np.empty_like(raw))
     rgb = np.full((4, 6, 3), 0.25, dtype=np.float32)
     pack.mosaic_rgb(rgb, CFA.RGGB, np.empty((4, 6), dtype=np.float32))
 

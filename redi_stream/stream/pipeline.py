@@ -63,7 +63,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import ConfigError, FrameError, Interrupted, PipelineError
 from ..frames import EnhancedFrame, RawFrame, frames_text
@@ -366,6 +366,9 @@ class Pipeline:
         progress: show a tqdm bar on stderr (only when stderr is a TTY).
         preview: optional :class:`Preview`, driven from the caller's thread with the newest frame. Owned by the
             caller.
+        frame_filter: optional ``RawFrame -> RawFrame`` applied to each frame where it is read (on the decode
+            workers, concurrently, for a random-access source; on ``redi-capture`` otherwise), e.g.
+            :class:`~.hotpixels.HotPixelFilter`; its time counts as decode time.
 
     ``run()`` may be called once. :meth:`stop` may be called from any thread.
     """
@@ -379,6 +382,7 @@ class Pipeline:
         *,
         progress: bool = True,
         preview: Preview | None = None,
+        frame_filter: Callable[[RawFrame], RawFrame] | None = None,
     ) -> None:
         self.source = source
         self.enhancer = enhancer
@@ -386,6 +390,8 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.progress = progress
         self.preview = preview
+        # Applied to every frame where it is read (decode workers, or the capture thread), e.g. --hot-pixels.
+        self._filter = frame_filter
 
         self._live = bool(getattr(source, "live", False))
         self._random_access = not self._live and hasattr(source, "read") and hasattr(source, "__len__")
@@ -577,6 +583,8 @@ class Pipeline:
         with self._cpu_shared():
             t0 = time.perf_counter_ns()
             frame = self.source.read(i)
+            if self._filter is not None:
+                frame = self._filter(frame)
             return frame, time.perf_counter_ns() - t0
 
     def _cpu_shared(self, after_epoch: int | None = None):
@@ -666,6 +674,8 @@ class Pipeline:
                 t0 = time.perf_counter_ns()
                 try:
                     frame = next(it)
+                    if self._filter is not None:
+                        frame = self._filter(frame)
                 except StopIteration:
                     break
                 except Exception as exc:  # noqa: BLE001 -- skip a bad frame or fail the stage

@@ -32,6 +32,7 @@ def test_pipeline_calls_after_warm_up_compile_nothing(cfa: CFA) -> None:
     black = np.array([256.0, 256.0, 256.0, 256.0], dtype=np.float32)
     hp, wp = kernels.padded_shape(h, w, cfa)
     batch_in = np.empty((2, 1, hp, wp), dtype=np.float32)
+    kernels.fix_hot_pixels(raw, black, 4095.0, cfa, np.empty_like(raw))
     gain = kernels.GainSmoother().update(kernels.estimate_gain(raw, black, 4095.0))
     kernels.pack_raw(raw, black, 4095.0, cfa, gain, batch_in[1, 0])
     net_out = np.random.default_rng(1).random((2, hp, wp, 3), dtype=np.float32)

@@ -329,3 +329,45 @@ def test_a_stop_discards_the_frame_held_for_look_ahead_and_the_counts_add_up():
     assert 0 < s.frames_out < 200 and s.frames_discarded >= 1
     assert s.frames_in == s.frames_out + s.frames_dropped + s.frames_discarded + s.frames_failed
     assert sink.indices == list(range(s.frames_out))  # nothing after the stop, nothing skipped
+
+
+class _HotSpotEnhancer(FakeEnhancer):
+    """Records the raw value at (20, 30) of each frame it gets, and the threads the filter ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spot: list[int] = []
+
+    def process(self, frame):
+        self.spot.append(int(frame.data[20, 30]))
+        return super().process(frame)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_frame_filter_runs_where_frames_are_read_and_the_enhancer_gets_its_frames(live: bool) -> None:
+    from redi_stream.stream.hotpixels import HotPixelFilter
+
+    class Hot(FakeLiveSource if live else FakeFileSource):
+        def read(self, i):  # file source
+            frame = super().read(i)
+            frame.data[20, 30] = 900  # one hot sample in a flat frame
+            return frame
+
+        def __iter__(self):  # live source
+            for frame in super().__iter__():
+                frame.data[20, 30] = 900
+                yield frame
+
+    filt = HotPixelFilter()
+    threads: set[str] = set()
+
+    def filter_(frame):
+        threads.add(threading.current_thread().name)
+        return filt(frame)
+
+    enh = _HotSpotEnhancer()
+    cfg = PipelineConfig(decode_workers=2, **({"policy": Policy.BLOCK} if live else {}))
+    Pipeline(Hot(6), enh, [RecordingSink()], cfg, progress=False, frame_filter=filter_).run()
+    assert enh.spot == [64 + i for i in range(6)]  # the flat value of each frame, not 900
+    assert filt.frames == 6 and filt.replaced == 6 and "6 replaced in 6 frames" in filt.summary()
+    assert all(t.startswith("redi-capture" if live else "redi-decode") for t in threads), threads
