@@ -1,7 +1,8 @@
 """Single-threaded timings of the frame-loop kernels on synthetic frames: ``python -m redi_stream.kernels.bench``.
 
 The inputs look like real ones: a dark 14-bit Bayer frame near its black level (with a few saturated pixels, every
-997th sample: hot pixels to ``fix_hot_pixels``), a brighter one, and a network output in [0, 1] cropped out of its padded (Hp, Wp, 3) array, as the pipeline passes it.
+997th sample: hot pixels to ``fix_hot_pixels``), a brighter one, and a network output in [0, 1] cropped out of its
+padded (Hp, Wp, 3) array, as the pipeline passes it.
 """
 
 from __future__ import annotations
