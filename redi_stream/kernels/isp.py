@@ -1,7 +1,13 @@
 """The small ISP after the network (SPEC §4) and colour conversions for the encoder.
 
-``apply_isp``: linear camera RGB -> white balance -> camera-to-sRGB matrix -> clip -> sRGB transfer curve ->
-uint8/uint16 (within one code value of the exact curve: a polynomial for uint8, a small table for uint16).
+``apply_isp``: linear camera RGB -> white balance, clipped at 1 -> camera-to-sRGB matrix -> clip -> sRGB transfer
+curve -> uint8/uint16 (within one code value of the exact curve: a polynomial for uint8, a small table for uint16).
+
+The clip after the white balance is the raw converters' "clip" highlight mode. A clipped highlight (a street lamp, a
+headlight, a network output at 1) is the sensor's white in every channel; the white-balance gains (R 2, B 1.7 in
+daylight) take it to (2, 1, 1.7), which a colour matrix with negative off-diagonal terms turns magenta: (255, 197,
+255) in 8-bit sRGB for a typical matrix. Clipped at 1 first, it is (1, 1, 1), which the matrix (its rows sum to 1)
+keeps white. Colours inside the sensor's range reach at most 1 after the white balance and are not touched.
 ``float_to_uint``: quantise an already display-referred image (sRGB-output checkpoints).
 ``rgb_to_yuv420p``: BT.709 limited-range planes for the video encoder.
 """
@@ -60,11 +66,21 @@ def _clip01(v):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _wb_matrix(wb, m):
-    """The 9 entries of ``M @ diag(wb)``: white balance folded into the matrix columns (M @ (wb * c))."""
-    return (m[0, 0] * wb[0], m[0, 1] * wb[1], m[0, 2] * wb[2],
-            m[1, 0] * wb[0], m[1, 1] * wb[1], m[1, 2] * wb[2],
-            m[2, 0] * wb[0], m[2, 1] * wb[1], m[2, 2] * wb[2])
+def _matrix(m):
+    """The 9 entries of ``M``, row by row."""
+    return (m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2], m[2, 0], m[2, 1], m[2, 2])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _white_balance(planar, wb):
+    """``planar`` (3, W) camera RGB times ``wb``, clipped at 1 in place (NaN stays NaN, for the final clip)."""
+    one = np.float32(1.0)
+    for c in range(3):
+        p = planar[c]
+        g = wb[c]
+        for x in range(planar.shape[1]):
+            v = p[x] * g
+            p[x] = one if v > one else v
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -77,7 +93,7 @@ def _srgb_u8(s, p, toe, toe_slope):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _isp_row_u8(src, mm, poly, planar, codes, dst, store):
+def _isp_row_u8(src, wb, mm, poly, planar, codes, dst, store):
     """One row of :func:`apply_isp` to uint8: ``src`` (3 W,) float32 interleaved RGB -> ``codes`` (3, W) uint8
     planes and, if ``store``, ``dst`` (3 W,) interleaved. ``planar`` (3, W) float32 is scratch.
 
@@ -90,6 +106,7 @@ def _isp_row_u8(src, mm, poly, planar, codes, dst, store):
     half = np.float32(0.5)
     pr, pg, pb = planar[0], planar[1], planar[2]
     deinterleave(src, planar)
+    _white_balance(planar, wb)
     for c in range(3):
         a0, a1, a2 = mm[3 * c], mm[3 * c + 1], mm[3 * c + 2]
         cc = codes[c]
@@ -109,11 +126,11 @@ def _apply_isp_u8(lin_body, lin_last, wb, m, poly, out_body, out_last):
     """See :func:`apply_isp`; ``poly`` is ``_srgb_poly_u8()``; rows as ``rows.rows`` pairs."""
     h = lin_body.shape[0] + 1
     w = lin_last.shape[0] // 3
-    mm = _wb_matrix(wb, m)
+    mm = _matrix(m)
     planar = np.empty((3, w), np.float32)
     codes = np.empty((3, w), np.uint8)
     for y in range(h):
-        _isp_row_u8(row(lin_body, lin_last, y), mm, poly, planar, codes, row(out_body, out_last, y), True)
+        _isp_row_u8(row(lin_body, lin_last, y), wb, mm, poly, planar, codes, row(out_body, out_last, y), True)
 
 
 @njit(cache=True, nogil=True)
@@ -123,7 +140,7 @@ def _apply_isp_u16(lin_body, lin_last, wb, m, lut, out_body, out_last):
     SIMD code beside the table's gathers (1080p: 15 vs 37 ms). No FMA contraction: the reference's values."""
     h = lin_body.shape[0] + 1
     w = lin_last.shape[0] // 3
-    mm = _wb_matrix(wb, m)
+    mm = _matrix(m)
     value, slope = lut[0], lut[1]
     n = np.int32(value.shape[0])
     scale = np.float32(n)
@@ -134,6 +151,7 @@ def _apply_isp_u16(lin_body, lin_last, wb, m, lut, out_body, out_last):
     pr, pg, pb = planar[0], planar[1], planar[2]
     for y in range(h):
         deinterleave(row(lin_body, lin_last, y), planar)
+        _white_balance(planar, wb)
         for c in range(3):
             a0, a1, a2 = mm[3 * c], mm[3 * c + 1], mm[3 * c + 2]
             for x in range(w):
@@ -161,7 +179,7 @@ def _isp_args(
 
 
 def apply_isp(lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Render linear camera RGB to display sRGB: ``round(maxval * srgb(clip(M @ (wb * lin), 0, 1)))``.
+    """Render linear camera RGB to display sRGB: ``round(maxval * srgb(clip(M @ min(wb * lin, 1), 0, 1)))``.
 
     Args:
         lin: (H, W, 3) float32 linear camera RGB, nominally [0, 1]; may be a non-contiguous view (e.g.
@@ -295,13 +313,14 @@ def _apply_isp_yuv420p(lin_body, lin_last, wb, m, poly, store, out_body, out_las
     ``rows.rows`` pair; ``store``: also write the interleaved RGB rows."""
     h = lin_body.shape[0] + 1
     w = lin_last.shape[0] // 3
-    mm = _wb_matrix(wb, m)
+    mm = _matrix(m)
     planar = np.empty((3, w), np.float32)
     codes = np.empty((2, 3, w), np.uint8)
     for j in range(h // 2):
         for k in range(2):
             r = 2 * j + k
-            _isp_row_u8(row(lin_body, lin_last, r), mm, poly, planar, codes[k], row(out_body, out_last, r), store)
+            _isp_row_u8(row(lin_body, lin_last, r), wb, mm, poly, planar, codes[k], row(out_body, out_last, r),
+                        store)
         _yuv_rows(codes[0, 0], codes[0, 1], codes[0, 2], codes[1, 0], codes[1, 1], codes[1, 2],
                   row(y_body, y_last, 2 * j), row(y_body, y_last, 2 * j + 1),
                   row(u_body, u_last, j), row(v_body, v_last, j), w)

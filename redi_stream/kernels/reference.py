@@ -60,6 +60,7 @@ def estimate_gain(
 def apply_isp(lin: np.ndarray, wb: np.ndarray, cam_to_srgb: np.ndarray, dtype: type = np.uint8) -> np.ndarray:
     """Twin of ``kernels.apply_isp`` with the exact sRGB curve in float64; a NaN after the matrix renders as 0."""
     c = lin.astype(np.float64) * np.asarray(wb, dtype=np.float64)
+    c = np.where(c > 1.0, 1.0, c)  # the highlight clip (NaN stays NaN)
     s = np.einsum("...j,ij->...i", c, np.asarray(cam_to_srgb, dtype=np.float64))
     s = np.where(np.isnan(s), 0.0, s)
     maxval = np.iinfo(dtype).max

@@ -150,11 +150,13 @@ def apply_isp(lin: Tensor, wb: Tensor, cam_to_srgb: Tensor, dtype: torch.dtype =
         dtype: torch.uint8 (0..255) or torch.int32 (0..65535, the caller narrows to uint16 on the host).
 
     Returns:
-        (..., 3) tensor of ``dtype``: ``floor(maxval * srgb(clip(M @ (wb * lin), 0, 1)) + 0.5)``, the exact curve
+        (..., 3) tensor of ``dtype``: ``floor(maxval * srgb(clip(M @ min(wb * lin, 1), 0, 1)) + 0.5)``, the exact
+        curve
         (the CPU kernel's approximations, a polynomial for uint8 and a table for uint16, are within one code of it).
     """
-    m = (cam_to_srgb.to(torch.float32) * wb.to(torch.float32)[None, :]).to(lin.device)
-    v = torch.nan_to_num(lin.to(torch.float32) @ m.t(), nan=0.0).clamp_(0.0, 1.0)
+    wb = wb.to(torch.float32).to(lin.device)
+    balanced = (lin.to(torch.float32) * wb).clamp_(max=1.0)  # the highlight clip of kernels.isp (NaN stays NaN)
+    v = torch.nan_to_num(balanced @ cam_to_srgb.to(torch.float32).to(lin.device).t(), nan=0.0).clamp_(0.0, 1.0)
     return _quantise(srgb_encode(v), dtype)
 
 

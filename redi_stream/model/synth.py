@@ -125,9 +125,12 @@ def render_srgb(lin_cam: Tensor, wb: Tensor, cam_to_srgb: Tensor, *, clip: bool 
         wb: (N, 3) white-balance multipliers (R, G, B), G == 1.
         cam_to_srgb: (N, 3, 3) white-balanced camera RGB -> linear sRGB.
     Returns:
-        (N, 3, H, W) display sRGB in [0, 1] (``clip=False`` skips the clip, for losses).
+        (N, 3, H, W) display sRGB in [0, 1] (``clip=False`` skips both clips, the highlight clip after the white
+        balance and the final one, for losses).
     """
     x = lin_cam * wb[:, :, None, None]
+    if clip:
+        x = x.clamp(max=1.0)  # kernels.isp's highlight clip
     x = torch.einsum("nij,njhw->nihw", cam_to_srgb, x)
     if clip:
         x = x.clamp(0.0, 1.0)

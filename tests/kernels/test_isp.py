@@ -187,3 +187,24 @@ def test_fused_isp_yuv_writes_only_inside_padded_rows(with_rgb: bool) -> None:
     if with_rgb:
         np.testing.assert_array_equal(rgb_buf[:, :w], want_rgb)
     assert np.all(rgb_buf[:, w:] == 77) and (with_rgb or np.all(rgb_buf == 77))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_clipped_highlight_stays_white_through_white_balance_and_matrix(dtype: type) -> None:
+    """The sensor's white in every channel (a street lamp) times daylight gains (2, 1, 1.7) is (2, 1, 1.7): through
+    a matrix with negative off-diagonal terms that was (255, 197, 255), magenta. Clipped at 1 after the gains first,
+    it is white; a colour the gains keep inside 1 renders as without the clip."""
+    m = np.array([[1.7, -0.5, -0.2], [-0.3, 1.5, -0.2], [0.05, -0.45, 1.4]], np.float32)  # rows sum to 1
+    wb = np.array([2.0, 1.0, 1.7], np.float32)
+    lin = np.array([[[1.0, 1.0, 1.0], [0.8, 1.0, 0.9], [0.3, 0.6, 0.4]]], np.float32)
+    out = apply_isp(lin, wb, m, np.empty(lin.shape, dtype))
+    top = np.iinfo(dtype).max
+    assert out[0, 0].tolist() == [top] * 3 and out[0, 1].tolist() == [top] * 3
+    inside = lin[0, 2] * wb  # (0.6, 0.6, 0.68): untouched by the clip
+    want = np.floor(srgb_encode(np.clip(m.astype(np.float64) @ inside, 0, 1)) * top + 0.5)
+    assert np.abs(out[0, 2].astype(int) - want).max() <= 1
+    lin2 = np.repeat(np.repeat(lin[:, :2], 2, axis=0), 1, axis=1)  # (2, 2, 3) for yuv420p
+    if dtype == np.uint8:
+        y, u, v = (np.empty((2, 2), np.uint8), np.empty((1, 1), np.uint8), np.empty((1, 1), np.uint8))
+        apply_isp_yuv420p(lin2, wb, m, None, y, u, v)
+        assert y.tolist() == [[235, 235], [235, 235]] and u.tolist() == v.tolist() == [[128]]
