@@ -118,7 +118,7 @@ def rgb_to_camera_matrices(weights: Tensor) -> Tensor:
 
 
 def render_srgb(lin_cam: Tensor, wb: Tensor, cam_to_srgb: Tensor, *, clip: bool = True) -> Tensor:
-    """Torch twin of the ISP stage: WB gains, camera -> sRGB matrix, clip, sRGB curve (no tone curve).
+    """Torch twin of the ISP stage: WB gains, clipped at 1, camera -> sRGB matrix, clip, sRGB curve (no tone curve).
 
     Args:
         lin_cam: (N, 3, H, W) linear raw camera RGB (e.g. a network output or :attr:`SynthBatch.target`).
