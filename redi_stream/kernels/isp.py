@@ -72,15 +72,19 @@ def _matrix(m):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _white_balance(planar, wb):
-    """``planar`` (3, W) camera RGB times ``wb``, clipped at 1 in place (NaN stays NaN, for the final clip)."""
+def _balanced_planes(src, wb, planar):
+    """A flat interleaved camera-RGB row (3 W,) into the (3, W) planes ``planar``, times ``wb`` and clipped at 1
+    (NaN stays NaN, for the final clip): the deinterleaving pass does the white balance too."""
     one = np.float32(1.0)
-    for c in range(3):
-        p = planar[c]
-        g = wb[c]
-        for x in range(planar.shape[1]):
-            v = p[x] * g
-            p[x] = one if v > one else v
+    w0, w1, w2 = wb[0], wb[1], wb[2]
+    pr, pg, pb = planar[0], planar[1], planar[2]
+    for x in range(planar.shape[1]):
+        r = src[3 * x] * w0
+        g = src[3 * x + 1] * w1
+        b = src[3 * x + 2] * w2
+        pr[x] = one if r > one else r
+        pg[x] = one if g > one else g
+        pb[x] = one if b > one else b
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -105,8 +109,7 @@ def _isp_row_u8(src, wb, mm, poly, planar, codes, dst, store):
     toe_slope = np.float32(255.0 * 12.92)
     half = np.float32(0.5)
     pr, pg, pb = planar[0], planar[1], planar[2]
-    deinterleave(src, planar)
-    _white_balance(planar, wb)
+    _balanced_planes(src, wb, planar)
     for c in range(3):
         a0, a1, a2 = mm[3 * c], mm[3 * c + 1], mm[3 * c + 2]
         cc = codes[c]
@@ -150,8 +153,7 @@ def _apply_isp_u16(lin_body, lin_last, wb, m, lut, out_body, out_last):
     codes = np.empty((3, w), np.uint16)
     pr, pg, pb = planar[0], planar[1], planar[2]
     for y in range(h):
-        deinterleave(row(lin_body, lin_last, y), planar)
-        _white_balance(planar, wb)
+        _balanced_planes(row(lin_body, lin_last, y), wb, planar)
         for c in range(3):
             a0, a1, a2 = mm[3 * c], mm[3 * c + 1], mm[3 * c + 2]
             for x in range(w):
