@@ -117,3 +117,31 @@ def test_green_samples_take_the_diagonal_greens_and_red_and_blue_do_not(cfa: CFA
     out, n = fix(raw, cfa)
     assert n == 4
     np.testing.assert_array_equal(out, want)
+
+
+def test_on_the_real_frames_it_takes_only_lone_spikes(shared_data) -> None:
+    """The Canon 550D frame (Magic Lantern DNG) has a few hot samples; the other real frames, normally exposed and
+    full of detail, have none it would take."""
+    import json
+    from pathlib import Path
+
+    from redi_stream.capture import HeaderlessParams, RawFileSource
+
+    counts = {}
+    frame = RawFileSource(shared_data / "raw" / "colorchart_canon550d_magiclantern.dng").read(0)
+    out = np.empty_like(frame.data)
+    counts["canon"] = fix_hot_pixels(frame.data, frame.meta.black_level_array, frame.meta.white_level,
+                                     frame.meta.cfa, out)
+    changed = np.argwhere(out != frame.data)
+    for y, x in changed:  # each one far above all 8 adjacent samples
+        around = np.delete(frame.data[y - 1 : y + 2, x - 1 : x + 2].ravel().astype(int), 4)
+        assert int(frame.data[y, x]) - around.max() > 200
+    params = json.loads((Path(__file__).parents[2] / "docs" / "shared_raw_params.json").read_text())
+    for name, p in params.items():
+        hp = HeaderlessParams(width=p["width"], height=p["height"], cfa=CFA(p["cfa"].upper()), black=p["black"],
+                              white=p["white"])
+        frame = RawFileSource(shared_data / "raw" / name, raw_params=hp).read(0)
+        counts[name] = fix_hot_pixels(frame.data, frame.meta.black_level_array, frame.meta.white_level,
+                                      frame.meta.cfa, np.empty_like(frame.data))
+    assert counts.pop("canon") == 6
+    assert set(counts.values()) == {0}, counts
