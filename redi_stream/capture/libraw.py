@@ -358,7 +358,7 @@ def _apply_dng_opcodes(
         try:
             ops: OpcodeList = parsed_opcode_list(raw_list)
             field = shading_field(raw_list, bottom - top, right - left) if number == 2 else None
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - a malformed list: decode without it, and say so
             meta = _warn(meta, f"its OpcodeList{number} could not be read ({exc}); {lost} not applied")
             continue
         if ops.others:
