@@ -71,7 +71,8 @@ class NullPreview:
 
 def render_raw(raw: RawFrame) -> np.ndarray:
     """The raw frame as it is, for the side-by-side "original": half resolution (one RGB pixel per 2x2 Bayer cell),
-    black-subtracted and normalised, white balance and colour matrix applied, sRGB curve, **no gain**.
+    black-subtracted and normalised, white balance (clipped at 1, as ``kernels.apply_isp`` clips it) and colour matrix
+    applied, sRGB curve, **no gain**.
 
     Returns:
         (H/2, W/2, 3) uint8 BGR (new array).
@@ -87,6 +88,7 @@ def render_raw(raw: RawFrame) -> np.ndarray:
         plane -= np.float32(meta.black_level[pos])
         plane *= scale * np.float32(meta.wb_gains[colour]) * np.float32(0.5 if colour == 1 else 1.0)
         rgb[:, :, colour] += plane
+    np.minimum(rgb, np.float32(1.0), out=rgb)  # the ISP's highlight clip: a saturated light stays white
     rgb = rgb @ meta.cam_to_srgb.T.astype(np.float32)
     np.clip(rgb, 0.0, 1.0, out=rgb)
     srgb = np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * np.power(rgb, 1 / 2.4) - 0.055)

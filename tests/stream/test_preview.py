@@ -117,6 +117,14 @@ def test_render_raw_is_the_unamplified_frame():
     assert out.shape == (2, 3, 3) and (out[..., 2] == 255).all() and (out[..., :2] == 0).all()  # BGR: red only
 
 
+def test_render_raw_keeps_a_saturated_light_white():
+    m = np.array([[1.7, -0.5, -0.2], [-0.3, 1.5, -0.2], [0.05, -0.45, 1.4]], np.float32)  # rows sum to 1
+    meta = RawMeta(cfa=CFA.RGGB, black_level=(64.0,) * 4, white_level=1023.0, wb_gains=(2.0, 1.0, 1.7),
+                   cam_to_srgb=m)
+    out = render_raw(RawFrame(np.full((4, 6), 1023, np.uint16), meta, 0, 0))
+    assert (out == 255).all()  # without the clip after the white balance: magenta
+
+
 def test_pipeline_drives_the_preview_hooks():
     class Hooks:
         wants_raw = True
