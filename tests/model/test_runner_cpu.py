@@ -95,18 +95,29 @@ def test_tuner_prefers_fewer_threads_unless_clearly_faster():
 
 
 SERIAL_THREAD_PROBE = """
-import json, os, threading
+import json, os, threading, time
 import torch
 from redi_stream.model.runner import serial_thread
 
 def os_threads():
     return len(os.listdir("/proc/self/task"))
 
+def settled_threads():
+    # A thread just joined (serial_thread's short-lived helper) can still be listed for a moment after join().
+    n = os_threads()
+    for _ in range(100):
+        time.sleep(0.01)
+        m = os_threads()
+        if m == n:
+            return n
+        n = m
+    return n
+
 x = torch.rand(64, 256, 256)
 w = torch.rand(32, 64, 3, 3)
 out = {"cores": torch.get_num_threads()}
 with serial_thread():
-    before = os_threads()
+    before = settled_threads()
     torch.nn.functional.conv2d(x, w, padding=1).sum()  # large ops: a team of worker threads if allowed
     (x * 2).sum()
     out["main_inside"] = torch.get_num_threads()
