@@ -237,12 +237,23 @@ def test_hot_pixels_option_replaces_them_before_enhancing() -> None:
 
 
 ENHANCER_BUILD_PROBE = """
-import json, os, torch
+import json, os, time, torch
 import redi_stream
+
+def settled_threads():  # a thread just joined (serial_thread's helper) can be listed for a moment after join()
+    n = len(os.listdir("/proc/self/task"))
+    for _ in range(100):
+        time.sleep(0.01)
+        m = len(os.listdir("/proc/self/task"))
+        if m == n:
+            return n
+        n = m
+    return n
+
 torch.get_num_threads()
-before = len(os.listdir("/proc/self/task"))
+before = settled_threads()
 enh = redi_stream.Enhancer(precision="fp32")
-print(json.dumps({"new_os_threads": len(os.listdir("/proc/self/task")) - before, "threads": torch.get_num_threads()}))
+print(json.dumps({"new_os_threads": settled_threads() - before, "threads": torch.get_num_threads()}))
 """
 
 
