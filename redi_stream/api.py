@@ -112,11 +112,7 @@ class Enhancer:
         except BaseException:
             self._stack.close()
             raise
-        self._hot = None
-        if self.config.hot_pixels:
-            from .stream.hotpixels import HotPixelFilter
-
-            self._hot = HotPixelFilter()
+        self._hot = app.frame_filter(self.config)
         self._warm = False
         self._closed = False
         self.frames = 0  #: frames enhanced so far

@@ -231,6 +231,16 @@ def build_sinks(cfg: RunConfig, source, stack: ExitStack, frames: int | None = N
     return sinks
 
 
+def frame_filter(cfg: EnhanceConfig):
+    """What every raw frame goes through before the enhancer (``--hot-pixels``: a
+    :class:`~.stream.hotpixels.HotPixelFilter`), or None; shared by the run and the Enhancer."""
+    if not cfg.hot_pixels:
+        return None
+    from .stream.hotpixels import HotPixelFilter
+
+    return HotPixelFilter()
+
+
 def network_thread_guard(cfg: EnhanceConfig):
     """A context for the thread that builds the network but does not run it (the pipeline runs it on its infer
     thread; an Enhancer may be called from another thread): it must not own an OpenMP thread team meanwhile, or
@@ -294,11 +304,7 @@ def _run(cfg: RunConfig) -> int:
             preview = stack.enter_context(make_preview(
                 want_preview, title=f"redi-stream: {getattr(source, 'name', cfg.source)}",
                 gain_control=enhancer if hasattr(enhancer, "gain_multiplier") else None))
-        hot = None
-        if cfg.hot_pixels:
-            from .stream.hotpixels import HotPixelFilter
-
-            hot = HotPixelFilter()
+        hot = frame_filter(cfg)
         try:
             summary = Pipeline(source, enhancer, sinks, pcfg, progress=cfg.progress, preview=preview,
                                frame_filter=hot).run()
